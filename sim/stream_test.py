@@ -7,7 +7,7 @@ file named by ``MASEC_VECTORS`` (see :mod:`masec.sim.vectors`), and runs two tes
   printed), every output beat compared exactly; the first mismatch is reported with its beat,
   lane, both values and the beat's note.
 * ``full_rate`` - no gaps, no backpressure; measures cycles from the first input beat to the
-  last output beat, beside the ideal (the largest beat count of any stream).
+  last output beat, beside the ideal (the file's ``ideal_cycles``, else the largest beat count).
 
 Results (cycles, beats, pass/fail) are appended as JSON lines to ``MASEC_RESULTS`` if set.
 """
@@ -72,7 +72,7 @@ async def _run(dut, gap_prob: float, stall_prob: float, label: str) -> dict:
 
     n_in = max([len(v.beats) for v in vec.inputs.values()] or [0])
     n_out = max([len(v.beats) for v in vec.outputs.values()] or [0])
-    ideal = max(n_in, n_out)
+    ideal = vec.ideal_cycles or max(n_in, n_out)
     timeout = vec.timeout_cycles or (20 * ideal + 2000)
     for k, src in sources.items():
         cocotb.start_soon(src.run(vec.inputs[k].beats))

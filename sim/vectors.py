@@ -3,6 +3,7 @@
 A vector file is JSON (integers may be arbitrarily wide)::
 
     {"seed": 7, "gap_prob": 0.3, "stall_prob": 0.3, "timeout_cycles": 10000,
+     "ideal_cycles": 0,   # optional: the kernel's ideal cycle count (default: largest beat count)
      "inputs":  {"s_x": {"fields": ["data", "scale"], "beats": [[d0, s0], [d1, s1], ...]}},
      "outputs": {"m_y": {"fields": ["data", "scale"], "beats": [...],
                          "lanes": {"data": [P, W]},            # optional: split data into lanes in reports
@@ -47,11 +48,13 @@ class VectorFile:
     gap_prob: float = 0.3
     stall_prob: float = 0.3
     timeout_cycles: int = 0  # 0: derived from the beat counts
+    ideal_cycles: int = 0    # 0: the largest beat count of any stream; kernels that compute longer say so
 
     def to_json(self) -> dict:
         return {"seed": self.seed, "gap_prob": self.gap_prob, "stall_prob": self.stall_prob,
-                "timeout_cycles": self.timeout_cycles,
-                "inputs": {k: v.to_json() for k, v in sorted(self.inputs.items())},
+                "timeout_cycles": self.timeout_cycles, "ideal_cycles": self.ideal_cycles,
+                "ideal_cycles": 0,   # optional: the kernel's ideal cycle count (default: largest beat count)
+     "inputs": {k: v.to_json() for k, v in sorted(self.inputs.items())},
                 "outputs": {k: v.to_json() for k, v in sorted(self.outputs.items())}}
 
     def write(self, path: Path) -> None:
@@ -63,7 +66,7 @@ class VectorFile:
         return cls({k: StreamVectors.from_json(v) for k, v in d["inputs"].items()},
                    {k: StreamVectors.from_json(v) for k, v in d["outputs"].items()},
                    d.get("seed", 1), d.get("gap_prob", 0.3), d.get("stall_prob", 0.3),
-                   d.get("timeout_cycles", 0))
+                   d.get("timeout_cycles", 0), d.get("ideal_cycles", 0))
 
 
 def pack_lanes(values, width: int) -> int:
