@@ -53,8 +53,7 @@ class VectorFile:
     def to_json(self) -> dict:
         return {"seed": self.seed, "gap_prob": self.gap_prob, "stall_prob": self.stall_prob,
                 "timeout_cycles": self.timeout_cycles, "ideal_cycles": self.ideal_cycles,
-                "ideal_cycles": 0,   # optional: the kernel's ideal cycle count (default: largest beat count)
-     "inputs": {k: v.to_json() for k, v in sorted(self.inputs.items())},
+                "inputs": {k: v.to_json() for k, v in sorted(self.inputs.items())},
                 "outputs": {k: v.to_json() for k, v in sorted(self.outputs.items())}}
 
     def write(self, path: Path) -> None:
