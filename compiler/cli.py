@@ -1,0 +1,106 @@
+"""The ``masec`` command line: ``masec compile model.py --out rtl/`` and ``masec sim rtl/``.
+
+Every user error prints one line on stderr (``masec: error: ...``) and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from masec import __version__
+from masec.config import DEFAULT_CLOCK_NS, DEFAULT_MX_FORMAT, DEFAULT_PART, CompileConfig
+from masec.errors import MasecError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="masec", description="Dataflow hardware compiler for LLM inference in MX formats.")
+    p.add_argument("--version", action="version", version=f"masec {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("compile", help="compile model.py to SystemVerilog + testbench + synthesis scripts")
+    c.add_argument("model_file", help="Python file defining `model` and `example_inputs`")
+    c.add_argument("--out", required=True, help="output folder (must be new or empty, unless --force)")
+    c.add_argument("--format", default="mx",
+                   help=f"number format of every tensor: an MX format name (mxint8, mxint4, mxfp8_e4m3, mxfp8_e5m2, "
+                        f"mxfp6_e3m2, mxfp6_e2m3, mxfp4, mxint<k>, mxfp_e<E>m<M>); `mx` = {DEFAULT_MX_FORMAT}")
+    c.add_argument("--block-size", type=int, default=32, help="MX block size (power of two; default 32)")
+    c.add_argument("--rounding", default="even", choices=("even", "away", "trunc"),
+                   help="element rounding when quantizing inputs and weights (default: even = RNE)")
+    c.add_argument("--parallelism", type=int, default=4,
+                   help="elements per stream beat (power of two dividing the block size; default 4)")
+    c.add_argument("--model", dest="model_name", default="model", help="name of the model in the file (default: model)")
+    c.add_argument("--inputs", dest="inputs_name", default="example_inputs",
+                   help="name of the example inputs in the file (default: example_inputs)")
+    c.add_argument("--part", default=DEFAULT_PART, help=f"FPGA part for the Vivado script (default: {DEFAULT_PART})")
+    c.add_argument("--clock", dest="clock_ns", type=float, default=DEFAULT_CLOCK_NS,
+                   help=f"clock period in ns for the constraints (default: {DEFAULT_CLOCK_NS})")
+    c.add_argument("--seed", type=int, default=1, help="seed of the testbench's random gaps/backpressure (default 1)")
+    c.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+
+    s = sub.add_parser("sim", help="simulate a compiled design (Verilator + cocotb), compare with the reference")
+    s.add_argument("out", help="a folder written by `masec compile`")
+    s.add_argument("--seed", type=int, default=None, help="override the testbench seed")
+    s.add_argument("--waves", action="store_true", help="write an FST waveform (sim_build/dump.fst)")
+    return p
+
+
+def _compile(args, console: Console) -> int:
+    from masec.backend import compile_model
+
+    cfg = CompileConfig(model_file=args.model_file, out=args.out, format=args.format, block_size=args.block_size,
+                        rounding=args.rounding, model_name=args.model_name, inputs_name=args.inputs_name,
+                        parallelism=args.parallelism, part=args.part, clock_ns=args.clock_ns, seed=args.seed,
+                        force=args.force)
+    with console.status("compiling") as status:
+        res = compile_model(cfg, progress=lambda step: status.update(f"compiling: {step}"))
+    t = Table(title=f"masec compile {Path(args.model_file).name} -> {res.out}")
+    for col in ("node", "op", "shape", "format", "kernel", "ideal cycles"):
+        t.add_column(col)
+    for r in res.rows:
+        t.add_row(r["node"], r["op"], str(tuple(r["shape"])), r["format"], r["kernel"] or "-",
+                  str(r["ideal_cycles"] or "-"))
+    console.print(t)
+    console.print(f"wrote {res.out}/ (rtl/, tb/, vivado/, yosys/, report/, Makefile); next: masec sim {res.out}")
+    return 0
+
+
+def _sim(args, console: Console) -> int:
+    from masec.simulate import simulate
+
+    with console.status("building with Verilator and simulating (random gaps + backpressure, then full rate)"):
+        s = simulate(Path(args.out), seed=args.seed, waves=args.waves)
+    res = s.result
+    t = Table(title=f"masec sim {args.out}  (seed {s.seed}; replay: masec sim {args.out} --seed {s.seed})")
+    for col in ("test", "vectors (in/out beats)", "cycles", "ideal", "results/cycle", "result"):
+        t.add_column(col)
+    for r in res.runs:
+        per = r["output_elements"] / r["cycles"] if r["cycles"] else 0.0
+        t.add_row(r["test"], f"{r['input_beats']}/{r['output_beats']}", str(r["cycles"]), str(r["ideal_cycles"]),
+                  f"{per:.3f}", "[green]PASS[/]" if r["ok"] else "[red]FAIL[/]")
+    console.print(t)
+    if not res.ok:
+        console.print(f"[red]FAIL[/]: {res.message}")
+        return 1
+    console.print(f"[green]PASS[/]: every output element matches the bit-exact reference"
+                  + (f"; waves in {res.build_dir}/dump.fst" if args.waves else ""))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        return {"compile": _compile, "sim": _sim}[args.cmd](args, console)
+    except MasecError as exc:
+        msg = " ".join(str(exc).split()) if "\n" not in str(exc).strip() else str(exc).strip().splitlines()[0]
+        err.print(f"masec: error: {msg}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

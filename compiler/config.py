@@ -1,0 +1,67 @@
+"""The one compile configuration: defaults < CLI flags, validated before any pass runs.
+
+It is written into the output folder (``masec_config.json``) so a build can be reproduced.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from masec.errors import MasecError
+
+#: ``--format mx`` means this format.
+DEFAULT_MX_FORMAT = "mxint8"
+#: Formats the RTL kernels implement today (elements of the OCP MX family).
+DEFAULT_PART = "xcu250-figd2104-2L-e"
+DEFAULT_CLOCK_NS = 4.0
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    model_file: str
+    out: str
+    format: str = DEFAULT_MX_FORMAT
+    block_size: int = 32
+    rounding: str = "even"
+    model_name: str = "model"
+    inputs_name: str = "example_inputs"
+    parallelism: int = 4            # lanes per stream beat (divides the block size)
+    part: str = DEFAULT_PART
+    clock_ns: float = DEFAULT_CLOCK_NS
+    seed: int = 1
+    force: bool = False
+
+    def validated(self) -> "CompileConfig":
+        from masec.formats import FormatError, parse_format
+
+        fmt = DEFAULT_MX_FORMAT if self.format == "mx" else self.format
+        try:
+            parsed = parse_format(fmt, block_size=self.block_size, rounding=self.rounding)
+        except FormatError as exc:
+            raise MasecError(f"--format {self.format!r}: {exc}") from None
+        except ValueError as exc:
+            raise MasecError(f"--format {self.format!r} / --block-size {self.block_size}: {exc}") from None
+        if not hasattr(parsed, "element"):
+            raise MasecError(f"--format {self.format!r}: the RTL backend supports MX formats "
+                             f"(mxint<k>, mxfp_e<E>m<M>, mxfp8_e4m3, mxfp4 ...); {fmt} has no MX element")
+        b = self.block_size
+        p = self.parallelism
+        if p < 1 or p & (p - 1) or b % p:
+            raise MasecError(f"--parallelism {p}: must be a power of two that divides the block size {b}")
+        if not self.clock_ns > 0:
+            raise MasecError(f"--clock {self.clock_ns}: the clock period must be a positive number of ns")
+        if not self.part.strip():
+            raise MasecError("--part: give an FPGA part name, e.g. " + DEFAULT_PART)
+        return CompileConfig(**{**asdict(self), "format": parsed.name})
+
+    def tensor_format(self):
+        from masec.meta import TensorFormat
+        return TensorFormat(self.format, self.block_size, -1, self.rounding)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.pop("force")
+        d.pop("out")
+        d["model_file"] = Path(self.model_file).name
+        return json.dumps(d, indent=2, sort_keys=True) + "\n"
