@@ -93,12 +93,11 @@ def _sim(args, console: Console) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
-    err = Console(stderr=True)
     try:
         return {"compile": _compile, "sim": _sim}[args.cmd](args, console)
     except MasecError as exc:
         msg = " ".join(str(exc).split()) if "\n" not in str(exc).strip() else str(exc).strip().splitlines()[0]
-        err.print(f"masec: error: {msg}", markup=False, highlight=False, soft_wrap=True)
+        print(f"masec: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from masec.errors import MasecError
+from masec.hw_templates.kernels.stream_fork import instance_config as fork_config
 from masec.lowering import beats_of, lowering_for
 from masec.meta import meta
 
@@ -127,21 +128,18 @@ def build_design(gm, config, top: str = "top") -> Design:
             continue
         forked.add(name)
         n = len(cons)
+        ctx, params, module = fork_config(n, src.data_bits)
         conns = [("s_x_valid_i", src.sig("valid")), ("s_x_ready_o", src.sig("ready")),
-                 ("s_x_data_i", f"{{{src.sig('scale')}, {src.sig('data')}}}")]
+                 ("s_x_data_i", src.sig("data")), ("s_x_scale_i", src.sig("scale"))]
         for i, (c, k) in enumerate(cons):
             branch = Stream(f"{src.base}_f{i}", src.lanes, src.width)
-            d.wires += [{"name": branch.sig("valid"), "range": ""}, {"name": branch.sig("ready"), "range": ""},
-                        {"name": branch.sig("bus"), "range": _range(branch.data_bits + 8)}]
+            add_stream_wires(branch)
             conns += [(f"m_y{i}_valid_o", branch.sig("valid")), (f"m_y{i}_ready_i", branch.sig("ready")),
-                      (f"m_y{i}_data_o", branch.sig("bus"))]
+                      (f"m_y{i}_data_o", branch.sig("data")), (f"m_y{i}_scale_o", branch.sig("scale"))]
             edge_source[(name, c.name, k)] = branch
-        d.instances.append({"module": "stream_fork", "name": f"u_fork_{src.base}",
+        d.instances.append({"module": module, "name": f"u_fork_{src.base}", "render": ("stream_fork", module, ctx),
                             "comment": f"fan-out of {name} to {', '.join(c.name for c, _ in cons)}",
-                            "params": [("N", n), ("WIDTH", src.data_bits + 8)], "conns": conns})
-
-    def bus(s: Stream, forked_branch: bool) -> str:
-        return s.sig("bus") if forked_branch else f"{{{s.sig('scale')}, {s.sig('data')}}}"
+                            "params": sorted(params.items()), "conns": conns})
 
     # edges: FIFOs into kernels, assigns into top outputs
     for node in gm.graph.nodes:
@@ -152,19 +150,14 @@ def build_design(gm, config, top: str = "top") -> Design:
             for i, arg in enumerate(args):
                 src = edge_source[(arg.name, node.name, i)]
                 oname = "y" if len(args) == 1 else f"y{i}"
-                is_fork = arg.name in forked
                 d.ports += [{"dir": "output", "name": f"m_{oname}_valid_o", "range": ""},
                             {"dir": "input ", "name": f"m_{oname}_ready_i", "range": ""},
                             {"dir": "output", "name": f"m_{oname}_data_o", "range": _range(src.data_bits)},
                             {"dir": "output", "name": f"m_{oname}_scale_o", "range": "[7:0] "}]
                 d.assigns += [{"lhs": f"m_{oname}_valid_o", "rhs": src.sig("valid")},
-                              {"lhs": src.sig("ready"), "rhs": f"m_{oname}_ready_i"}]
-                if is_fork:
-                    d.assigns += [{"lhs": f"m_{oname}_data_o", "rhs": f"{src.sig('bus')}[{src.data_bits - 1}:0]"},
-                                  {"lhs": f"m_{oname}_scale_o", "rhs": f"{src.sig('bus')}[{src.data_bits + 7}:{src.data_bits}]"}]
-                else:
-                    d.assigns += [{"lhs": f"m_{oname}_data_o", "rhs": src.sig("data")},
-                                  {"lhs": f"m_{oname}_scale_o", "rhs": src.sig("scale")}]
+                              {"lhs": src.sig("ready"), "rhs": f"m_{oname}_ready_i"},
+                              {"lhs": f"m_{oname}_data_o", "rhs": src.sig("data")},
+                              {"lhs": f"m_{oname}_scale_o", "rhs": src.sig("scale")}]
                 am = meta(arg)
                 d.outputs.append({"name": f"m_{oname}", "node": arg.name, "lanes": src.lanes, "width": src.width,
                                   "format": am.formats["out"].name, "shape": list(am.shape)})
@@ -181,12 +174,12 @@ def build_design(gm, config, top: str = "top") -> Design:
             d.wires += [{"name": f"{dst}_valid", "range": ""}, {"name": f"{dst}_ready", "range": ""},
                         {"name": f"{dst}_bus", "range": _range(src.data_bits + 8)}]
             d.instances.append({
-                "module": "stream_fifo", "name": f"u_fifo_{dst}",
+                "module": "stream_fifo", "name": f"u_fifo_{dst}", "render": ("stream_fifo", "stream_fifo", {}),
                 "comment": f"edge {arg.name} -> {node.name} (input {k}), depth {depth}"
                            + (" (whole tensor: behind a fork)" if arg.name in forked else ""),
                 "params": [("WIDTH", src.data_bits + 8), ("DEPTH", depth)],
                 "conns": [("s_x_valid_i", src.sig("valid")), ("s_x_ready_o", src.sig("ready")),
-                          ("s_x_data_i", bus(src, arg.name in forked)),
+                          ("s_x_data_i", f"{{{src.sig('scale')}, {src.sig('data')}}}"),
                           ("m_y_valid_o", f"{dst}_valid"), ("m_y_ready_i", f"{dst}_ready"), ("m_y_data_o", f"{dst}_bus")]})
             conns += [(f"{port}_valid_i", f"{dst}_valid"), (f"{port}_ready_o", f"{dst}_ready"),
                       (f"{port}_data_i", f"{dst}_bus[{src.data_bits - 1}:0]"),

@@ -27,10 +27,10 @@ def _modules(gm, design) -> list:
             raise MasecError(f"internal: two different renderings of module {r.module}")
         mods.setdefault(r.module, r)
 
-    used = {inst["module"] for inst in design.instances}
-    for infra in ("stream_fifo", "stream_fork"):
-        if infra in used:
-            add(render(infra))
+    for inst in design.instances:
+        if "render" in inst:
+            kernel_name, module, ctx = inst["render"]
+            add(render(kernel_name, module, **ctx))
     for node in gm.graph.nodes:
         m = meta(node)
         if m.kernel is not None:
@@ -68,7 +68,7 @@ def report_rows(gm) -> list[dict]:
         k = m.kernel
         rows.append({
             "node": node.name, "op": m.op, "shape": list(m.shape or ()),
-            "format": m.formats["out"].name if "out" in m.formats else "",
+            "format": m.formats["out"].name if "out" in m.formats else "",  # noqa: E501
             "param_formats": {p: f.name for p, f in sorted(m.formats.items()) if p != "out"},
             "kernel": k.kernel if k else "", "module": k.module if k else "",
             "parameters": {a: b for a, b in k.params} if k else {},

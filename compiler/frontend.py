@@ -41,22 +41,32 @@ FUNCTION_OPS: dict[object, str] = {
 METHOD_OPS: dict[str, str] = {"relu": "relu", "add": "add", "mul": "mul", "matmul": "matmul", "softmax": "softmax"}
 
 
-def _user_frame(stack_trace: str | None) -> str:
-    """The innermost frame of the user's code in an fx stack trace, as 'file:line: code'."""
+def _user_frame(stack_trace: str | None, model_file: str = "") -> str:
+    """The innermost frame of the user's code in an fx stack trace, as 'file:line: code'.
+
+    Frames in the model file win; otherwise the innermost frame outside torch and masec.
+    """
     if not stack_trace:
         return ""
     lines = [ln.strip() for ln in stack_trace.strip().splitlines()]
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith('File "'):
-            loc = lines[i]
-            code = lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].startswith('File "') else ""
+    frames = []
+    for i, ln in enumerate(lines):
+        if ln.startswith('File "'):
             try:
-                fname = loc.split('"')[1]
-                lineno = loc.split("line ")[1].split(",")[0]
-                return f"{Path(fname).name}:{lineno}: {code}".rstrip(": ")
+                fname = ln.split('"')[1]
+                lineno = ln.split("line ")[1].split(",")[0]
             except IndexError:
-                return loc
-    return ""
+                continue
+            code = lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].startswith('File "') else ""
+            frames.append((fname, lineno, code))
+    target = str(Path(model_file).resolve()) if model_file else None
+    mine = [f for f in frames if target and str(Path(f[0]).resolve()) == target]
+    if not mine:
+        mine = [f for f in frames if "/torch/" not in f[0] and "site-packages" not in f[0] and "/masec/" not in f[0]]
+    if not mine:
+        return ""
+    fname, lineno, code = mine[-1]
+    return f"{Path(fname).name}:{lineno}: {code}".rstrip(": ")
 
 
 def load_model_file(path, model_name: str = "model", inputs_name: str = "example_inputs"):
@@ -158,7 +168,7 @@ def normalize(gm: fx.GraphModule, supported: set[str], path: str = "model.py") -
     """Give every node its canonical op; raise UnsupportedOpError for the first op masec cannot build."""
     for node in gm.graph.nodes:
         op = canonical_op(gm, node)
-        source = _user_frame(node.stack_trace)
+        source = _user_frame(node.stack_trace, path)
         if op is None or (op not in supported and op not in ("input", "output")):
             where = f" at {source}" if source else ""
             raise UnsupportedOpError(

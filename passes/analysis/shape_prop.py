@@ -23,9 +23,9 @@ def shape_prop(gm, example_inputs) -> dict[str, tuple[int, ...]]:
         raise PassError(f"running the example inputs through the model failed{at}: {type(exc).__name__}: {exc}") from None
     shapes = {}
     for node in gm.graph.nodes:
-        tm = node.meta.get("tensor_meta")
         if node.op == "output":
-            tm = node.args[0].meta.get("tensor_meta") if hasattr(node.args[0], "meta") else None
+            continue  # the output node's shapes are those of its arguments
+        tm = node.meta.get("tensor_meta")
         if tm is None or not hasattr(tm, "shape"):
             raise PassError(f"node `{node.name}` does not produce a single tensor; masec streams one tensor per edge")
         shape = tuple(int(s) for s in tm.shape)

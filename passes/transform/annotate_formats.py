@@ -24,7 +24,7 @@ def annotate_formats(gm, config):
         for port in PARAM_PORTS.get(m.op, ()):
             want[port] = fmt
         if m.op == "output":
-            want = {"out": meta(node.args[0]).formats.get("out", fmt)} if hasattr(node.args[0], "meta") else want
+            want = {}  # outputs keep the formats of the tensors they return
         if m.formats != want:
             set_meta(node, m.with_(formats=want))
             changed = True
