@@ -1,0 +1,151 @@
+"""mx_relu: bit-exact model vs float ReLU, RTL vs model under gaps/backpressure, lint, Yosys."""
+import subprocess
+
+import pytest
+import torch
+
+from masec.hw_templates.kernels.mx_relu import (instance_config, relu_model, relu_reference,
+                                                 resolve_format, stress_mx)
+from masec.hw_templates.render import render_with_deps
+from masec.sim.mxstream import mx_stream
+from masec.sim.runner import lint, run_stream_test
+from masec.sim.vectors import VectorFile
+from masec.toolchain import verilator_binary, verilator_env
+
+FORMATS = ["mxint8", "mxfp8_e4m3", "mxfp4", "mxint4", "mxfp8_e5m2", "mxfp6_e2m3"]
+
+
+@pytest.fixture(scope="module")
+def build_cache(tmp_path_factory):
+    """One rendered source set + build folder per SV parameter set, shared by the tests of this module."""
+    cache = {}
+
+    def get(params):
+        key = tuple(sorted(params.items()))
+        if key not in cache:
+            d = tmp_path_factory.mktemp("mx_relu_" + "_".join(f"{k}{v}" for k, v in key))
+            cache[key] = (render_with_deps("mx_relu", d / "rtl"), d / "build")
+        return cache[key]
+    return get
+
+
+@pytest.mark.parametrize("fmt_name", FORMATS)
+def test_relu_model_equals_float_relu_on_every_code(fmt_name):
+    """decode(relu_model(c, s)) == max(decode(c, s), 0) bit for bit, every finite code, scale extremes."""
+    fmt = resolve_format(fmt_name, 32)
+    el = fmt.element
+    codes = el.all_codes()
+    codes = codes[torch.isfinite(el.decode_codes(codes))]
+    n = len(codes)
+    pad = (-n) % 32
+    codes = torch.cat([codes, torch.zeros(pad, dtype=torch.int64)]).reshape(-1, 32)
+    for s in (0, 1, 100, 127, 200, 253, 254):
+        scales = torch.full((codes.shape[0],), s, dtype=torch.int64)
+        rc, rs = relu_model(codes, scales, el)
+        got = fmt.decode_codes(rc, rs)
+        want = relu_reference(fmt.decode_codes(codes, scales))
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), (fmt_name, s)
+        assert torch.equal(rs, scales)
+        assert int(((rc >> (el.bits - 1)) & 1).sum()) == 0  # no sign bit left (-0 -> +0)
+
+
+def test_relu_model_keeps_nan_blocks():
+    fmt = resolve_format("mxfp8_e4m3", 32)
+    codes = torch.randint(0, 256, (2, 32))
+    scales = torch.tensor([255, 3])
+    rc, rs = relu_model(codes, scales, fmt.element)
+    assert torch.isnan(fmt.decode_codes(rc, rs)[0]).all()
+
+
+# RTL configurations: (format, block size, lanes, REG). One build per (P, W, REG): the W=8 builds
+# serve both mxint8 and mxfp8; the W=4 build both mxfp4 and mxint4.
+RTL_CASES = [
+    ("mxint8", 32, 4, 1),
+    ("mxfp8_e4m3", 32, 4, 1),
+    ("mxfp4", 16, 8, 0),
+    ("mxint4", 16, 8, 0),
+]
+SLOW_CASES = [
+    ("mxfp8_e5m2", 32, 1, 1), ("mxint8", 32, 32, 0), ("mxfp6_e2m3", 32, 8, 1),
+    ("mxfp4", 32, 32, 1), ("mxint8", 8, 2, 0),
+]
+
+
+def _relu_vectors(fmt, lanes, seed, nblocks=24):
+    gen = torch.Generator().manual_seed(seed)
+    codes, scales = stress_mx(fmt.element, nblocks, fmt.block_size, gen)
+    out_c, out_s = relu_model(codes, scales, fmt.element)
+    w = fmt.element.bits
+    return VectorFile({"s_x": mx_stream(codes, scales, w, lanes)}, {"m_y": mx_stream(out_c, out_s, w, lanes)},
+                      seed=seed)
+
+
+def _run_rtl(build_cache, fmt_name, block, lanes, reg, seed):
+    fmt = resolve_format(fmt_name, block)
+    _, params, top = instance_config((4, 2 * block), fmt, lanes, registered=bool(reg))
+    files, build_dir = build_cache(params)
+    vf = _relu_vectors(fmt, lanes, seed)
+    res = run_stream_test(files, top, vf, build_dir, parameters=params)
+    assert res.ok, res.message
+    full = res.run("full_rate")
+    print(f"mx_relu {fmt_name} B{block} P{lanes} REG{reg}: full_rate {full['cycles']} cycles, "
+          f"ideal {full['ideal_cycles']} ({full['output_beats']} beats)")
+    # steady state 1 beat/cycle: only the REG-cycle latency on top of the ideal
+    assert full["cycles"] <= full["ideal_cycles"] + reg
+    return res
+
+
+@pytest.mark.parametrize("fmt_name,block,lanes,reg", RTL_CASES)
+def test_relu_rtl_matches_model(build_cache, seed, fmt_name, block, lanes, reg):
+    _run_rtl(build_cache, fmt_name, block, lanes, reg, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt_name,block,lanes,reg", SLOW_CASES)
+def test_relu_rtl_matches_model_sweep(build_cache, seed, fmt_name, block, lanes, reg):
+    _run_rtl(build_cache, fmt_name, block, lanes, reg, seed)
+
+
+def test_relu_rtl_check_can_fail(build_cache, seed):
+    """A wrong expected beat must fail the testbench."""
+    fmt = resolve_format("mxint8", 32)
+    _, params, top = instance_config((1, 32), fmt, 4)
+    files, build_dir = build_cache(params)
+    vf = _relu_vectors(fmt, 4, seed, nblocks=4)
+    beats = vf.outputs["m_y"].beats
+    beats[5] = [beats[5][0] ^ 0x3, beats[5][1]]
+    res = run_stream_test(files, top, vf, build_dir, parameters=params)
+    assert not res.ok
+    assert "beat 5" in res.message
+
+
+def _lint_params(files, top, params):
+    """verilator --lint-only -Wall with SV parameter overrides (masec.sim.runner.lint takes none)."""
+    cmd = [verilator_binary(), "--lint-only", "-Wall", "--top-module", top,
+           *[f"-G{k}={v}" for k, v in params.items()], *map(str, files)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env())
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "%Warning" not in out and "%Error" not in out, out
+
+
+@pytest.mark.parametrize("params", [{"P": 4, "W": 8, "REG": 1}, {"P": 8, "W": 4, "REG": 0},
+                                    {"P": 1, "W": 6, "REG": 1}])
+def test_relu_lints_clean(tmp_path, params):
+    files = render_with_deps("mx_relu", tmp_path)
+    lint(files, "mx_relu")
+    _lint_params(files, "mx_relu", params)
+
+
+@pytest.mark.slow
+def test_relu_yosys_synth(tmp_path):
+    from pyosys import libyosys as ys
+
+    files = render_with_deps("mx_relu", tmp_path)
+    d = ys.Design()
+    ys.run_pass(f"read_verilog -sv {files[-1]}", d)
+    ys.run_pass("chparam -set P 8 mx_relu", d)
+    ys.run_pass("synth_xilinx -top mx_relu -flatten", d)
+    ys.run_pass(f"tee -q -o {tmp_path / 'stat.txt'} stat", d)
+    stat = (tmp_path / "stat.txt").read_text()
+    print(stat)
+    assert "FDRE" in stat or "FDCE" in stat
