@@ -92,11 +92,21 @@ def _failures(xml_path: Path) -> list[str]:
     return out
 
 
-def lint(sources, toplevel: str, workdir: Path | None = None) -> str:
-    """``verilator --lint-only -Wall`` on ``sources``; raise :class:`MasecError` with its output on any warning."""
-    cmd = [verilator_binary(), "--lint-only", "-Wall", "--top-module", toplevel, *map(str, sources)]
+def lint(sources, toplevel: str, workdir: Path | None = None, parameters: dict | None = None) -> str:
+    """``verilator --lint-only -Wall`` on ``sources``; raise :class:`MasecError` with its output on any warning.
+
+    ``parameters`` override the top module's SV parameters (``-G``), so a configuration is linted as built.
+    """
+    gparams = [f"-G{k}={_gvalue(v)}" for k, v in sorted((parameters or {}).items())]
+    cmd = [verilator_binary(), "--lint-only", "-Wall", "--top-module", toplevel, *gparams, *map(str, sources)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env(), cwd=workdir)
     out = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0 or "%Warning" in out or "%Error" in out:
         raise MasecError(f"lint of {toplevel} failed:\n{out}")
     return out
+
+
+def _gvalue(v) -> str:
+    if isinstance(v, str):
+        return f'"{v}"'
+    return str(int(v))
