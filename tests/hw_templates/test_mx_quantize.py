@@ -1,0 +1,202 @@
+"""mx_quantize: model vs exact references and masec.formats; RTL vs model under gaps/backpressure."""
+import random
+from fractions import Fraction
+
+import pytest
+import torch
+
+from masec.formats import parse_format
+from masec.hw_templates.kernels.mx_quantize import (
+    pack_lanes_me, quantize_block, quantize_blocks, sv_params,
+)
+from masec.hw_templates.render import render_with_deps
+from masec.sim.runner import lint, run_stream_test
+from masec.sim.vectors import StreamVectors, VectorFile
+from mx_helpers import lint_params, ref_quantize_values
+
+FORMATS = ["mxint8", "mxfp8_e4m3", "mxfp4", "mxfp8_e5m2", "mxfp6_e2m3", "mxint4"]
+
+
+def elem(name):
+    return parse_format(name).element
+
+
+def random_block(rng: random.Random, n: int, mw: int, ew: int) -> tuple[list[int], list[int]]:
+    """A block of (m, e) lanes with the extremes mixed in: all-zero blocks, E clamped at both ends,
+    most negative mantissas, exact ties, zeros among huge values, wide exponent spreads."""
+    emin_e, emax_e = -(1 << (ew - 1)), (1 << (ew - 1)) - 1
+    mmin, mmax = -(1 << (mw - 1)), (1 << (mw - 1)) - 1
+    kind = rng.randrange(9)
+    if kind == 0:
+        return [0] * n, [rng.randint(emin_e, emax_e) for _ in range(n)]
+    if kind == 1:  # huge: E would exceed 127 -> clamp, lanes saturate
+        base = rng.randint(min(120, emax_e - 1), emax_e)
+    elif kind == 2:  # tiny: E below -127 -> clamp, small lanes flush / subnormal
+        base = rng.randint(emin_e, max(emin_e, -150))
+    else:
+        base = rng.randint(max(emin_e, -60), min(emax_e, 60) - 6)
+    m, e = [], []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.15:
+            mi = 0
+        elif r < 0.22:
+            mi = rng.choice([mmin, mmax, -mmax, 1, -1])
+        elif r < 0.4:  # few significant bits: exact ties after rounding
+            mi = rng.choice([-1, 1]) * (rng.randrange(1, 64) * 2 + 1) << rng.randrange(0, mw - 8)
+        else:
+            mi = rng.randint(mmin, mmax) >> rng.randrange(0, mw)
+        ei = min(max(base + (rng.randint(-3, 3) if kind != 8 else rng.randint(-40, 40)), emin_e), emax_e)
+        m.append(mi)
+        e.append(ei)
+    return m, e
+
+
+# ----------------------------------------------------------------------------- model tests
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_model_matches_exact_rational_reference(fmt, seed):
+    """quantize_block == nearest-grid-point rounding of the exact values, incl. E clamping at both ends."""
+    rng = random.Random(seed)
+    el = elem(fmt)
+    for _ in range(300):
+        m, e = random_block(rng, 8, 20, 10)
+        vals = [Fraction(mi) * Fraction(2) ** ei for mi, ei in zip(m, e)]
+        assert quantize_block(m, e, el) == ref_quantize_values(vals, el), (m, e)
+
+
+def test_model_clamps_shared_exponent_at_both_ends():
+    el = elem("mxfp8_e4m3")
+    codes, scale = quantize_block([3, -1, 0], [200, 190, 0], el)
+    assert scale == 254 and codes == [0x7E, 0xFE, 0]          # E = 127: both saturate to +-448
+    codes, scale = quantize_block([1, 5], [-140, -142], el)
+    # E clamps to -127: 2^-140 / 2^-127 = 2^-13 is below half the smallest e4m3 subnormal (2^-9)
+    # -> 0; 5 * 2^-142 likewise -> 0
+    assert (codes, scale) == ([0, 0], 0)
+    codes, scale = quantize_block([1, 5], [-133, -136], el)
+    # 2^-6 (min normal, code 0x08) and 5 * 2^-9 (subnormal 5 * 2^-9, code 0x05)
+    assert (codes, scale) == ([0x08, 0x05], 0)
+    ref = ref_quantize_values([Fraction(2) ** -133, Fraction(5) * Fraction(2) ** -136], el)
+    assert (codes, scale) == ref and scale == 0
+    codes, scale = quantize_block([0, 0], [5, -5], elem("mxint8"))
+    assert (codes, scale) == ([0, 0], 1)                         # all-zero int block: E = -126
+    codes, scale = quantize_block([0, 0], [5, -5], elem("mxfp4"))
+    assert (codes, scale) == ([0, 0], 0)                         # all-zero fp block: E = -127
+
+
+@pytest.mark.parametrize("fmt", ["mxint8", "mxfp8_e4m3", "mxfp4", "mxfp6_e3m2"])
+def test_model_equals_masec_formats_on_float32_exact_values(fmt, seed):
+    """Where m * 2^e is a float32, the quantizer equals MXFormat(..., "even").encode of it."""
+    rng = random.Random(seed)
+    el = elem(fmt)
+    fmt_obj = parse_format(fmt, block_size=16)
+    ms, es = [], []
+    for i in range(400):
+        m, e = random_block(rng, 16, 24, 10)
+        # keep values float32-exact: |m| < 2^24, lsb >= 2^-149, top < 2^127
+        e = [min(max(ei, -149), 127 - 24) for ei in e]
+        if i % 5 == 0:  # amax in the float32 subnormal range: E clamps to -127
+            e = [-149 + (ei % 8) for ei in e]
+        ms.append(m)
+        es.append(e)
+    mt = torch.tensor(ms, dtype=torch.int64)
+    et = torch.tensor(es, dtype=torch.int64)
+    x = (mt.to(torch.float64) * torch.pow(2.0, et.to(torch.float64))).to(torch.float32)
+    assert torch.equal(x.to(torch.float64), mt.to(torch.float64) * torch.pow(2.0, et.to(torch.float64)))
+    enc = fmt_obj.encode(x)
+    codes, scales = quantize_blocks(mt, et, el)
+    assert torch.equal(codes, enc.codes.reshape(codes.shape).to(torch.int64))
+    assert torch.equal(scales, enc.scales.reshape(scales.shape).to(torch.int64))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_vectorized_model_equals_scalar_model(fmt, seed):
+    rng = random.Random(seed)
+    el = elem(fmt)
+    blocks = [random_block(rng, 8, 40, 10) for _ in range(300)]
+    mt = torch.tensor([b[0] for b in blocks], dtype=torch.int64)
+    et = torch.tensor([b[1] for b in blocks], dtype=torch.int64)
+    codes, scales = quantize_blocks(mt, et, el)
+    for i, (m, e) in enumerate(blocks):
+        c, s = quantize_block(m, e, el)
+        assert codes[i].tolist() == c and int(scales[i]) == s, (m, e)
+
+
+# ----------------------------------------------------------------------------- RTL tests
+def make_vectors(rng, fmt, block, p, mw, ew, nblocks, seed):
+    el = elem(fmt)
+    beats_in, beats_out = [], []
+    from masec.sim.vectors import pack_lanes
+    for _ in range(nblocks):
+        m, e = random_block(rng, block, mw, ew)
+        codes, scale = quantize_block(m, e, el)
+        for b in range(0, block, p):
+            beats_in.append([pack_lanes_me(m[b:b + p], e[b:b + p], mw, ew)])
+            beats_out.append([pack_lanes(codes[b:b + p], el.bits), scale])
+    return VectorFile({"s_x": StreamVectors(("data",), beats_in)},
+                      {"m_y": StreamVectors(("data", "scale"), beats_out, {"data": (p, el.bits)})},
+                      seed=seed, gap_prob=0.3, stall_prob=0.3)
+
+
+RTL_CONFIGS = [  # (format, B, P, MW, EW)
+    ("mxint8", 32, 4, 16, 10),
+    ("mxfp8_e4m3", 32, 8, 20, 10),
+    ("mxfp4", 16, 16, 12, 9),
+]
+SLOW_CONFIGS = [
+    ("mxint8", 32, 1, 24, 10), ("mxfp8_e5m2", 32, 32, 16, 10), ("mxfp6_e2m3", 8, 2, 16, 10),
+    ("mxint4", 16, 4, 8, 8), ("mxfp8_e4m3", 64, 16, 30, 12), ("mxfp4", 32, 8, 16, 10),
+]
+
+
+@pytest.fixture(scope="module")
+def build_root(tmp_path_factory):
+    """One Verilator build per parameter set, shared by the tests of this module."""
+    return tmp_path_factory.mktemp("mx_quantize_builds")
+
+
+def simulate(build_root, vf, fmt, block, p, mw, ew):
+    el = elem(fmt)
+    folder = build_root / f"{el.name}_B{block}_P{p}_MW{mw}_EW{ew}"
+    files = render_with_deps("mx_quantize", folder / "rtl")
+    return run_stream_test(files, "mx_quantize", vf, folder / "build", parameters=sv_params(p, block, mw, ew, el))
+
+
+def run_rtl(build_root, seed, fmt, block, p, mw, ew, nblocks=48):
+    rng = random.Random(seed)
+    vf = make_vectors(rng, fmt, block, p, mw, ew, nblocks, seed)
+    res = simulate(build_root, vf, fmt, block, p, mw, ew)
+    assert res.ok, res.message
+    full = res.run("full_rate")
+    print(f"mx_quantize {fmt} B{block} P{p} MW{mw}: full_rate {full['cycles']} cycles, ideal {full['ideal_cycles']}")
+    # latency: one block of buffering (B/P beats) plus the pipeline's 2 cycles
+    assert full["cycles"] <= full["ideal_cycles"] + block // p + 2
+    return res
+
+
+@pytest.mark.parametrize("fmt,block,p,mw,ew", RTL_CONFIGS)
+def test_rtl_matches_model(build_root, seed, fmt, block, p, mw, ew):
+    run_rtl(build_root, seed, fmt, block, p, mw, ew)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,block,p,mw,ew", SLOW_CONFIGS)
+def test_rtl_matches_model_sweep(build_root, seed, fmt, block, p, mw, ew):
+    run_rtl(build_root, seed, fmt, block, p, mw, ew, nblocks=200)
+
+
+def test_rtl_check_can_fail(build_root, seed):
+    """A wrong expectation (one element code of beat 9 flipped) must fail, naming the beat."""
+    rng = random.Random(seed)
+    vf = make_vectors(rng, "mxint8", 32, 4, 16, 10, 6, seed)
+    beat = vf.outputs["m_y"].beats[9]
+    beat[0] ^= 1 << 3
+    res = simulate(build_root, vf, "mxint8", 32, 4, 16, 10)  # same build as RTL_CONFIGS[0]
+    assert not res.ok
+    assert "beat 9" in res.message
+
+
+@pytest.mark.parametrize("fmt,block,p,mw,ew", RTL_CONFIGS + SLOW_CONFIGS)
+def test_lint_clean(tmp_path, fmt, block, p, mw, ew):
+    files = render_with_deps("mx_quantize", tmp_path)
+    lint(files, "mx_quantize")
+    lint_params(files, "mx_quantize", sv_params(p, block, mw, ew, elem(fmt)))
