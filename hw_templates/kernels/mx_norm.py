@@ -1,0 +1,621 @@
+"""RMSNorm (``mx_rmsnorm``) and LayerNorm (``mx_layernorm``) over the last axis of MX tensors.
+
+Both kernels buffer one row while they reduce it (pass 1, as the row streams in), then scale the
+buffered row (pass 2) and hand exact per-lane values ``m * 2^e`` to the shared output quantizer
+``mx_quantize``. Everything below is the bit-exact model of the RTL; docs/kernels/mx_norm.md
+explains the arithmetic with its widths and measured error.
+
+Usage by the compiler::
+
+    ctx, params, module = instance_config("rmsnorm", n=64, fmt_in="mxint8", fmt_out="mxint8",
+                                          fmt_param="mxfp8_e4m3", lanes=8, eps=1e-5,
+                                          gamma_mem="gamma.mem")
+    render("mx_rmsnorm", module, **ctx)   # + deps rendered by render_with_deps
+    Path("gamma.mem").write_text(pack_gamma_mem(g_codes, g_scales, g_elem))
+    codes_out, scales_out = rmsnorm_model(codes, scales, elem_in, g_codes, g_scales, g_elem,
+                                          elem_out, n=64, eps=1e-5)
+
+Notation: an element code decodes to an integer "fixed-point" value ``xi`` with the element's
+unit exponent ``XE`` (value = xi * 2^(XE + scale - 127)), see :func:`decode_fixed`; or to a
+lane-local float ``sig * 2^exp`` (:func:`decode_float`). NaN/Inf codes are not special: their bit
+patterns decode like finite codes (MX quantisation never produces them).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+
+import torch
+
+from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
+
+# ----------------------------------------------------------------------------- design constants
+G1 = 8            # guard bits of the first-moment row accumulator (LayerNorm)
+G2 = 2 * G1       # guard bits of the second-moment row accumulator (both norms)
+NMB = 24          # mantissa bits of the normalized rsqrt operand (and of the N*eps constant)
+LUT_BITS = 7      # fraction bits of the operand that index the rsqrt seed table (2 * 2^7 entries)
+YF = 16           # fraction bits of the rsqrt seed / Newton result
+RW = YF + 2       # bits of the unsigned rsqrt result R (row constant)
+CB = 17           # mantissa bits of the sqrt(N) and 1/N constants
+MUB = 24          # signed bits of the normalized mean (LayerNorm)
+DW = 20           # magnitude bits of the aligned x - mean window (LayerNorm); d is DW + 1 signed bits
+YW = 24           # magnitude bits of the aligned d*R*gamma + beta window (LayerNorm); y is YW + 1 signed
+EW_OUT = 12       # signed exponent bits of the (m, e) lanes into mx_quantize
+NEG_TOP = -1024   # "no non-zero operand" exponent in the LayerNorm alignments
+E8M0_BIAS = 127
+
+
+# ----------------------------------------------------------------------------- element decoding
+def elem_is_int(el) -> bool:
+    return el.kind == "int"
+
+
+def fixed_width(el) -> int:
+    """Signed bits of the fixed-point integer ``xi`` of any code of ``el`` (int: bits; fp: mbits + 2^ebits)."""
+    return el.bits if elem_is_int(el) else el.mbits + (1 << el.ebits)
+
+
+def unit_exp(el) -> int:
+    """Exponent of one unit of ``xi``: int -(bits-2); fp 1 - bias - mbits."""
+    return -(el.bits - 2) if elem_is_int(el) else 1 - el.bias - el.mbits
+
+
+def decode_fixed(code: int, el) -> int:
+    """Signed integer ``xi`` with code value = xi * 2^unit_exp(el) (exact; int code -2^(bits-1) decodes too)."""
+    code = int(code)
+    if elem_is_int(el):
+        return code - (1 << el.bits) if code >> (el.bits - 1) else code
+    sign = code >> (el.bits - 1)
+    ef = (code >> el.mbits) & ((1 << el.ebits) - 1)
+    mf = code & ((1 << el.mbits) - 1)
+    mag = mf if ef == 0 else ((1 << el.mbits) | mf) << (ef - 1)
+    return -mag if sign else mag
+
+
+def decode_float(code: int, el) -> tuple[int, int]:
+    """``(sig, exp)`` with code value = sig * 2^exp: the lane-local form used for products."""
+    code = int(code)
+    if elem_is_int(el):
+        return decode_fixed(code, el), unit_exp(el)
+    sign = code >> (el.bits - 1)
+    ef = (code >> el.mbits) & ((1 << el.ebits) - 1)
+    mf = code & ((1 << el.mbits) - 1)
+    sig = mf if ef == 0 else (1 << el.mbits) | mf
+    return (-sig if sign else sig), max(ef, 1) - el.bias - el.mbits
+
+
+def float_sig_width(el) -> int:
+    """Signed bits of ``sig`` from :func:`decode_float`."""
+    return el.bits if elem_is_int(el) else el.mbits + 2
+
+
+def elem_sv_params(el, prefix: str) -> dict:
+    """Element description as SV parameters ``<prefix>_IS_INT/_BITS/_EBITS/_MBITS/_BIAS``."""
+    return {f"{prefix}_IS_INT": int(elem_is_int(el)), f"{prefix}_BITS": int(el.bits),
+            f"{prefix}_EBITS": int(el.ebits), f"{prefix}_MBITS": int(el.mbits), f"{prefix}_BIAS": int(el.bias)}
+
+
+# ----------------------------------------------------------------------------- constants
+def _norm_const(x: Fraction, bits: int) -> tuple[int, int]:
+    """Round x > 0 to nearest (ties even) as (M, E): x ~ M * 2^E with 2^(bits-1) <= M < 2^bits."""
+    if x <= 0:
+        raise ValueError("constant must be positive")
+    e = x.numerator.bit_length() - x.denominator.bit_length()
+    if Fraction(2) ** e > x:
+        e -= 1
+    sh = bits - 1 - e                      # M = x * 2^sh in [2^(bits-1), 2^bits)
+    t = x * Fraction(2) ** sh
+    m = math.floor(t)
+    r = t - m
+    if r > Fraction(1, 2) or (r == Fraction(1, 2) and m % 2 == 1):
+        m += 1
+    if m == 1 << bits:
+        m >>= 1
+        sh -= 1
+    return m, -sh
+
+
+def _sqrt_fraction(n: int, bits: int) -> tuple[int, int]:
+    """sqrt(n) rounded to nearest as (M, E) with ``bits``-bit M (exact integer square root)."""
+    # sqrt(n) * 2^sh with sh chosen so the result has bits+2 bits; round from isqrt with a remainder test
+    e = (n.bit_length() - 1) // 2
+    sh = bits - 1 - e
+    while True:
+        scaled = n << (2 * sh) if sh >= 0 else n >> (-2 * sh)
+        m = math.isqrt(scaled)
+        if m >= 1 << bits:
+            sh -= 1
+            continue
+        if m < 1 << (bits - 1):
+            sh += 1
+            continue
+        break
+    # nearest: compare (m + 1/2)^2 with scaled  <=>  (2m+1)^2 with 4*scaled
+    if sh < 0 and (n & ((1 << (-2 * sh)) - 1)):
+        raise ValueError("sqrt constant needs a non-negative shift")
+    if (2 * m + 1) ** 2 < 4 * scaled:     # never a tie: (2m+1)^2 is odd
+        m += 1
+    if m == 1 << bits:
+        m >>= 1
+        sh -= 1
+    return m, -sh
+
+
+@dataclass(frozen=True)
+class NormConsts:
+    """Row-length and eps constants of one norm instance (SV parameters of the RTL)."""
+    n: int
+    eps: float
+    eps_m: int     # N*eps ~ eps_m * 2^eps_e, eps_m NMB bits (round to nearest even)
+    eps_e: int
+    sqn_m: int     # sqrt(N) ~ sqn_m * 2^sqn_e, CB bits
+    sqn_e: int
+    inv_m: int     # 1/N ~ inv_m * 2^inv_e, CB bits
+    inv_e: int
+
+    def sv_params(self) -> dict:
+        return {"EPS_M": self.eps_m, "EPS_E": self.eps_e, "SQN_M": self.sqn_m, "SQN_E": self.sqn_e,
+                "INV_M": self.inv_m, "INV_E": self.inv_e}
+
+
+@lru_cache(maxsize=None)
+def norm_consts(n: int, eps: float) -> NormConsts:
+    if n < 1:
+        raise ValueError(f"row length N must be >= 1, got {n}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    em, ee = _norm_const(Fraction(eps) * n, NMB)
+    sm, se = _sqrt_fraction(n, CB)
+    im, ie = _norm_const(Fraction(1, n), CB)
+    return NormConsts(n, float(eps), em, ee, sm, se, im, ie)
+
+
+@lru_cache(maxsize=1)
+def rsqrt_lut() -> tuple[int, ...]:
+    """Seed table: index {odd, f[LUT_BITS]} -> round(2^YF / sqrt(m')) at the interval midpoint,
+    m' = (1 + (f + 1/2) / 2^LUT_BITS) * (2 if odd else 1)."""
+    out = []
+    for odd in (0, 1):
+        for f in range(1 << LUT_BITS):
+            # the same float expression as the template's Jinja (tests compare the rendered table)
+            mid = (1 + (f + 0.5) / (2 ** LUT_BITS)) * (2 if odd else 1)
+            out.append(int(round((2 ** YF) / (mid ** 0.5))))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- pass 1: row statistics
+def block_sums(xis: list[int]) -> tuple[int, int]:
+    """(sum xi, sum xi^2) of one block (exact integers)."""
+    return sum(xis), sum(x * x for x in xis)
+
+
+def accumulate_row(blocks: list[tuple[int, int, int]]) -> tuple[int, int, int]:
+    """Combine per-block ``(s1, q, scale)`` into the row accumulators ``(A1, A2, sa)``.
+
+    The accumulators keep the exponent of the largest non-zero block seen so far (``sa``); a block
+    at a smaller scale is aligned by an arithmetic right shift (floor), a larger one shifts the
+    accumulators instead. Value: sum x = A1 * 2^(c - G1), sum x^2 = A2 * 2^(2c - G2) with
+    c = sa - 127 + unit_exp. Blocks with q == 0 (all zero) are skipped.
+    """
+    a1 = a2 = sa = 0
+    for s1, q, s in blocks:
+        if q == 0:
+            continue
+        if s > sa:
+            d = s - sa
+            a1 = (a1 >> d) + (s1 << G1)
+            a2 = (a2 >> (2 * d)) + (q << G2)
+            sa = s
+        else:
+            d = sa - s
+            a1 = a1 + ((s1 << G1) >> d)
+            a2 = a2 + ((q << G2) >> (2 * d))
+    return a1, a2, sa
+
+
+def layernorm_var(a1: int, a2: int, k: NormConsts) -> tuple[int, int]:
+    """``(mu, vn)``: mu = A1 * INV_M (mean = mu * 2^(c - G1 + INV_E));
+    vn = max(A2 - floor(A1 * mu * 2^INV_E), 0) (N * var = vn * 2^(2c - G2))."""
+    mu = a1 * k.inv_m
+    vn = a2 - ((a1 * mu) >> (-k.inv_e))
+    return mu, max(vn, 0)
+
+
+def _normalize(v: int, bits: int) -> tuple[int, int]:
+    """v > 0 -> (M, sh) with M = v shifted to exactly ``bits`` bits (truncating) and v ~ M * 2^sh."""
+    L = v.bit_length() - 1
+    if L >= bits - 1:
+        return v >> (L - bits + 1), L - bits + 1
+    return v << (bits - 1 - L), L - bits + 1
+
+
+def rsqrt_unit(v: int, ev: int, k: NormConsts) -> tuple[int, int]:
+    """The reciprocal-square-root unit: ``(R, er)`` with R * 2^er ~ sqrt(N) / sqrt(v * 2^ev + N*eps).
+
+    1. normalize v to NMB bits (truncate): M * 2^t;
+    2. add N*eps = EPS_M * 2^EPS_E: align the smaller operand by a right shift (truncate), add,
+       renormalize a carry by one right shift (truncate); v == 0 gives N*eps;
+    3. m' = S / 2^(NMB-1) * (2 if the binade u is odd), u' = u - odd (even);
+    4. seed Y0 = LUT[odd, top LUT_BITS fraction bits], YF fraction bits;
+    5. one Newton step: t = (Mi * Y0^2) >> (NMB-1 + YF); h = 3*2^YF - t; Y1 = (Y0 * h) >> (YF + 1);
+    6. R = (Y1 * SQN_M) >> (CB - 1); er = SQN_E + CB - 1 - YF - u'/2.
+    """
+    if v > 0:
+        m, sh = _normalize(v, NMB)
+        t = ev + sh
+        if t >= k.eps_e:
+            s, T = m + (k.eps_m >> (t - k.eps_e)), t
+        else:
+            s, T = k.eps_m + (m >> (k.eps_e - t)), k.eps_e
+        if s >> NMB:
+            s, T = s >> 1, T + 1
+    else:
+        s, T = k.eps_m, k.eps_e
+    u = T + NMB - 1
+    odd = u & 1
+    mi = s << odd
+    up = u - odd
+    idx = (odd << LUT_BITS) | ((s >> (NMB - 1 - LUT_BITS)) & ((1 << LUT_BITS) - 1))
+    y0 = rsqrt_lut()[idx]
+    t2 = (mi * y0 * y0) >> (NMB - 1 + YF)
+    h = (3 << YF) - t2
+    y1 = (y0 * h) >> (YF + 1)
+    r = (y1 * k.sqn_m) >> (CB - 1)
+    er = k.sqn_e + CB - 1 - YF - up // 2
+    return r, er
+
+
+# ----------------------------------------------------------------------------- helpers on tensors
+def _rows(codes, scales):
+    c = torch.as_tensor(codes).to(torch.int64)
+    s = torch.as_tensor(scales).to(torch.int64)
+    if c.dim() < 2 or c.shape[:-1] != s.shape:
+        raise ValueError(f"codes {tuple(c.shape)} / scales {tuple(s.shape)}: expected [..., nblocks, B] / [..., nblocks]")
+    lead = tuple(c.shape[:-2])
+    nblk, b = c.shape[-2], c.shape[-1]
+    return c.reshape(-1, nblk, b).tolist(), s.reshape(-1, nblk).tolist(), lead, nblk, b
+
+
+def _check_param(codes, scales, nblk: int, b: int, what: str):
+    c = torch.as_tensor(codes).to(torch.int64).reshape(-1)
+    s = torch.as_tensor(scales).to(torch.int64).reshape(-1)
+    if c.numel() != nblk * b or s.numel() != nblk:
+        raise ValueError(f"{what}: expected {nblk} blocks of {b} codes, got {c.numel()} codes / {s.numel()} scales")
+    return c.reshape(nblk, b).tolist(), s.tolist()
+
+
+def _row_xis(row_codes, el, n: int, b: int) -> list[list[int]]:
+    out = []
+    for j, blk in enumerate(row_codes):
+        out.append([decode_fixed(c, el) if j * b + i < n else 0 for i, c in enumerate(blk)])
+    return out
+
+
+def _quantize_rows(m_rows, e_rows, el_out, lead, nblk, b):
+    from masec.hw_templates.kernels.mx_quantize import quantize_block
+
+    codes, scales = [], []
+    for mr, er in zip(m_rows, e_rows):
+        for j in range(nblk):
+            c, s = quantize_block(mr[j * b:(j + 1) * b], er[j * b:(j + 1) * b], el_out)
+            codes.append(c)
+            scales.append(s)
+    ct = torch.tensor(codes, dtype=torch.int64).reshape(*lead, nblk, b)
+    st = torch.tensor(scales, dtype=torch.int64).reshape(*lead, nblk)
+    return ct, st
+
+
+# ----------------------------------------------------------------------------- RMSNorm model
+def rmsnorm_lanes(codes, scales, el, g_codes, g_scales, g_el, n: int, eps: float = 1e-5):
+    """Bit-exact ``(m, e)`` lanes that ``mx_rmsnorm`` hands to its quantizer.
+
+    Args:
+        codes, scales: input MX tensor ``[..., nblocks, B]`` / ``[..., nblocks]``, row length ``n``
+            (``nblocks = ceil(n / B)``; elements at index >= n are ignored).
+        el: input element format; g_codes/g_scales/g_el: gamma, one row ``[nblocks, B]`` / ``[nblocks]``.
+    Returns:
+        ``(m, e)``: lists of rows, each a list of ``nblocks * B`` ints (padding lanes m = 0).
+
+    Per row: A2 from :func:`accumulate_row`, (R, er) = rsqrt_unit(A2, 2c - G2); per lane with
+    x = sx * 2^ex (decode_float), gamma = sg * 2^eg: m = sx * R * sg, e = ex + sx_scale - 127 + er + eg + g_scale - 127.
+    """
+    rows, srows, lead, nblk, b = _rows(codes, scales)
+    _check_geometry(n, nblk, b)
+    gc, gs = _check_param(g_codes, g_scales, nblk, b, "gamma")
+    k = norm_consts(n, eps)
+    xe0 = unit_exp(el)
+    gam = [[decode_float(c, g_el) for c in blk] for blk in gc]
+    m_rows, e_rows = [], []
+    for rc, rs in zip(rows, srows):
+        xis = _row_xis(rc, el, n, b)
+        _, a2, sa = accumulate_row([(*block_sums(x), s) for x, s in zip(xis, rs)])
+        c = sa - E8M0_BIAS + xe0
+        r, er = rsqrt_unit(a2, 2 * c - G2, k)
+        mr, erow = [], []
+        for j in range(nblk):
+            for i in range(b):
+                idx = j * b + i
+                code = rc[j][i] if idx < n else 0
+                sx, ex = decode_float(code, el)
+                sg, eg = gam[j][i]
+                mr.append(sx * r * sg)
+                erow.append(ex + rs[j] - E8M0_BIAS + er + eg + gs[j] - E8M0_BIAS)
+        m_rows.append(mr)
+        e_rows.append(erow)
+    return m_rows, e_rows
+
+
+def rmsnorm_model(codes, scales, el, g_codes, g_scales, g_el, el_out, n: int, eps: float = 1e-5):
+    """Bit-exact model of ``mx_rmsnorm``: ``(codes [..., nblocks, B], scales [..., nblocks])`` of the output."""
+    m, e = rmsnorm_lanes(codes, scales, el, g_codes, g_scales, g_el, n, eps)
+    _, _, lead, nblk, b = _rows(codes, scales)
+    return _quantize_rows(m, e, el_out, lead, nblk, b)
+
+
+# ----------------------------------------------------------------------------- LayerNorm model
+def _shift(v: int, k: int) -> int:
+    """v * 2^k for k >= 0, floor(v / 2^-k) for k < 0 (arithmetic right shift)."""
+    return v << k if k >= 0 else v >> (-k)
+
+
+def layernorm_row_consts(a1: int, a2: int, sa: int, el, k: NormConsts):
+    """Row constants of pass 2: ``(MU, EMU, R, er)``; mean ~ MU * 2^EMU (MU = 0: zero mean)."""
+    c = sa - E8M0_BIAS + unit_exp(el)
+    mu, vn = layernorm_var(a1, a2, k)
+    r, er = rsqrt_unit(vn, 2 * c - G2, k)
+    if mu == 0:
+        return 0, 0, r, er
+    mag, sh = _normalize(abs(mu), MUB - 1)
+    return (-mag if mu < 0 else mag), c - G1 + k.inv_e + sh, r, er
+
+
+def _ln_beat(xis, ex, mu, emu, r, er, gis, eg, bis, eb, xsw, gsw, bsw):
+    """One beat of LayerNorm pass 2 (all lanes share the exponents): ``(y lanes, ey)``.
+
+    d = x - mean in a window of DW bits below the larger operand top, products exact, then
+    y = p + beta in a window of YW bits (alignment shifts floor). Non-zero flags keep an all-zero
+    operand from setting the window. ``xsw/gsw/bsw``: signed widths of the fixed-point x, gamma, beta.
+    """
+    tx = ex + xsw - 1 if any(xis) else NEG_TOP
+    tm = emu + MUB - 1 if mu != 0 else NEG_TOP
+    ec = max(tx, tm) - (DW - 1)
+    ma = _shift(mu, emu - ec)
+    d = [_shift(x, ex - ec) - ma for x in xis]
+    p = [di * r * gi for di, gi in zip(d, gis)]
+    ep = ec + er + eg
+    psw = (DW + 1) + (RW + 1) + gsw
+    tp = ep + psw - 1 if any(d) else NEG_TOP
+    tb = eb + bsw - 1 if any(bis) else NEG_TOP
+    ey = max(tp, tb) - (YW - 1)
+    y = [_shift(pi, ep - ey) + _shift(bi, eb - ey) for pi, bi in zip(p, bis)]
+    return y, ey
+
+
+
+
+def layernorm_lanes(codes, scales, el, g_codes, g_scales, g_el, b_codes, b_scales, b_el, n: int,
+                    eps: float = 1e-5, lanes: int | None = None):
+    """Bit-exact ``(m, e)`` lanes of ``mx_layernorm`` (before the quantizer).
+
+    ``lanes`` (P) matters: the alignment windows are chosen per beat of P lanes. Padding lanes
+    (index >= n) give m = 0 and the beat's exponent.
+    """
+    rows, srows, lead, nblk, b = _rows(codes, scales)
+    _check_geometry(n, nblk, b)
+    p = b if lanes is None else lanes
+    if p < 1 or b % p:
+        raise ValueError(f"lanes {p} must divide the block size {b}")
+    gc, gsc = _check_param(g_codes, g_scales, nblk, b, "gamma")
+    bc, bsc = _check_param(b_codes, b_scales, nblk, b, "beta")
+    k = norm_consts(n, eps)
+    xe0, ge0, be0 = unit_exp(el), unit_exp(g_el), unit_exp(b_el)
+    widths = {"xs": fixed_width(el), "gs": fixed_width(g_el), "bs": fixed_width(b_el)}
+    gi = [[decode_fixed(c, g_el) for c in blk] for blk in gc]
+    bi = [[decode_fixed(c, b_el) for c in blk] for blk in bc]
+    m_rows, e_rows = [], []
+    for rc, rs in zip(rows, srows):
+        xis = _row_xis(rc, el, n, b)
+        a1, a2, sa = accumulate_row([(*block_sums(x), s) for x, s in zip(xis, rs)])
+        mu, emu, r, er = layernorm_row_consts(a1, a2, sa, el, k)
+        mr, erow = [], []
+        for j in range(nblk):
+            ex = rs[j] - E8M0_BIAS + xe0
+            eg = gsc[j] - E8M0_BIAS + ge0
+            eb = bsc[j] - E8M0_BIAS + be0
+            for q in range(0, b, p):
+                y, ey = _ln_beat(xis[j][q:q + p], ex, mu, emu, r, er, gi[j][q:q + p], eg, bi[j][q:q + p], eb,
+                                 widths["xs"], widths["gs"], widths["bs"])
+                for i in range(p):
+                    mr.append(y[i] if j * b + q + i < n else 0)
+                    erow.append(ey)
+        m_rows.append(mr)
+        e_rows.append(erow)
+    return m_rows, e_rows
+
+
+def layernorm_model(codes, scales, el, g_codes, g_scales, g_el, b_codes, b_scales, b_el, el_out,
+                    n: int, eps: float = 1e-5, lanes: int | None = None):
+    """Bit-exact model of ``mx_layernorm`` (``lanes`` = P of the instance): output ``(codes, scales)``."""
+    m, e = layernorm_lanes(codes, scales, el, g_codes, g_scales, g_el, b_codes, b_scales, b_el, n, eps, lanes)
+    _, _, lead, nblk, b = _rows(codes, scales)
+    return _quantize_rows(m, e, el_out, lead, nblk, b)
+
+
+def _check_geometry(n: int, nblk: int, b: int) -> None:
+    if not (nblk - 1) * b < n <= nblk * b:
+        raise ValueError(f"row length {n} does not fill {nblk} blocks of {b} (need ceil(n/B) blocks)")
+
+
+# ----------------------------------------------------------------------------- float references
+def rmsnorm_reference(x: torch.Tensor, gamma: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """float64 RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * gamma."""
+    x = x.to(torch.float64)
+    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps) * gamma.to(torch.float64)
+
+
+def layernorm_reference(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """float64 LayerNorm over the last axis (biased variance, as torch.nn.LayerNorm)."""
+    x = x.to(torch.float64)
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) * torch.rsqrt(var + eps) * gamma.to(torch.float64) + beta.to(torch.float64)
+
+
+def lanes_to_float(m_rows, e_rows) -> torch.Tensor:
+    """float64 values of (m, e) lanes (exact up to float64 rounding)."""
+    return torch.tensor([[math.ldexp(float(mi), ei) if mi else 0.0 for mi, ei in zip(mr, er)]
+                         for mr, er in zip(m_rows, e_rows)], dtype=torch.float64)
+
+
+def mx_values(codes, scales, el) -> torch.Tensor:
+    """float64 values of an MX tensor ``[..., nblocks, B]`` flattened to ``[..., nblocks*B]``."""
+    c = torch.as_tensor(codes).to(torch.int64)
+    s = torch.as_tensor(scales).to(torch.float64)
+    v = torch.tensor([[decode_fixed(x, el) for x in row] for row in c.reshape(-1, c.shape[-1]).tolist()],
+                     dtype=torch.float64).reshape(c.shape)
+    v = v * torch.pow(2.0, (s - E8M0_BIAS + unit_exp(el)).unsqueeze(-1))
+    return v.reshape(*c.shape[:-2], -1)
+
+
+# ----------------------------------------------------------------------------- ROM packing
+def pack_param_mem(codes, scales, el) -> str:
+    """.mem text of a gamma/beta row: one MX block per word ``{scale, code[B-1], ..., code[0]}``.
+
+    ``codes [nblocks, B]`` / ``scales [nblocks]`` as from ``MXFormat.encode(...).codes/.scales``
+    (int32 OK). Padding codes (index >= N) must be 0 (the encoder pads with zeros).
+    """
+    from masec.formats.packing import block_word_width, pack_mx_block_words, words_to_mem
+
+    c = torch.as_tensor(codes).to(torch.int64)
+    s = torch.as_tensor(scales).to(torch.int64)
+    c = c.reshape(-1, c.shape[-1])
+    s = s.reshape(-1)
+    return words_to_mem(pack_mx_block_words(c, s, el.bits), block_word_width(el.bits, c.shape[-1]))
+
+
+def pack_gamma_mem(codes, scales, el) -> str:
+    """Gamma ROM contents (``GAMMA_MEM`` of mx_rmsnorm / mx_layernorm); see :func:`pack_param_mem`."""
+    return pack_param_mem(codes, scales, el)
+
+
+def pack_beta_mem(codes, scales, el) -> str:
+    """Beta ROM contents (``BETA_MEM`` of mx_layernorm); see :func:`pack_param_mem`."""
+    return pack_param_mem(codes, scales, el)
+
+
+# ----------------------------------------------------------------------------- instance configuration
+def _resolve(fmt, block_size=None):
+    if hasattr(fmt, "element"):
+        return fmt
+    from masec.formats import parse_format
+
+    return parse_format(fmt, block_size=block_size or 32)
+
+
+def rmsnorm_mw(el, g_el) -> int:
+    """Signed bits of the (m) lanes of mx_rmsnorm: sig_x * R * sig_gamma."""
+    return float_sig_width(el) + (RW + 1) + float_sig_width(g_el)
+
+
+def layernorm_mw() -> int:
+    return YW + 2
+
+
+def instance_config(kind: str, n: int, fmt_in, fmt_out, fmt_param, lanes: int, eps: float = 1e-5,
+                    gamma_mem: str = "gamma.mem", beta_mem: str = "beta.mem", fmt_beta=None,
+                    block_size: int | None = None) -> tuple[dict, dict, str]:
+    """``(jinja_ctx, sv_params, module_name)`` of an ``mx_rmsnorm`` (kind "rmsnorm") or
+    ``mx_layernorm`` (kind "layernorm") instance over rows of ``n`` elements.
+
+    The templates need no Jinja context: one rendered module serves every instance; formats,
+    row length, eps constants and ROM file names are SV parameters.
+    """
+    fi = _resolve(fmt_in, block_size)
+    fo = _resolve(fmt_out, fi.block_size)
+    fg = _resolve(fmt_param, fi.block_size)
+    fb = _resolve(fmt_beta or fmt_param, fi.block_size)
+    b = fi.block_size
+    if fo.block_size != b or fg.block_size != b or fb.block_size != b:
+        raise ValueError("input, output and parameter formats must share the block size")
+    if lanes < 1 or b % lanes:
+        raise ValueError(f"lanes {lanes} must divide the block size {b}")
+    k = norm_consts(n, eps)
+    from masec.hw_templates.kernels.mx_quantize import element_sv_params
+
+    params = {"P": lanes, "B": b, "N": n, **elem_sv_params(fi.element, "X"), **elem_sv_params(fg.element, "G"),
+              **element_sv_params(fo.element, "Y_"), **k.sv_params(), "GAMMA_MEM": gamma_mem}
+    if kind == "rmsnorm":
+        return {}, params, "mx_rmsnorm"
+    if kind == "layernorm":
+        params.update(elem_sv_params(fb.element, "BT"))
+        params["BETA_MEM"] = beta_mem
+        return {}, params, "mx_layernorm"
+    raise ValueError(f"kind must be 'rmsnorm' or 'layernorm', got {kind!r}")
+
+
+def sim_params(kind: str, n: int, el, g_el, el_out, lanes: int, block: int, eps: float = 1e-5,
+               gamma_mem: str = "gamma.mem", beta_mem: str = "beta.mem", b_el=None) -> dict:
+    """SV parameters from element formats (no MXFormat needed); same as instance_config's."""
+    from masec.hw_templates.kernels.mx_quantize import element_sv_params
+
+    k = norm_consts(n, eps)
+    params = {"P": lanes, "B": block, "N": n, **elem_sv_params(el, "X"), **elem_sv_params(g_el, "G"),
+              **element_sv_params(el_out, "Y_"), **k.sv_params(), "GAMMA_MEM": gamma_mem}
+    if kind == "layernorm":
+        params.update(elem_sv_params(b_el or g_el, "BT"))
+        params["BETA_MEM"] = beta_mem
+    return params
+
+
+_COMMON_PARAMS = (
+    ParamSpec("P", "lanes per beat; divides B", 4),
+    ParamSpec("B", "MX block size (power of two)", 32),
+    ParamSpec("N", "row length (elements reduced over); ceil(N/B) blocks per row, last one zero-padded", 64),
+    ParamSpec("X_IS_INT/X_BITS/X_EBITS/X_MBITS/X_BIAS", "input element format (elem_sv_params)", None),
+    ParamSpec("G_IS_INT/G_BITS/G_EBITS/G_MBITS/G_BIAS", "gamma element format", None),
+    ParamSpec("Y_IS_INT/Y_BITS/Y_MBITS/Y_BIAS/Y_EMAX/Y_MAX_CODE", "output element format (mx_quantize)", None),
+    ParamSpec("EPS_M/EPS_E", "N*eps ~ EPS_M * 2^EPS_E, EPS_M 24 bits (norm_consts)", None),
+    ParamSpec("SQN_M/SQN_E", "sqrt(N) ~ SQN_M * 2^SQN_E, 17 bits", None),
+    ParamSpec("INV_M/INV_E", "1/N ~ INV_M * 2^INV_E, 17 bits (LayerNorm mean)", None),
+    ParamSpec("GAMMA_MEM", "$readmemh file of gamma: ceil(N/B) words {scale, code[B-1..0]} (pack_gamma_mem)", '"gamma.mem"'),
+)
+
+def _example(n: int, lanes: int, block: int = 32) -> dict:
+    """SV parameters of a resource-table example: mxint8 in/out, mxfp8_e4m3 gamma."""
+    from masec.formats.element import FP8_E4M3, INT8
+
+    return sim_params("rmsnorm", n, INT8, FP8_E4M3, INT8, lanes, block)
+
+
+SPECS = (
+    KernelSpec(
+        name="mx_rmsnorm_rsqrt",
+        template="mx_rmsnorm_rsqrt.sv.j2",
+        doc="Reciprocal square root of a row statistic for mx_rmsnorm/mx_layernorm: normalize, + N*eps, "
+            "256-entry seed table, one Newton step, * sqrt(N); fully pipelined, latency 5.",
+        params=(ParamSpec("VW", "bits of the unsigned operand", 64),
+                ParamSpec("EPS_M/EPS_E", "N*eps ~ EPS_M * 2^EPS_E (24-bit EPS_M)", None),
+                ParamSpec("SQN_M/SQN_E", "sqrt(N) ~ SQN_M * 2^SQN_E (17-bit SQN_M)", None)),
+        model=f"{__name__}:rsqrt_unit",
+        examples=({"label": "VW64", "ctx": {}, "params": {"VW": 64}},),
+    ),
+    KernelSpec(
+        name="mx_rmsnorm",
+        template="mx_rmsnorm.sv.j2",
+        doc="RMSNorm over rows of N elements: y = x * rsqrt(mean(x^2) + eps) * gamma, gamma in ROM; "
+            "row buffered in a FIFO of ROW_BEATS + 12 beats, 1 beat/cycle, output via mx_quantize.",
+        params=_COMMON_PARAMS,
+        ports=(PortSpec("s_x", "in", "mx", "input rows, P lanes of X_BITS codes + E8M0 scale"),
+               PortSpec("m_y", "out", "mx", "normalized rows, P lanes of Y_BITS codes + E8M0 scale")),
+        deps=("mx_rmsnorm_rsqrt", "mx_quantize", "stream_fifo"),
+        ops=("rms_norm",),
+        model=f"{__name__}:rmsnorm_model",
+        examples=(
+            {"label": "N64 mxint8 P4", "ctx": {}, "params": _example(64, 4)},
+            {"label": "N64 mxint8 P16", "ctx": {}, "params": _example(64, 16)},
+            {"label": "N256 mxint8 P32", "ctx": {}, "params": _example(256, 32)},
+        ),
+    ),
+)

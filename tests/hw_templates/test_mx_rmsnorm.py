@@ -1,0 +1,204 @@
+"""mx_rmsnorm: model vs float reference (measured error), RTL vs bit-exact model under gaps/backpressure."""
+import copy
+import math
+import random
+import re
+
+import pytest
+import torch
+
+from masec.formats import parse_format
+from masec.hw_templates.kernels import mx_norm as M
+from masec.hw_templates.render import render, render_with_deps
+from masec.sim.runner import lint
+from norm_helpers import mutate_first_nonzero, norm_vectors, run_sim, stress_rows
+
+
+def elem(name):
+    return parse_format(name).element
+
+
+# ----------------------------------------------------------------------------- model-level tests
+def test_rsqrt_table_in_template_equals_model():
+    text = render("mx_rmsnorm_rsqrt").text
+    table = {int(i): int(v) for i, v in re.findall(r"\d+'d(\d+): y0 = \d+'d(\d+);", text)}
+    assert len(table) == len(M.rsqrt_lut()) == 2 << M.LUT_BITS
+    assert [table[i] for i in range(len(table))] == list(M.rsqrt_lut())
+
+
+def test_rsqrt_unit_relative_error_below_2_pow_minus_14(seed):
+    """(R, er) vs sqrt(N) / sqrt(v 2^ev + N eps) in exact arithmetic: measured max ~2^-15."""
+    rng = random.Random(seed)
+    worst = 0.0
+    for n, eps in ((64, 1e-5), (172, 1e-5), (768, 1e-12), (1, 1e-6)):
+        k = M.norm_consts(n, eps)
+        for _ in range(3000):
+            v = rng.randrange(0, 1 << rng.randrange(1, 90))
+            ev = rng.randrange(-300, 200)
+            r, er = M.rsqrt_unit(v, ev, k)
+            assert 0 < r < 1 << M.RW
+            exact = math.sqrt(n) / math.sqrt(v * 2.0 ** ev + n * eps) if ev < 900 else 0.0
+            worst = max(worst, abs(math.ldexp(r, er) / exact - 1))
+    print(f"rsqrt unit: max relative error {worst:.3g} (2^{math.log2(worst):.2f})")
+    assert worst < 2 ** -14
+
+
+def test_constants_round_to_nearest():
+    k = M.norm_consts(172, 1e-5)
+    assert abs(k.sqn_m * 2.0 ** k.sqn_e / math.sqrt(172) - 1) <= 2 ** -M.CB
+    assert abs(k.eps_m * 2.0 ** k.eps_e / (172 * 1e-5) - 1) <= 2 ** -M.NMB
+    assert abs(k.inv_m * 2.0 ** k.inv_e * 172 - 1) <= 2 ** -M.CB
+    assert (k.sqn_m >> (M.CB - 1), k.eps_m >> (M.NMB - 1), k.inv_m >> (M.CB - 1)) == (1, 1, 1)
+    k64 = M.norm_consts(64, 1e-5)
+    assert (k64.sqn_m, k64.sqn_e, k64.inv_m, k64.inv_e) == (1 << 16, -13, 1 << 16, -22)  # exact for N = 64
+
+
+@pytest.mark.parametrize("fmt,gfmt", [("mxint8", "mxint8"), ("mxfp8_e4m3", "mxfp8_e4m3"),
+                                      ("mxfp4", "mxfp8_e4m3"), ("mxfp8_e5m2", "mxfp4")])
+def test_lanes_match_float_rmsnorm(fmt, gfmt, seed):
+    """Before the quantizer every lane is x * R * gamma exactly: the error is R's (<= 2^-13 measured)."""
+    gen = torch.Generator().manual_seed(seed)
+    el, gel = elem(fmt), elem(gfmt)
+    n, b = 72, 32
+    codes, scales = stress_rows(el, 12, n, b, gen)
+    gc, gs = stress_rows(gel, 1, n, b, gen)
+    gs[0] = 127 + torch.randint(-2, 3, gs[0].shape, generator=gen)   # gamma near 1 (as trained)
+    m, e = M.rmsnorm_lanes(codes, scales, el, gc[0], gs[0], gel, n)
+    got = M.lanes_to_float(m, e)[:, :n]
+    x = M.mx_values(codes, scales, el)[:, :n]
+    g = M.mx_values(gc[0], gs[0], gel)[:n]
+    ref = M.rmsnorm_reference(x, g)
+    nz = ref != 0
+    assert torch.equal(got != 0, nz)
+    rel = ((got[nz] - ref[nz]) / ref[nz]).abs().max().item() if nz.any() else 0.0
+    print(f"rmsnorm {fmt} gamma {gfmt}: max relative error of the (m, e) lanes {rel:.3g}")
+    assert rel < 2 ** -13
+    assert all(mi == 0 for row in m for mi in row[n:])  # padding lanes
+
+
+@pytest.mark.parametrize("fmt", ["mxint8", "mxfp8_e4m3", "mxfp4"])
+def test_outputs_equal_mx_quantized_float_reference_almost_always(fmt, seed):
+    """The output codes equal masec.formats' MX encoding of the float reference except where the
+    reference lies within R's error of a rounding boundary (measured: < 1% of elements, 1 step)."""
+    gen = torch.Generator().manual_seed(seed)
+    el = elem(fmt)
+    gel = elem("mxfp8_e4m3")
+    n, b = 64, 32
+    codes, scales = stress_rows(el, 30, n, b, gen)
+    scales[:] = 127 + torch.randint(-3, 4, scales.shape, generator=gen)
+    gc, gs = stress_rows(gel, 1, n, b, gen)
+    gs[0] = 127
+    oc, osc = M.rmsnorm_model(codes, scales, el, gc[0], gs[0], gel, el, n)
+    ref = M.rmsnorm_reference(M.mx_values(codes, scales, el), M.mx_values(gc[0], gs[0], gel))
+    fo = parse_format(fmt, block_size=b)
+    enc = fo.encode(ref.to(torch.float32))
+    ec = enc.codes.to(torch.int64).reshape(oc.shape)
+    es = enc.scales.to(torch.int64).reshape(osc.shape)
+    same_scale = es == osc
+    differ = (ec != oc) & same_scale.unsqueeze(-1)
+    frac = differ.float().mean().item()
+    print(f"rmsnorm {fmt}: {frac:.4%} of outputs and {(~same_scale).float().mean().item():.4%} of scales "
+          "differ from MX(float reference)")
+    assert frac < 0.01 and same_scale.float().mean().item() > 0.99
+    # where they differ, it is by one step of the element grid
+    assert (ordinal(oc, el) - ordinal(ec, el)).abs()[differ].le(1).all()
+
+
+def ordinal(codes, el):
+    """Codes as signed positions on the element grid (int: the integer; fp: +-magnitude code)."""
+    c = codes.to(torch.int64)
+    sign = (c >> (el.bits - 1)) & 1
+    if el.kind == "int":
+        return c - (sign << el.bits)
+    mag = c & ((1 << (el.bits - 1)) - 1)
+    return torch.where(sign.bool(), -mag, mag)
+
+
+# ----------------------------------------------------------------------------- RTL tests
+# (fmt_in, fmt_gamma, fmt_out, N, P, B)
+DEFAULT = ("mxfp8_e4m3", "mxfp4", "mxint8", 80, 8, 32)
+SWEEP = [
+    ("mxint8", "mxint8", "mxint8", 64, 4, 32),
+    ("mxint8", "mxfp8_e4m3", "mxfp8_e4m3", 40, 32, 32),
+    ("mxfp4", "mxfp8_e4m3", "mxfp4", 72, 16, 32),
+    ("mxfp8_e5m2", "mxint8", "mxfp8_e4m3", 50, 2, 16),
+    ("mxfp8_e4m3", "mxfp8_e4m3", "mxint8", 16, 16, 16),   # one beat per row
+    ("mxint4", "mxfp4", "mxint8", 100, 1, 32),
+]
+
+
+def _build_and_run(tmp, cfg, seed, rows=8):
+    fi, fg, fo, n, p, b = cfg
+    el, gel, oel = elem(fi), elem(fg), elem(fo)
+    gen = torch.Generator().manual_seed(seed)
+    codes, scales = stress_rows(el, rows, n, b, gen)
+    gc, gs = stress_rows(gel, 1, n, b, gen)
+    oc, osc = M.rmsnorm_model(codes, scales, el, gc[0], gs[0], gel, oel, n)
+    assert (oc != 0).any(), "stimulus gives an all-zero output"
+    tmp.mkdir(parents=True, exist_ok=True)
+    mem = tmp / "gamma.mem"
+    mem.write_text(M.pack_gamma_mem(gc[0], gs[0], gel))
+    files = render_with_deps("mx_rmsnorm", tmp / "rtl")
+    params = M.sim_params("rmsnorm", n, el, gel, oel, p, b, gamma_mem=str(mem))
+    row_beats = codes.shape[1] * b // p
+    vf = norm_vectors(codes, scales, oc, osc, el, oel, p, seed, rows, row_beats)
+    res = run_sim(files, "mx_rmsnorm", vf, tmp / "build", params)
+    return res, (files, params, vf, row_beats, b // p)
+
+
+def _check_result(res, cfg, meta):
+    assert res.ok, res.message
+    full = res.run("full_rate")
+    _, _, _, row_beats, bpb = meta
+    print(f"mx_rmsnorm {cfg}: full_rate {full['cycles']} cycles, ideal {full['ideal_cycles']} "
+          f"(all beats + one row of {row_beats} beats)")
+    # latency: 8 cycles statistics + 2 output stages + mx_quantize's block (B/P beats + 1)
+    assert full["cycles"] <= full["ideal_cycles"] + bpb + 12
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rmsnorm_default")
+    seed = random.SystemRandom().randrange(1, 2 ** 31)
+    print(f"\n[masec] mx_rmsnorm default config seed {seed}")
+    res, meta = _build_and_run(tmp, DEFAULT, seed)
+    return tmp, res, meta
+
+
+def test_rtl_matches_model(default_run):
+    _, res, meta = default_run
+    _check_result(res, DEFAULT, meta)
+
+
+def test_check_can_fail(default_run):
+    """One flipped bit in one expected beat must fail the run and name that beat (same build)."""
+    tmp, _, (files, params, vf, _, _) = default_run
+    wrong = copy.deepcopy(vf)
+    i = mutate_first_nonzero(wrong)
+    res = run_sim(files, "mx_rmsnorm", wrong, tmp / "build", params)
+    assert not res.ok
+    assert f"beat {i}" in res.message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", SWEEP, ids=[f"{c[0]}-{c[1]}-{c[2]}-N{c[3]}-P{c[4]}-B{c[5]}" for c in SWEEP])
+def test_rtl_matches_model_sweep(tmp_path, seed, cfg):
+    res, meta = _build_and_run(tmp_path, cfg, seed)
+    _check_result(res, cfg, meta)
+
+
+@pytest.mark.parametrize("cfg", [DEFAULT, *SWEEP], ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-N{c[3]}-P{c[4]}")
+def test_lints_clean(tmp_path, cfg):
+    fi, fg, fo, n, p, b = cfg
+    files = render_with_deps("mx_rmsnorm", tmp_path)
+    lint(files, "mx_rmsnorm", parameters=M.sim_params("rmsnorm", n, elem(fi), elem(fg), elem(fo), p, b))
+
+
+def test_instance_config_matches_sim_params():
+    ctx, params, module = M.instance_config("rmsnorm", 172, "mxint8", "mxfp8_e4m3", "mxfp8_e4m3", 4,
+                                            gamma_mem="g.mem")
+    assert ctx == {} and module == "mx_rmsnorm"
+    assert params == M.sim_params("rmsnorm", 172, elem("mxint8"), elem("mxfp8_e4m3"), elem("mxfp8_e4m3"),
+                                  4, 32, gamma_mem="g.mem")
+    with pytest.raises(ValueError):
+        M.instance_config("rmsnorm", 64, "mxint8", "mxint8", "mxint8", 3)
