@@ -44,8 +44,8 @@ job = json.loads(sys.argv[1])
 d = ys.Design()
 for f in job["files"]:
     ys.run_pass(f"read_verilog -sv {f}", d)
-for k, v in job["params"]:
-    ys.run_pass(f"chparam -set {k} {v} {job['top']}", d)
+if job["params"]:  # one chparam for all: intermediate parameter sets may be illegal ($error)
+    ys.run_pass("chparam " + " ".join(f"-set {k} {v}" for k, v in job["params"]) + f" {job['top']}", d)
 ys.run_pass(f"hierarchy -check -top {job['top']}", d)
 ys.run_pass(f"synth_xilinx -top {job['top']} -flatten", d)
 ys.run_pass(f"tee -q -o {job['stat']} stat -json", d)
