@@ -1,8 +1,8 @@
 """Resource table of the kernel library: Yosys ``synth_xilinx`` on every kernel's example configurations.
 
 For every kernel in ``masec.hw_templates.manifest.registry()`` and every configuration in its
-``SPEC.examples`` (``{"label", "ctx", "params"}``, optionally ``"files": {name: text}`` for memory
-images the design reads), the kernel is rendered with its dependencies, read with native Yosys
+``SPEC.examples`` (``{"label", "ctx", "params"}``, optionally ``"files": {name: text or callable}``
+for memory images the design reads; a string parameter naming such a file gets its absolute path), the kernel is rendered with its dependencies, read with native Yosys
 (pyosys, ``read_verilog -sv``), its SV parameters set with ``chparam``, and synthesized with
 ``synth_xilinx -flatten``. Cell counts are grouped into LUT, FF, CARRY, DSP, BRAM (RAMB36
 equivalents), LUTRAM and SRL.
@@ -97,8 +97,8 @@ def synthesize(name: str, example: dict, workdir: Path, timeout: float) -> dict:
     except Exception as exc:  # noqa: BLE001 - a broken template must not stop the table
         record["error"] = f"render failed: {type(exc).__name__}: {exc}"
         return record
-    for fname, text in (example.get("files") or {}).items():
-        (workdir / fname).write_text(text)
+    for fname, text in (example.get("files") or {}).items():  # text, or a callable returning it
+        (workdir / fname).write_text(text() if callable(text) else text)
     top = files[-1].stem
     params = []
     for k, v in sorted(example.get("params", {}).items()):
