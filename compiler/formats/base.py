@@ -29,6 +29,8 @@ class Encoded:
         block_size: elements per block (0 when not blocked).
         scale_bits: width of one scale code in the packed layout (8 for MX and NVFP4, 0 if none).
         meta: further named tensors (e.g. NVFP4 tensor scale, M2XFP metadata, BitMoD type ids).
+        packing: ``"block_word"`` if :meth:`pack` applies (MX, NVFP4: the block is fully described
+            by its scale code and element codes), else ``""``.
     """
 
     format: str
@@ -40,6 +42,7 @@ class Encoded:
     block_size: int = 0
     scale_bits: int = 0
     meta: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    packing: str = ""
 
     def pack(self) -> list[int]:
         """One integer word per block ``{scale, code[B-1], ..., code[0]}`` (code 0 in the LSBs).
@@ -49,9 +52,10 @@ class Encoded:
         """
         from masec.formats.packing import pack_mx_block_words
 
-        if self.block_size == 0 or self.scale_bits == 0 or self.scales is None:
+        if self.packing != "block_word" or self.scales is None:
             raise FormatError(
-                f"{self.format}: block-word packing needs a blocked format with per-block scale codes"
+                f"{self.format}: block-word packing {{scale, codes}} is defined for MX and NVFP4 only "
+                "(this format carries per-group metadata or no block scale code)"
             )
         return pack_mx_block_words(self.codes, self.scales, self.element_bits, scale_bits=self.scale_bits)
 

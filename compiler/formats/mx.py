@@ -178,6 +178,7 @@ class MXFormat(NumberFormat):
             element_bits=self.element.bits,
             block_size=self.block_size,
             scale_bits=8,
+            packing="block_word",
         )
 
     def decode(self, enc: Encoded) -> torch.Tensor:

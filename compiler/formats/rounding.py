@@ -31,7 +31,7 @@ def check_rounding(rounding: str) -> str:
 
 
 def round_integer_(y: torch.Tensor, rounding: str) -> torch.Tensor:
-    """Round a float32 tensor of values 0 <= y < 2^24 to integers in place (exact)."""
+    """Round a float tensor of values 0 <= y < 2^24 (float32) / 2^53 (float64) to integers in place (exact)."""
     if rounding == "even":
         return torch.round(y, out=y)
     if rounding == "trunc":
@@ -45,19 +45,23 @@ def round_integer_(y: torch.Tensor, rounding: str) -> torch.Tensor:
     return y
 
 
-def _pow2_bits(field: torch.Tensor) -> torch.Tensor:
-    """Reinterpret ``field << 23`` (in place) as float32 2^(field - 127); field must be 1..254."""
-    return field.bitwise_left_shift_(23).view(torch.float32)
+# per dtype: (matching int dtype, mantissa bits, exponent bias)
+_FLOAT_LAYOUT = {torch.float32: (torch.int32, 23, 127), torch.float64: (torch.int64, 52, 1023)}
+
+
+def _pow2_from_field(field: torch.Tensor, mant: int, dtype: torch.dtype) -> torch.Tensor:
+    """Reinterpret ``field << mant`` (in place) as the float 2^(field - bias); field must be normal."""
+    return field.bitwise_left_shift_(mant).view(dtype)
 
 
 def round_magnitudes(
     a: torch.Tensor, el: ElementFormat, rounding: str, *, bounded: bool, want_codes: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Round magnitudes ``a`` (float32, >= 0) to element values of ``el`` with saturation.
+    """Round magnitudes ``a`` (float32 or float64, >= 0) to element values of ``el`` with saturation.
 
     Args:
-        a: non-negative float32 magnitudes. NaN/Inf entries give unspecified results (callers
-           mask them); ``a`` is not modified.
+        a: non-negative magnitudes. NaN/Inf entries give unspecified results (callers mask
+           them); ``a`` is not modified.
         el: the element format.
         rounding: one of :data:`ROUNDING_MODES`.
         bounded: the caller guarantees ``a < 2^(emax+1)`` (true for MX-scaled blocks); if False
@@ -65,11 +69,12 @@ def round_magnitudes(
         want_codes: also return the magnitude codes (sign bit clear).
 
     Returns:
-        ``(q, codes)``: q float32 = the element value nearest ``a`` under ``rounding``, clamped to
-        ``el.max_normal`` (subnormals kept); codes int32 magnitude codes of q (or None).
+        ``(q, codes)``: q (dtype of ``a``) = the element value nearest ``a`` under ``rounding``,
+        clamped to ``el.max_normal`` (subnormals kept); codes int32 magnitude codes of q, or None.
     """
-    if a.dtype != torch.float32:
-        raise FormatError(f"round_magnitudes needs float32, got {a.dtype}")
+    if a.dtype not in _FLOAT_LAYOUT:
+        raise FormatError(f"round_magnitudes needs float32 or float64, got {a.dtype}")
+    idt, mant, fbias = _FLOAT_LAYOUT[a.dtype]
     top = 2.0 ** (el.emax + 1)
     if not bounded:
         a = a.clamp_max(top)
@@ -80,18 +85,18 @@ def round_magnitudes(
         codes = y.to(torch.int32) if want_codes else None
         return y.mul_(2.0 ** -el.mbits), codes
     m = el.mbits
-    emin_field = el.emin + 127  # float32 exponent field of the smallest normal element binade
-    # k = float32 exponent field of the binade whose step applies: max(binade of a, emin)
-    k = a.view(torch.int32).bitwise_right_shift(23).clamp_(min=emin_field)
-    # y = a * 2^(m - (k - 127)): the significand in units of the element step (exact)
-    y = torch.mul(a, _pow2_bits(torch.sub(254 + m, k)))
+    emin_field = el.emin + fbias  # exponent field of the smallest normal element binade
+    # k = exponent field of the binade whose step applies: max(binade of a, emin)
+    k = a.view(idt).bitwise_right_shift(mant).clamp_(min=emin_field)
+    # y = a * 2^(m - (k - bias)): the significand in units of the element step (exact)
+    y = torch.mul(a, _pow2_from_field(torch.sub(2 * fbias + m, k), mant, a.dtype))
     round_integer_(y, rounding)
     codes = None
     if want_codes:
-        codes = torch.sub(k, emin_field).bitwise_left_shift_(m)
+        codes = torch.sub(k, emin_field).bitwise_left_shift_(m).to(torch.int32)
         codes += y.to(torch.int32)
         codes.clamp_max_(el.max_code)
-    # q = y * 2^(k - 127 - m): exact (field k - m >= 128 - bias - m >= 105)
-    q = y.mul_(_pow2_bits(k.sub_(m)))
+    # q = y * 2^(k - bias - m): exact (field k - m >= bias + 1 - el.bias - m > 0)
+    q = y.mul_(_pow2_from_field(k.sub_(m), mant, a.dtype))
     q.clamp_max_(el.max_normal)
     return q, codes

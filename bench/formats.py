@@ -1,0 +1,152 @@
+"""Throughput of masec.formats quantize / encode, beside a straightforward float-log2 MX implementation.
+
+Usage: python bench/formats.py [--quick] [--repeat N] [--out bench/results/formats.json]
+
+Measures M elements/s on a float32 tensor (4096x4096, or 1024x1024 with --quick) of N(0,1)
+values times a per-row power of two, for every format. The naive reference (`naive_mx_*`) is
+what one writes first, microxcaling-style: E = floor(log2(amax)) with a float32 torch.log2,
+element exponent floor(log2|v|) in float, 2^x via torch.exp2 and float divisions. It is measured
+in the same run on the same tensor; `ratio` = masec / naive. The time reported is the best of
+`--repeat` runs after one warm-up (the machine is shared; best-of is the least noisy statistic).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from masec.formats import ElementFormat, MXFormat, parse_format
+
+FORMATS = [
+    "mxint8", "mxint4", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1",
+    "nvfp4", "int8", "int8_ch", "int8_f6", "fp_e4m3", "fp_e2m1", "bf16", "fp32",
+    "m2xfp4_w", "m2xfp4_a", "bitmod_fp4", "bitmod_fp3", "anda4", "anda8",
+]
+
+
+# ----------------------------------------------------------------------- naive reference
+def naive_mx_quantize(x: torch.Tensor, el: ElementFormat, block: int = 32) -> torch.Tensor:
+    """Float-log2 MX quantisation (ties to even), last axis, length a multiple of ``block``."""
+    xb = x.reshape(-1, block)
+    amax = xb.abs().amax(-1, keepdim=True)
+    e = torch.floor(torch.log2(amax.clamp_min(2.0 ** -126))) - el.emax
+    e = e.clamp(-127, 127)
+    v = xb / torch.exp2(e)
+    if el.kind == "int":
+        step = torch.tensor(2.0 ** -el.mbits)
+    else:
+        pe = torch.floor(torch.log2(v.abs())).clamp_min(el.emin)
+        step = torch.exp2(pe - el.mbits)
+    q = torch.round(v / step) * step
+    q = q.clamp(-el.max_normal, el.max_normal)
+    return (q * torch.exp2(e)).reshape(x.shape)
+
+
+def naive_mx_encode(x: torch.Tensor, el: ElementFormat, block: int = 32):
+    """Codes and E8M0 scales computed the same float-log2 way."""
+    xb = x.reshape(-1, block)
+    amax = xb.abs().amax(-1, keepdim=True)
+    e = (torch.floor(torch.log2(amax.clamp_min(2.0 ** -126))) - el.emax).clamp(-127, 127)
+    v = xb / torch.exp2(e)
+    if el.kind == "int":
+        k = torch.round(v * 2.0 ** el.mbits).clamp(-el.max_code, el.max_code)
+        codes = k.to(torch.int32) & ((1 << el.bits) - 1)
+    else:
+        a = v.abs()
+        pe = torch.floor(torch.log2(a)).clamp_min(el.emin)
+        m = torch.round(a / torch.exp2(pe - el.mbits))
+        mag = ((pe - el.emin) * 2.0 ** el.mbits + m).clamp_max(el.max_code).to(torch.int32)
+        codes = mag | ((v < 0) & (mag != 0)).to(torch.int32) << (el.bits - 1)
+    return codes, (e + 127).to(torch.int32)
+
+
+# -------------------------------------------------------------------------------- timing
+def best_time(fn, repeat: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def make_input(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, n, generator=g)
+    return x * torch.exp2(torch.randint(-8, 8, (n, 1), generator=g).float())
+
+
+def run(quick: bool, repeat: int) -> dict:
+    n = 1024 if quick else 4096
+    x = make_input(n)
+    rows = []
+    for name in FORMATS:
+        fmt = parse_format(name)
+        tq = best_time(lambda: fmt.quantize(x), repeat)
+        te = best_time(lambda: fmt.encode(x), repeat)
+        row = {"format": fmt.name, "bits_per_element": fmt.bits_per_element,
+               "quantize_meps": x.numel() / tq / 1e6, "encode_meps": x.numel() / te / 1e6}
+        if isinstance(fmt, MXFormat):
+            el = fmt.element
+            nq = best_time(lambda: naive_mx_quantize(x, el, fmt.block_size), repeat)
+            ne = best_time(lambda: naive_mx_encode(x, el, fmt.block_size), repeat)
+            row.update(naive_quantize_meps=x.numel() / nq / 1e6, naive_encode_meps=x.numel() / ne / 1e6,
+                       quantize_ratio=nq / tq, encode_ratio=ne / te)
+        rows.append(row)
+    return {
+        "tensor": [n, n], "dtype": "float32", "repeat": repeat, "statistic": "best of repeat",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(), "results": rows,
+    }
+
+
+def print_table(res: dict) -> None:
+    title = (f"masec.formats throughput, {res['tensor'][0]}x{res['tensor'][1]} float32, "
+             f"{res['threads']} threads, M elements/s (best of {res['repeat']})")
+    cols = ["format", "bits/el", "quantize", "encode", "naive q", "naive e", "q ratio", "e ratio"]
+    body = []
+    for r in res["results"]:
+        def f(k, fmt="{:.0f}"):
+            return fmt.format(r[k]) if k in r else "-"
+        body.append([r["format"], f"{r['bits_per_element']:.4g}", f("quantize_meps"), f("encode_meps"),
+                     f("naive_quantize_meps"), f("naive_encode_meps"), f("quantize_ratio", "{:.1f}x"),
+                     f("encode_ratio", "{:.1f}x")])
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=title)
+        for c in cols:
+            t.add_column(c, justify="left" if c == "format" else "right")
+        for b in body:
+            t.add_row(*b)
+        Console().print(t)
+    except ImportError:  # plain text fallback
+        print(title)
+        print(" | ".join(cols))
+        for b in body:
+            print(" | ".join(b))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1024x1024 instead of 4096x4096 (CI)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "formats.json"))
+    args = ap.parse_args()
+    res = run(args.quick, args.repeat)
+    print_table(res)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
