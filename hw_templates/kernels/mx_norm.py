@@ -38,7 +38,8 @@ NMB = 24          # mantissa bits of the normalized rsqrt operand (and of the N*
 LUT_BITS = 7      # fraction bits of the operand that index the rsqrt seed table (2 * 2^7 entries)
 YF = 16           # fraction bits of the rsqrt seed / Newton result
 RW = YF + 2       # bits of the unsigned rsqrt result R (row constant)
-CB = 17           # mantissa bits of the sqrt(N) and 1/N constants
+CB = 17           # mantissa bits of the sqrt(N) constant
+IB = 26           # mantissa bits of the 1/N constant (LayerNorm mean: 2^-26 relative)
 MUB = 24          # signed bits of the normalized mean (LayerNorm)
 DW = 20           # magnitude bits of the aligned x - mean window (LayerNorm); d is DW + 1 signed bits
 YW = 24           # magnitude bits of the aligned d*R*gamma + beta window (LayerNorm); y is YW + 1 signed
@@ -152,7 +153,7 @@ class NormConsts:
     eps_e: int
     sqn_m: int     # sqrt(N) ~ sqn_m * 2^sqn_e, CB bits
     sqn_e: int
-    inv_m: int     # 1/N ~ inv_m * 2^inv_e, CB bits
+    inv_m: int     # 1/N ~ inv_m * 2^inv_e, IB bits
     inv_e: int
 
     def sv_params(self) -> dict:
@@ -168,7 +169,7 @@ def norm_consts(n: int, eps: float) -> NormConsts:
         raise ValueError(f"eps must be > 0, got {eps}")
     em, ee = _norm_const(Fraction(eps) * n, NMB)
     sm, se = _sqrt_fraction(n, CB)
-    im, ie = _norm_const(Fraction(1, n), CB)
+    im, ie = _norm_const(Fraction(1, n), IB)
     return NormConsts(n, float(eps), em, ee, sm, se, im, ie)
 
 
@@ -371,28 +372,32 @@ def layernorm_row_consts(a1: int, a2: int, sa: int, el, k: NormConsts):
     return (-mag if mu < 0 else mag), c - G1 + k.inv_e + sh, r, er
 
 
-def _ln_beat(xis, ex, mu, emu, r, er, gis, eg, bis, eb, xsw, gsw, bsw):
+def _top(vals: list[int], e: int) -> int:
+    """Window top of one beat's operand: e + k with every lane in [-2^k, 2^k) (k = bit length of the
+    OR of the lanes' one's-complement magnitudes); NEG_TOP if every lane is 0."""
+    if not any(vals):
+        return NEG_TOP
+    k = max((v if v >= 0 else ~v).bit_length() for v in vals)
+    return e + k
+
+
+def _ln_beat(xis, ex, mu, emu, r, er, gis, eg, bis, eb):
     """One beat of LayerNorm pass 2 (all lanes share the exponents): ``(y lanes, ey)``.
 
-    d = x - mean in a window of DW bits below the larger operand top, products exact, then
-    y = p + beta in a window of YW bits (alignment shifts floor). Non-zero flags keep an all-zero
-    operand from setting the window. ``xsw/gsw/bsw``: signed widths of the fixed-point x, gamma, beta.
+    d = x - mean in a window of DW signed bits below the larger operand top (:func:`_top`; the mean's
+    top is emu + MUB - 1), products exact, then y = p + beta in a window of YW signed bits below the
+    larger top. Alignment shifts floor; an all-zero operand does not set a window.
     """
-    tx = ex + xsw - 1 if any(xis) else NEG_TOP
+    tx = _top(xis, ex)
     tm = emu + MUB - 1 if mu != 0 else NEG_TOP
     ec = max(tx, tm) - (DW - 1)
     ma = _shift(mu, emu - ec)
     d = [_shift(x, ex - ec) - ma for x in xis]
     p = [di * r * gi for di, gi in zip(d, gis)]
     ep = ec + er + eg
-    psw = (DW + 1) + (RW + 1) + gsw
-    tp = ep + psw - 1 if any(d) else NEG_TOP
-    tb = eb + bsw - 1 if any(bis) else NEG_TOP
-    ey = max(tp, tb) - (YW - 1)
+    ey = max(_top(p, ep), _top(bis, eb)) - (YW - 1)
     y = [_shift(pi, ep - ey) + _shift(bi, eb - ey) for pi, bi in zip(p, bis)]
     return y, ey
-
-
 
 
 def layernorm_lanes(codes, scales, el, g_codes, g_scales, g_el, b_codes, b_scales, b_el, n: int,
@@ -411,7 +416,6 @@ def layernorm_lanes(codes, scales, el, g_codes, g_scales, g_el, b_codes, b_scale
     bc, bsc = _check_param(b_codes, b_scales, nblk, b, "beta")
     k = norm_consts(n, eps)
     xe0, ge0, be0 = unit_exp(el), unit_exp(g_el), unit_exp(b_el)
-    widths = {"xs": fixed_width(el), "gs": fixed_width(g_el), "bs": fixed_width(b_el)}
     gi = [[decode_fixed(c, g_el) for c in blk] for blk in gc]
     bi = [[decode_fixed(c, b_el) for c in blk] for blk in bc]
     m_rows, e_rows = [], []
@@ -425,8 +429,7 @@ def layernorm_lanes(codes, scales, el, g_codes, g_scales, g_el, b_codes, b_scale
             eg = gsc[j] - E8M0_BIAS + ge0
             eb = bsc[j] - E8M0_BIAS + be0
             for q in range(0, b, p):
-                y, ey = _ln_beat(xis[j][q:q + p], ex, mu, emu, r, er, gi[j][q:q + p], eg, bi[j][q:q + p], eb,
-                                 widths["xs"], widths["gs"], widths["bs"])
+                y, ey = _ln_beat(xis[j][q:q + p], ex, mu, emu, r, er, gi[j][q:q + p], eg, bi[j][q:q + p], eb)
                 for i in range(p):
                     mr.append(y[i] if j * b + q + i < n else 0)
                     erow.append(ey)
@@ -578,15 +581,15 @@ _COMMON_PARAMS = (
     ParamSpec("Y_IS_INT/Y_BITS/Y_MBITS/Y_BIAS/Y_EMAX/Y_MAX_CODE", "output element format (mx_quantize)", None),
     ParamSpec("EPS_M/EPS_E", "N*eps ~ EPS_M * 2^EPS_E, EPS_M 24 bits (norm_consts)", None),
     ParamSpec("SQN_M/SQN_E", "sqrt(N) ~ SQN_M * 2^SQN_E, 17 bits", None),
-    ParamSpec("INV_M/INV_E", "1/N ~ INV_M * 2^INV_E, 17 bits (LayerNorm mean)", None),
+    ParamSpec("INV_M/INV_E", "1/N ~ INV_M * 2^INV_E, 26 bits (LayerNorm mean)", None),
     ParamSpec("GAMMA_MEM", "$readmemh file of gamma: ceil(N/B) words {scale, code[B-1..0]} (pack_gamma_mem)", '"gamma.mem"'),
 )
 
-def _example(n: int, lanes: int, block: int = 32) -> dict:
-    """SV parameters of a resource-table example: mxint8 in/out, mxfp8_e4m3 gamma."""
+def _example(kind: str, n: int, lanes: int, block: int = 32) -> dict:
+    """SV parameters of a resource-table example: mxint8 in/out, mxfp8_e4m3 gamma (and beta)."""
     from masec.formats.element import FP8_E4M3, INT8
 
-    return sim_params("rmsnorm", n, INT8, FP8_E4M3, INT8, lanes, block)
+    return sim_params(kind, n, INT8, FP8_E4M3, INT8, lanes, block)
 
 
 SPECS = (
@@ -613,9 +616,28 @@ SPECS = (
         ops=("rms_norm",),
         model=f"{__name__}:rmsnorm_model",
         examples=(
-            {"label": "N64 mxint8 P4", "ctx": {}, "params": _example(64, 4)},
-            {"label": "N64 mxint8 P16", "ctx": {}, "params": _example(64, 16)},
-            {"label": "N256 mxint8 P32", "ctx": {}, "params": _example(256, 32)},
+            {"label": "N64 mxint8 P4", "ctx": {}, "params": _example("rmsnorm", 64, 4)},
+            {"label": "N64 mxint8 P16", "ctx": {}, "params": _example("rmsnorm", 64, 16)},
+            {"label": "N256 mxint8 P32", "ctx": {}, "params": _example("rmsnorm", 256, 32)},
+        ),
+    ),
+    KernelSpec(
+        name="mx_layernorm",
+        template="mx_layernorm.sv.j2",
+        doc="LayerNorm over rows of N elements: y = (x - mean) * rsqrt(var + eps) * gamma + beta, gamma and "
+            "beta in ROM; row buffered in a FIFO of ROW_BEATS + 14 beats, 1 beat/cycle, output via mx_quantize.",
+        params=_COMMON_PARAMS + (
+            ParamSpec("BT_IS_INT/BT_BITS/BT_EBITS/BT_MBITS/BT_BIAS", "beta element format", None),
+            ParamSpec("BETA_MEM", "$readmemh file of beta, same layout as GAMMA_MEM (pack_beta_mem)", '"beta.mem"')),
+        ports=(PortSpec("s_x", "in", "mx", "input rows, P lanes of X_BITS codes + E8M0 scale"),
+               PortSpec("m_y", "out", "mx", "normalized rows, P lanes of Y_BITS codes + E8M0 scale")),
+        deps=("mx_rmsnorm_rsqrt", "mx_quantize", "stream_fifo"),
+        ops=("layer_norm",),
+        model=f"{__name__}:layernorm_model",
+        examples=(
+            {"label": "N64 mxint8 P4", "ctx": {}, "params": _example("layernorm", 64, 4)},
+            {"label": "N64 mxint8 P16", "ctx": {}, "params": _example("layernorm", 64, 16)},
+            {"label": "N256 mxint8 P32", "ctx": {}, "params": _example("layernorm", 256, 32)},
         ),
     ),
 )
