@@ -90,6 +90,8 @@ class M2XFPWeightFormat(NumberFormat):
         e, nan = shared_exponents(_mag_bits(blocks), FP4_E2M1)
         e = e.to(torch.int64)
         a = blocks.abs().to(torch.float64).view(n, s, SUBGROUP)
+        if bool(nan.any()):
+            a[nan] = 0.0  # NaN blocks: keep the search finite, the result is masked to NaN
         best = None  # (err [N], eb [N], m [N,S], codes [N,S,8], q [N,S,8])
         for b in _SHIFTS:
             eb = e + b
@@ -180,6 +182,8 @@ class M2XFPActivationFormat(NumberFormat):
         mag = _mag_bits(blocks)
         e, nan = shared_exponents(mag, FP4_E2M1)
         v = mag.view(torch.float32).mul_(pow2_f32(-e).unsqueeze(-1))
+        if bool(nan.any()):
+            v[nan] = 0.0  # NaN blocks: keep the codes valid, the result is masked to NaN
         _, c4 = round_magnitudes(v, FP4_E2M1, "even", bounded=True, want_codes=True)
         _, c6 = round_magnitudes(v, FP6_E2M3, "even", bounded=True, want_codes=True)
         c4s = c4.view(n, -1, SUBGROUP)
