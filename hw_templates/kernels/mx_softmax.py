@@ -1,0 +1,265 @@
+"""Softmax over the last axis of an MX tensor (``mx_softmax``), with an optional causal mask.
+
+Algorithm: *online* softmax over one buffered row, two passes (docs/kernels/mx_softmax.md):
+
+* pass 1 (as the row streams in; every beat also goes into a row FIFO): u = x * log2(e) in fixed
+  point; a running **integer** maximum M = max ceil(u) (so rescaling the running sum when M grows is
+  an exact right shift, no second exponential unit); running sum S = sum 2^(u - M) in fixed point;
+  at the row end 1/S by a seed table + one Newton step;
+* pass 2 (the row read back): 2^(u - M) recomputed per lane and multiplied by 1/S, handed to the
+  shared quantizer ``mx_quantize`` as exact (m, e) values.
+
+Everything below is the bit-exact model of the RTL. Masked entries (causal: column j > r + OFFSET,
+r the row index modulo ROWS; and padding, j >= N) output exact 0 and do not enter max or sum.
+
+Usage by the compiler::
+
+    ctx, params, module = instance_config(n=64, fmt_in="mxint8", fmt_out="mxint8", lanes=8,
+                                          causal=True, rows=64, offset=0)
+    render("mx_softmax", module, **ctx)
+    codes_out, scales_out = softmax_model(codes, scales, elem_in, elem_out, n=64, causal=True,
+                                          rows=64, offset=0)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from masec.hw_templates.kernels.mx_norm import (E8M0_BIAS, _check_geometry, _normalize, _rows, decode_fixed,
+                                                elem_sv_params, unit_exp)
+from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
+
+# ----------------------------------------------------------------------------- design constants
+XI = 12           # integer bits of the fixed-point x (|x| saturates below 2^XI)
+XF = 12           # fraction bits of the fixed-point x (floor)
+LF = 16           # fraction bits of the log2(e) constant
+UF = 12           # fraction bits of u = x * log2(e) (floor)
+FB = 6            # 2^f table: 2^FB intervals, linear interpolation on the remaining UF - FB bits
+EF = 16           # fraction bits of 2^f in [1, 2)
+IMIN = -255       # the integer part of u - M is clamped at IMIN (2^IMIN is below any MX output)
+NB = 24           # mantissa bits of the normalized sum for the reciprocal
+LB = 7            # reciprocal seed table index bits (128 entries)
+YF = 16           # fraction bits of the reciprocal seed / result
+EW_OUT = 12       # signed exponent bits of the (m, e) lanes into mx_quantize
+L2E = round(math.log2(math.e) * (1 << LF))   # 94548
+
+
+def logn(n: int) -> int:
+    """Extra fraction bits of the running sum: ceil(log2 N) (sum error below 2^-EF relative)."""
+    return max(1, (n - 1).bit_length())
+
+
+def exp2_table() -> tuple[int, ...]:
+    """T[i] = round(2^EF * 2^(i / 2^FB)), i = 0 .. 2^FB (the same float expression as the template)."""
+    return tuple(int(round((2 ** EF) * 2 ** (i / (2 ** FB)))) for i in range((1 << FB) + 1))
+
+
+def recip_table() -> tuple[int, ...]:
+    """Seed of 1/m, m in [1, 2): round(2^YF / mid) at each of 2^LB interval midpoints."""
+    return tuple(int(round((2 ** YF) / (1 + (i + 0.5) / (2 ** LB)))) for i in range(1 << LB))
+
+
+# ----------------------------------------------------------------------------- arithmetic pieces
+def x_fixed(xi: int, ex: int) -> int:
+    """x = xi * 2^ex as a signed fixed-point integer with XF fraction bits (floor), saturated to
+    (-2^(XI+XF), 2^(XI+XF))."""
+    k = ex + XF
+    v = xi << k if k >= 0 else xi >> (-k)
+    lim = (1 << (XI + XF)) - 1
+    return max(-lim, min(lim, v))
+
+
+def u_of(xfix: int) -> int:
+    """u = x * log2(e) with UF fraction bits (floor)."""
+    return (xfix * L2E) >> (XF + LF - UF)
+
+
+def ceil_int(u: int) -> int:
+    return -((-u) >> UF)
+
+
+def exp2_frac(v: int) -> tuple[int, int]:
+    """2^(v / 2^UF) for v <= 0 as ``(E, I)``: value = E * 2^(I - EF), E in [2^EF, 2^(EF+1)),
+    I = max(floor(v / 2^UF), IMIN); E from the 2^FB-entry table with linear interpolation (floor)."""
+    i_part = v >> UF
+    f = v - (i_part << UF)
+    t = exp2_table()
+    idx, r = f >> (UF - FB), f & ((1 << (UF - FB)) - 1)
+    e = t[idx] + (((t[idx + 1] - t[idx]) * r) >> (UF - FB))
+    return e, max(i_part, IMIN)
+
+
+def recip_unit(s: int, sf: int) -> tuple[int, int]:
+    """``(Y, er)`` with Y * 2^er ~ 1 / (s * 2^-sf), s > 0: normalize to NB bits (truncate), seed from
+    the top LB fraction bits, one Newton step y1 = y0 * (2 - m * y0) with floors."""
+    m, sh = _normalize(s, NB)
+    idx = (m >> (NB - 1 - LB)) & ((1 << LB) - 1)
+    y0 = recip_table()[idx]
+    t = (m * y0) >> (NB - 1)
+    h = (2 << YF) - t
+    y1 = (y0 * h) >> YF
+    return y1, sf - sh - (NB - 1) - YF
+
+
+def keep_mask(n: int, nblk: int, b: int, row: int, causal: bool, rows: int, offset: int) -> list[bool]:
+    r = row % rows if causal else 0
+    return [j < n and (not causal or j <= r + offset) for j in range(nblk * b)]
+
+
+# ----------------------------------------------------------------------------- the model
+def softmax_lanes(codes, scales, el, n: int, lanes: int, causal: bool = False, rows: int = 1, offset: int = 0):
+    """Bit-exact ``(m, e)`` lanes that ``mx_softmax`` hands to its quantizer (rows of nblocks*B).
+
+    ``lanes`` (P): pass 1 updates the running max once per beat of P lanes. Masked lanes: m = e = 0.
+    """
+    rws, srows, lead, nblk, b = _rows(codes, scales)
+    _check_geometry(n, nblk, b)
+    if lanes < 1 or b % lanes:
+        raise ValueError(f"lanes {lanes} must divide the block size {b}")
+    if causal and rows < 1:
+        raise ValueError("causal softmax needs rows >= 1")
+    xe0 = unit_exp(el)
+    ln = logn(n)
+    sf = EF + ln
+    m_rows, e_rows = [], []
+    for ri, (rc, rs) in enumerate(zip(rws, srows)):
+        keep = keep_mask(n, nblk, b, ri, causal, rows, offset)
+        us = []
+        for j in range(nblk):
+            ex = rs[j] - E8M0_BIAS + xe0
+            for i in range(b):
+                us.append(u_of(x_fixed(decode_fixed(rc[j][i], el), ex)))
+        # pass 1: per beat running integer max and rescaled sum
+        have, mx, s = False, 0, 0
+        for q in range(0, nblk * b, lanes):
+            kept = [k for k in range(q, q + lanes) if keep[k]]
+            if kept:
+                mb = max(ceil_int(us[k]) for k in kept)
+                mn = max(mx, mb) if have else mb
+                s = s >> (mn - mx) if have else 0
+                mx, have = mn, True
+                for k in kept:
+                    e_, i_ = exp2_frac(us[k] - (mx << UF))
+                    s += (e_ << ln) >> (-i_)
+        # pass 2
+        if have:
+            y, er = recip_unit(s, sf)
+        else:
+            y, er = 0, 0
+        mr, erow = [], []
+        for k in range(nblk * b):   # (an empty row: M = 0, Y = 0, every lane masked)
+            e_, i_ = exp2_frac(us[k] - (mx << UF))
+            mr.append(e_ * y if keep[k] else 0)
+            erow.append(i_ - EF + er if keep[k] else 0)
+        m_rows.append(mr)
+        e_rows.append(erow)
+    return m_rows, e_rows
+
+
+def softmax_model(codes, scales, el, el_out, n: int, lanes: int, causal: bool = False, rows: int = 1,
+                  offset: int = 0):
+    """Bit-exact model of ``mx_softmax``: output ``(codes [..., nblocks, B], scales [..., nblocks])``.
+
+    Args:
+        codes, scales: input MX tensor ``[..., nblocks, B]`` / ``[..., nblocks]`` (rows of ``n``).
+        el, el_out: input / output element formats.
+        lanes: P of the instance (the running max is per beat).
+        causal, rows, offset: row r (counted over all rows, modulo ``rows``) keeps columns
+            j <= r + offset; masked entries output 0.
+    """
+    from masec.hw_templates.kernels.mx_norm import _quantize_rows
+
+    m, e = softmax_lanes(codes, scales, el, n, lanes, causal, rows, offset)
+    _, _, lead, nblk, b = _rows(codes, scales)
+    return _quantize_rows(m, e, el_out, lead, nblk, b)
+
+
+def softmax_reference(x: torch.Tensor, causal: bool = False, rows: int = 1, offset: int = 0) -> torch.Tensor:
+    """float64 softmax over the last axis with the same causal convention (masked -> 0)."""
+    x = x.to(torch.float64)
+    flat = x.reshape(-1, x.shape[-1])
+    n = flat.shape[-1]
+    if causal:
+        r = torch.arange(flat.shape[0]).unsqueeze(-1) % rows
+        mask = torch.arange(n).unsqueeze(0) <= r + offset
+    else:
+        mask = torch.ones_like(flat, dtype=torch.bool)
+    y = torch.where(mask, flat, torch.tensor(float("-inf"), dtype=torch.float64)).softmax(-1)
+    y = torch.nan_to_num(y, nan=0.0)   # fully masked rows -> 0
+    return y.reshape(x.shape)
+
+
+# ----------------------------------------------------------------------------- configuration
+def sim_params(n: int, el, el_out, lanes: int, block: int, causal: bool = False, rows: int = 1,
+               offset: int = 0) -> dict:
+    from masec.hw_templates.kernels.mx_quantize import element_sv_params
+
+    return {"P": lanes, "B": block, "N": n, **elem_sv_params(el, "X"), **element_sv_params(el_out, "Y_"),
+            "CAUSAL": int(bool(causal)), "ROWS": max(1, rows), "OFFSET": int(offset)}
+
+
+def instance_config(n: int, fmt_in, fmt_out, lanes: int, causal: bool = False, rows: int = 1, offset: int = 0,
+                    block_size: int | None = None) -> tuple[dict, dict, str]:
+    """``(jinja_ctx, sv_params, module_name)`` of an ``mx_softmax`` instance over rows of ``n``.
+
+    The template needs no Jinja context (its tables are fixed); everything else is an SV parameter.
+    For attention scores ``[heads, T, T]`` with a causal mask: ``rows = T``, ``offset = 0`` (or the
+    KV-cache position for a decode step).
+    """
+    from masec.hw_templates.kernels.mx_norm import _resolve
+
+    fi = _resolve(fmt_in, block_size)
+    fo = _resolve(fmt_out, fi.block_size)
+    if fo.block_size != fi.block_size:
+        raise ValueError("input and output formats must share the block size")
+    if lanes < 1 or fi.block_size % lanes:
+        raise ValueError(f"lanes {lanes} must divide the block size {fi.block_size}")
+    return {}, sim_params(n, fi.element, fo.element, lanes, fi.block_size, causal, rows, offset), "mx_softmax"
+
+
+def _example(n: int, lanes: int, causal: bool) -> dict:
+    from masec.formats.element import INT8
+
+    return sim_params(n, INT8, INT8, lanes, 32, causal, n if causal else 1, 0)
+
+
+SPECS = (KernelSpec(
+    name="mx_softmax_u",
+    template="mx_softmax_u.sv.j2",
+    doc="One lane of u = x * log2(e) for mx_softmax: MX code + scale -> fixed point (12.12, saturating) "
+        "times round(log2(e) * 2^16), 12 fraction bits; combinational.",
+    params=(ParamSpec("X_IS_INT/X_BITS/X_EBITS/X_MBITS/X_BIAS", "element format", None),),
+    model=f"{__name__}:u_of",
+    examples=({"label": "int8", "ctx": {}, "params": {}},),
+), KernelSpec(
+    name="mx_softmax_exp2",
+    template="mx_softmax_exp2.sv.j2",
+    doc="2^(v / 2^12) for v <= 0 as E * 2^(I - 16): 64-entry table + linear interpolation; combinational.",
+    params=(ParamSpec("VW", "bits of the signed operand", 28), ParamSpec("IMIN", "clamp of the integer part", -255)),
+    model=f"{__name__}:exp2_frac",
+    examples=({"label": "VW28", "ctx": {}, "params": {"VW": 28}},),
+), KernelSpec(
+    name="mx_softmax",
+    template="mx_softmax.sv.j2",
+    doc="Softmax over rows of N elements (online: integer running max, exact-shift rescale), optional "
+        "causal mask; base-2 exp with a 64-entry table + linear interpolation, 1/sum by seed + Newton; "
+        "row FIFO, 1 beat/cycle, output via mx_quantize.",
+    params=(ParamSpec("P", "lanes per beat; divides B", 4),
+            ParamSpec("B", "MX block size (power of two)", 32),
+            ParamSpec("N", "row length; ceil(N/B) blocks per row, last one zero-padded", 64),
+            ParamSpec("X_IS_INT/X_BITS/X_EBITS/X_MBITS/X_BIAS", "input element format", None),
+            ParamSpec("Y_IS_INT/Y_BITS/Y_MBITS/Y_BIAS/Y_EMAX/Y_MAX_CODE", "output element format (mx_quantize)", None),
+            ParamSpec("CAUSAL", "1: row r keeps columns j <= r + OFFSET (others output 0)", 0),
+            ParamSpec("ROWS", "rows per matrix: r = row counter modulo ROWS", 1),
+            ParamSpec("OFFSET", "causal offset (signed)", 0)),
+    ports=(PortSpec("s_x", "in", "mx", "input rows, P lanes of X_BITS codes + E8M0 scale"),
+           PortSpec("m_y", "out", "mx", "softmax rows, P lanes of Y_BITS codes + E8M0 scale")),
+    deps=("mx_softmax_u", "mx_softmax_exp2", "mx_quantize", "stream_fifo"),
+    ops=("softmax",),
+    model=f"{__name__}:softmax_model",
+    examples=({"label": "N64 mxint8 P4 causal", "ctx": {}, "params": _example(64, 4, True)},
+              {"label": "N64 mxint8 P16", "ctx": {}, "params": _example(64, 16, False)},
+              {"label": "N256 mxint8 P32 causal", "ctx": {}, "params": _example(256, 32, True)}),
+),
+)
