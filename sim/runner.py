@@ -57,7 +57,7 @@ def run_stream_test(sources, toplevel: str, vectors: VectorFile, build_dir: Path
     build_dir.mkdir(parents=True, exist_ok=True)
     try:
         runner = build(sources, toplevel, build_dir, parameters, waves, includes)
-    except SystemExit as exc:  # cocotb's runner exits on a failed build
+    except (SystemExit, RuntimeError) as exc:  # cocotb's runner exits or raises on a failed build
         log = (build_dir / "build.log")
         tail = log.read_text()[-4000:] if log.exists() else ""
         raise MasecError(f"Verilator build of {toplevel} failed (log: {log}):\n{tail}") from exc

@@ -1,0 +1,96 @@
+"""Linear -> ``mx_linear``: weights and bias MX-encoded into on-chip ROMs, exact block dot
+products, the kernel's bounded floating accumulator, output re-quantized to the node's format."""
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.fx as fx
+
+from masec.errors import MasecError
+from masec.hw_templates.kernels import mx_linear
+from masec.lowering.base import Lowering, MXValue, register, rows_of
+from masec.meta import KernelChoice, meta
+
+
+def _param(gm, node, index: int, attr: str):
+    """Weight (index 1, attr 'weight') or bias (index 2, 'bias') of a linear node, or None."""
+    if node.op == "call_module":
+        return getattr(gm.get_submodule(node.target), attr)
+    arg = node.args[index] if len(node.args) > index else node.kwargs.get(attr)
+    if arg is None:
+        return None
+    if isinstance(arg, fx.Node) and arg.op == "get_attr":
+        obj = gm
+        for part in arg.target.split("."):
+            obj = getattr(obj, part)
+        return obj
+    raise MasecError(f"node `{node.name}`: the {attr} of a linear must be a model parameter "
+                     f"(an nn.Linear, or F.linear on a registered parameter), not a computed tensor")
+
+
+def _mem_name(node, what: str) -> str:
+    return f"{re.sub(r'[^A-Za-z0-9_]', '_', node.name)}_{what}.mem"
+
+
+@register
+class LinearLowering(Lowering):
+    op = "linear"
+    kernel = "mx_linear"
+
+    def tensor_args(self, node) -> list:
+        return [node.args[0]]
+
+    def _operands(self, gm, node):
+        w = _param(gm, node, 1, "weight").detach().to(torch.float32)
+        b = _param(gm, node, 2, "bias")
+        return w, (b.detach().to(torch.float32) if b is not None else None)
+
+    def choose(self, gm, node, config) -> KernelChoice:
+        m = meta(node)
+        w, b = self._operands(gm, node)
+        out_f, in_f = w.shape
+        x_fmt = meta(node.args[0]).formats["out"].parse()
+        p = config.parallelism
+        try:
+            ctx, params, module = mx_linear.instance_config(
+                in_f, out_f, x_fmt, m.formats["weight"].parse(), m.formats["out"].parse(), b is not None,
+                p_in=p, p_out=p, b_fmt=m.formats["bias"].parse() if b is not None else None,
+                w_mem=_mem_name(node, "w"), ws_mem=_mem_name(node, "ws"), b_mem=_mem_name(node, "b"))
+        except ValueError as exc:
+            raise MasecError(str(exc)) from None
+        rows = rows_of(m.shape)
+        return KernelChoice(self.kernel, module, tuple(sorted(ctx.items())), tuple(sorted(params.items())),
+                            p, p, mx_linear.ideal_cycles(rows, in_f, out_f, p, p))
+
+    def _encoded(self, gm, node):
+        m = meta(node)
+        w, b = self._operands(gm, node)
+        wf = m.formats["weight"].parse()
+        we = wf.encode(w)
+        be = m.formats["bias"].parse().encode(b) if b is not None else None
+        return w, wf, we, be
+
+    def reference(self, gm, node, inputs: list[MXValue]) -> MXValue:
+        (x,) = inputs
+        m = meta(node)
+        w, wf, we, be = self._encoded(gm, node)
+        out_fmt = m.formats["out"]
+        y_codes, y_scales = mx_linear.linear_model(
+            x.codes, x.scales, x.fmt.parse().element, we.codes.to(torch.int64), we.scales.to(torch.int64),
+            wf.element, be.codes.to(torch.int64) if be is not None else None,
+            be.scales.to(torch.int64) if be is not None else None, out_fmt.parse().element, out_fmt.block_size,
+            b_elem=m.formats["bias"].parse().element if be is not None else None, out_features=w.shape[0])
+        return MXValue(y_codes, y_scales, out_fmt, m.shape)
+
+    def memories(self, gm, node) -> dict[str, list[str]]:
+        w, wf, we, be = self._encoded(gm, node)
+        k = meta(node).kernel.params_dict
+        out_f, in_f = w.shape
+        w_lines, ws_lines = mx_linear.pack_weight_mem(we.codes, we.scales, wf.element, in_f, out_f,
+                                                      wf.block_size, k["P_IN"], k["P_OUT"])
+        mems = {k["W_MEM"]: w_lines, k["WS_MEM"]: ws_lines}
+        if be is not None:
+            bf = meta(node).formats["bias"].parse()
+            mems[k["B_MEM"]] = mx_linear.pack_bias_mem(be.codes, be.scales, bf.element, out_f, k["P_OUT"])
+        return mems
