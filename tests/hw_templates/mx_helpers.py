@@ -76,3 +76,28 @@ def lint_params(sources, top: str, params: dict) -> str:
     if proc.returncode != 0 or "%Warning" in out or "%Error" in out:
         raise MasecError(f"lint of {top} {params} failed:\n{out}")
     return out
+
+
+def pch_workaround_env():
+    """Context: MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include for the Verilator make run.
+
+    cocotb's runner runs ``make -f Vtop.mk`` itself, so masec.toolchain's ``-MAKEFLAGS`` (which
+    Verilator applies only with ``--build``) never reaches make; designs large enough for Verilator
+    to split the C++ output (parallel builds, precompiled headers) then fail to compile with the
+    PyPI wheel's empty PCH flag. make takes variable assignments from the MAKEFLAGS environment.
+    """
+    import contextlib
+    import os
+
+    @contextlib.contextmanager
+    def ctx():
+        old = os.environ.get("MAKEFLAGS")
+        os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + "CFG_CXXFLAGS_PCH_I=-include"
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = old
+    return ctx()

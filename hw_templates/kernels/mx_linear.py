@@ -1,0 +1,539 @@
+"""MX linear layer y = x W^T (+ b) with weights in on-chip ROM, and its building blocks.
+
+Kernels defined here (docs/kernels/mx_linear.md):
+
+* ``mx_dot``  - combinational exact dot product of P MX element pairs (block-relative integer);
+  optional L-Mul approximate multiplier for fp x fp (Luo & Sun 2024, "Addition is All You Need").
+* ``mx_facc`` - one step of the bounded-width floating accumulator (align to the larger exponent,
+  round half up, renormalize by one bit).
+* ``mx_linear`` - the layer: x streams [T, IN] (MX, P_IN lanes), W [OUT, IN] and bias in ROM,
+  P_OUT outputs at once, y streams [T, OUT] (MX, P_OUT lanes) through ``mx_quantize``.
+
+Arithmetic, shared by the RTL and the bit-exact model below:
+
+1. Element decode: fp code -> sig = +-(2^M + mant) (normal) / +-mant (subnormal), off = e - 1 /
+   0, value = sig * 2^(off + exmin), exmin = 1 - bias - M; int code k -> sig = k, off = 0,
+   exmin = -M. The product of an x and a w element is the exact integer
+   ``sig_x * sig_w << (off_x + off_w)`` in units of 2^(exmin_x + exmin_w).
+2. Per block b of B elements: ``S = sum of the B products``, an exact signed integer of
+   ``DW = PW + log2(B)`` bits; its value is ``S * 2^Y`` with ``Y = Sx + Sw - 254 + exmin_x + exmin_w``.
+3. Across blocks: the floating accumulator (A, X), A signed AW = DW + ACC_GUARD + 1 bits, value
+   A * 2^X, started from the bias (exact) or empty, updated by :func:`facc_step`.
+4. The row's accumulators (A, X) go to ``mx_quantize`` (m = A, e = X) -> MX output block.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from masec.hw_templates.kernels.mx_quantize import element_sv_params, quantize_blocks
+from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
+
+XW = 12  # signed exponent width of the accumulator exponent X (and of mx_quantize's e lanes)
+
+
+# ------------------------------------------------------------------------------ element decode
+@dataclass(frozen=True)
+class ElemInfo:
+    is_int: bool
+    bits: int
+    mbits: int
+    ebits: int
+    bias: int
+    sigw: int      # signed width of the significand
+    offmax: int    # largest exponent offset of any code
+    exmin: int     # exponent of one significand unit at offset 0
+
+
+def elem_info(el) -> ElemInfo:
+    if el.kind == "int":
+        return ElemInfo(True, el.bits, el.mbits, 0, 0, el.bits, 0, -el.mbits)
+    return ElemInfo(False, el.bits, el.mbits, el.ebits, el.bias, el.mbits + 2, (1 << el.ebits) - 2,
+                    1 - el.bias - el.mbits)
+
+
+def decode_sig_off(codes, el) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sig, off) of element codes: value = sig * 2^(off + exmin). Every bit pattern decodes."""
+    c = torch.as_tensor(codes, dtype=torch.int64)
+    i = elem_info(el)
+    if i.is_int:
+        return torch.where(c >= (1 << (i.bits - 1)), c - (1 << i.bits), c), torch.zeros_like(c)
+    s = (c >> (i.bits - 1)) & 1
+    e = (c >> i.mbits) & ((1 << i.ebits) - 1)
+    m = c & ((1 << i.mbits) - 1)
+    sig = torch.where(e > 0, m | (1 << i.mbits), m)
+    return torch.where(s == 1, -sig, sig), torch.where(e > 0, e - 1, torch.zeros_like(e))
+
+
+def lmul_l(m: int) -> int:
+    """The L-Mul offset exponent l(m) of Luo & Sun 2024: m (m <= 3), 3 (m = 4), 4 (m > 4)."""
+    return m if m <= 3 else (3 if m == 4 else 4)
+
+
+def decode_lmul(codes, el):
+    """fp code -> (sign +-1 / 0 for zero, f (M fraction bits of the normalized significand 1.f),
+    t >= 0 with value = 1.f * 2^(t + exmin)); subnormals are normalized (leading-one shift)."""
+    c = torch.as_tensor(codes, dtype=torch.int64)
+    i = elem_info(el)
+    M = i.mbits
+    s = (c >> (i.bits - 1)) & 1
+    e = (c >> M) & ((1 << i.ebits) - 1)
+    m = c & ((1 << M) - 1)
+    p = torch.zeros_like(m)  # leading-one position of a subnormal mantissa
+    for b in range(M):
+        p = torch.where((m >> b) & 1 == 1, torch.full_like(m, b), p)
+    f_sub = (m << (M - p)) & ((1 << M) - 1)
+    f = torch.where(e > 0, m, f_sub)
+    t = torch.where(e > 0, e - 1 + M, p)
+    nz = (e > 0) | (m > 0)
+    sign = torch.where(nz, torch.where(s == 1, -1, 1), 0)
+    return sign, f, t
+
+
+# ------------------------------------------------------------------------------ widths
+@dataclass(frozen=True)
+class LinearWidths:
+    lmul: bool     # L-Mul products in use (both elements fp and LMUL requested)
+    K: int         # L-Mul fraction bits of the product significand (0 exact)
+    L: int         # L-Mul offset exponent l(M)
+    PW: int        # signed width of one product
+    DW: int        # signed width of a block sum S (|S| <= 2^(DW-2))
+    AW: int        # signed width of the accumulator mantissa A (|A| <= 2^(AW-2))
+    G: int         # ACC_GUARD: S enters the accumulator as S << G
+    C: int         # Y = Sx + Sw + C
+    BSIGW: int     # signed width of a bias significand
+    GB: int        # the bias enters as sig_b << GB
+    BC: int        # bias exponent: X_b = off_b + Sb + BC
+
+
+def linear_widths(x_elem, w_elem, block: int, acc_guard: int = 4, lmul: bool = False, b_elem=None) -> LinearWidths:
+    """The widths mx_linear's RTL derives from its parameters (same formulas as the SV localparams)."""
+    xi, wi = elem_info(x_elem), elem_info(w_elem)
+    bi = elem_info(b_elem if b_elem is not None else w_elem)
+    lb = int(math.log2(block))
+    lm = bool(lmul) and not xi.is_int and not wi.is_int
+    if lm:
+        L = lmul_l(max(xi.mbits, wi.mbits))
+        K = max(xi.mbits, wi.mbits, L)
+        PW = K + 4 + (xi.offmax + xi.mbits) + (wi.offmax + wi.mbits)
+        C = xi.exmin + wi.exmin - 254 - K
+    else:
+        L = K = 0
+        PW = xi.sigw + wi.sigw + xi.offmax + wi.offmax
+        C = xi.exmin + wi.exmin - 254
+    DW = PW + lb
+    AW = DW + acc_guard + 1
+    GB = AW - 1 - bi.sigw
+    return LinearWidths(lm, K, L, PW, DW, AW, acc_guard, C, bi.sigw, GB, bi.exmin - 127 - GB)
+
+
+# ------------------------------------------------------------------------------ accumulator
+def rshift_round(v: int, d: int) -> int:
+    """floor(v / 2^d + 1/2) (round half up), d >= 0: ((2v >> d) + 1) >> 1 as in the RTL."""
+    return (((v << 1) >> d) + 1) >> 1
+
+
+def facc_step(A: int, X: int, S: int, Y: int, AW: int, G: int) -> tuple[int, int]:
+    """One accumulator update (A, X) + S * 2^Y, bit-exact with mx_facc (Python ints).
+
+    * S == 0: unchanged.  A == 0: load (S << G, Y - G) exactly.
+    * else align to the larger exponent: the operand with the smaller exponent is shifted right
+      by the difference d with round-half-up (d >= AW gives 0), the two are added;
+    * if the sum leaves [-2^(AW-2), 2^(AW-2)) it is halved (round half up) and the exponent
+      incremented, so |A| <= 2^(AW-2) always.
+    """
+    if S == 0:
+        return A, X
+    Se, Ye = S << G, Y - G
+    if A == 0:
+        return Se, Ye
+    if X >= Ye:
+        Z, a, b = X, A, rshift_round(Se, min(X - Ye, AW + 1))
+    else:
+        Z, a, b = Ye, rshift_round(A, min(Ye - X, AW + 1)), Se
+    R = a + b
+    lim = 1 << (AW - 2)
+    if R >= lim or R < -lim:
+        R, Z = rshift_round(R, 1), Z + 1
+    return R, Z
+
+
+def facc_step_torch(A, X, S, Y, AW: int, G: int):
+    """Vectorized :func:`facc_step` on int64 tensors (AW <= 61)."""
+    Se, Ye = S << G, Y - G
+    accbig = X >= Ye
+    d = torch.where(accbig, X - Ye, Ye - X).clamp(max=AW + 1)
+
+    def rsr(v, dd):
+        return (((v << 1) >> dd) + 1) >> 1
+
+    a = torch.where(accbig, A, rsr(A, d))
+    b = torch.where(accbig, rsr(Se, d), Se)
+    Z = torch.where(accbig, X, Ye)
+    R = a + b
+    lim = 1 << (AW - 2)
+    over = (R >= lim) | (R < -lim)
+    R = torch.where(over, rsr(R, torch.ones_like(R)), R)
+    Z = Z + over.to(torch.int64)
+    R = torch.where(A == 0, Se, R)
+    Z = torch.where(A == 0, Ye, Z)
+    R = torch.where(S == 0, A, R)
+    Z = torch.where(S == 0, X, Z)
+    return R, Z
+
+
+# ------------------------------------------------------------------------------ the model
+def _obj_matmul(a: torch.Tensor, b: torch.Tensor) -> list:
+    """Exact integer a @ b.T with Python ints (for widths beyond int64)."""
+    al, bl = a.tolist(), b.tolist()
+    return [[sum(x * y for x, y in zip(r, c)) for c in bl] for r in al]
+
+
+def block_sums(x_codes, x_elem, w_codes, w_elem, lmul: bool = False):
+    """Exact per-block dot products S[t, o, b] as the RTL's mx_dot sums them.
+
+    x_codes [T, NB, B], w_codes [O, NB, B]. Returns an int64 tensor [T, O, NB], or nested
+    Python-int lists when the width exceeds int64 (e.g. e5m2 x e5m2).
+    """
+    w = linear_widths(x_elem, w_elem, x_codes.shape[-1], 0, lmul)
+    T, NB, B = x_codes.shape
+    O = w_codes.shape[0]
+    wide = w.DW > 62
+    if w.lmul:
+        sx, fx, tx = decode_lmul(x_codes, x_elem)
+        sw, fw, tw = decode_lmul(w_codes, w_elem)
+        Mx, Mw = x_elem.mbits, w_elem.mbits
+        # Q = 2^K + 2^(K-L) + fx 2^(K-Mx) + fw 2^(K-Mw); S = sum sx sw Q 2^(tx+tw): separable terms
+        ax = sx << tx if not wide else None
+        terms = [((1 << w.K) + (1 << (w.K - w.L)), sx, tx, sw, tw),
+                 (1 << (w.K - Mx), sx * fx, tx, sw, tw),
+                 (1 << (w.K - Mw), sx, tx, sw * fw, tw)]
+        del ax
+    else:
+        sx, ox = decode_sig_off(x_codes, x_elem)
+        sw, ow = decode_sig_off(w_codes, w_elem)
+        terms = [(1, sx, ox, sw, ow)]
+    if not wide:
+        S = torch.zeros(T, O, NB, dtype=torch.int64)
+        for k, a, ta, b, tb in terms:
+            av = (a << ta).permute(1, 0, 2)  # [NB, T, B]
+            bv = (b << tb).permute(1, 2, 0)  # [NB, B, O]
+            S += k * torch.bmm(av, bv).permute(1, 2, 0)
+        return S
+    out = [[[0] * NB for _ in range(O)] for _ in range(T)]
+    for k, a, ta, b, tb in terms:
+        for nb in range(NB):
+            av = [[int(v) << int(s) for v, s in zip(r, rs)] for r, rs in zip(a[:, nb].tolist(), ta[:, nb].tolist())]
+            bv = [[int(v) << int(s) for v, s in zip(r, rs)] for r, rs in zip(b[:, nb].tolist(), tb[:, nb].tolist())]
+            for t in range(T):
+                for o in range(O):
+                    out[t][o][nb] += k * sum(p * q for p, q in zip(av[t], bv[o]))
+    return out
+
+
+def bias_init(b_codes, b_scales, b_elem, out_features: int, w: LinearWidths):
+    """(A0, X0) per output from the bias MX tensor (codes [NBO, Bb], scales [NBO]), exactly."""
+    if b_codes is None:
+        return [0] * out_features, [0] * out_features
+    bc = torch.as_tensor(b_codes, dtype=torch.int64)
+    bs = torch.as_tensor(b_scales, dtype=torch.int64)
+    sig, off = decode_sig_off(bc, b_elem)
+    sc = bs.unsqueeze(-1).expand_as(bc)
+    sig, off, sc = sig.reshape(-1)[:out_features], off.reshape(-1)[:out_features], sc.reshape(-1)[:out_features]
+    A0 = [int(s) << w.GB for s in sig.tolist()]
+    X0 = [int(o) + int(s) + w.BC for o, s in zip(off.tolist(), sc.tolist())]
+    return A0, X0
+
+
+def linear_accumulators(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_codes=None, b_scales=None,
+                        b_elem=None, acc_guard: int = 4, lmul: bool = False, out_features: int | None = None):
+    """The hardware accumulators (A [T, O], X [T, O]) before output quantization (bit-exact).
+
+    Returns Python-int nested lists ``A[t][o]``, ``X[t][o]`` (value A * 2^X).
+    """
+    x_codes = torch.as_tensor(x_codes, dtype=torch.int64)
+    w_codes = torch.as_tensor(w_codes, dtype=torch.int64)
+    x_scales = torch.as_tensor(x_scales, dtype=torch.int64)
+    w_scales = torch.as_tensor(w_scales, dtype=torch.int64)
+    T, NB, B = x_codes.shape
+    O = w_codes.shape[0] if out_features is None else out_features
+    w_codes, w_scales = w_codes[:O], w_scales[:O]
+    b_elem = b_elem if b_elem is not None else w_elem
+    w = linear_widths(x_elem, w_elem, B, acc_guard, lmul, b_elem)
+    S = block_sums(x_codes, x_elem, w_codes, w_elem, lmul)
+    Y = x_scales.unsqueeze(1) + w_scales.unsqueeze(0) + w.C  # [T, O, NB]
+    A0, X0 = bias_init(b_codes, b_scales, b_elem, O, w)
+    if isinstance(S, torch.Tensor) and w.AW <= 61:
+        A = torch.tensor(A0, dtype=torch.int64).expand(T, O).clone()
+        X = torch.tensor(X0, dtype=torch.int64).expand(T, O).clone()
+        for nb in range(NB):
+            A, X = facc_step_torch(A, X, S[:, :, nb], Y[:, :, nb], w.AW, w.G)
+        return A.tolist(), X.tolist()
+    Sl = S.tolist() if isinstance(S, torch.Tensor) else S
+    Yl = Y.tolist()
+    A = [[A0[o] for o in range(O)] for _ in range(T)]
+    X = [[X0[o] for o in range(O)] for _ in range(T)]
+    for t in range(T):
+        for o in range(O):
+            a, x = A[t][o], X[t][o]
+            for nb in range(NB):
+                a, x = facc_step(a, x, Sl[t][o][nb], Yl[t][o][nb], w.AW, w.G)
+            A[t][o], X[t][o] = a, x
+    return A, X
+
+
+def quantize_rows(A, X, out_elem, out_block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """mx_quantize of accumulator rows A, X [T][O] (Python ints) -> (codes [T, NBO, Bo], scales [T, NBO])."""
+    from masec.hw_templates.kernels.mx_quantize import quantize_block
+
+    T, O = len(A), len(A[0])
+    nbo = -(-O // out_block)
+    pad = nbo * out_block - O
+    big = max((abs(a) for r in A for a in r), default=0).bit_length() > 61
+    if not big:
+        At = torch.tensor(A, dtype=torch.int64)
+        Xt = torch.tensor(X, dtype=torch.int64)
+        At = torch.nn.functional.pad(At, (0, pad)).reshape(T, nbo, out_block)
+        Xt = torch.nn.functional.pad(Xt, (0, pad)).reshape(T, nbo, out_block)
+        return quantize_blocks(At, Xt, out_elem)
+    codes, scales = [], []
+    for t in range(T):
+        ra, rx = A[t] + [0] * pad, X[t] + [0] * pad
+        cr, sr = [], []
+        for b in range(nbo):
+            c, s = quantize_block(ra[b * out_block:(b + 1) * out_block], rx[b * out_block:(b + 1) * out_block], out_elem)
+            cr.append(c)
+            sr.append(s)
+        codes.append(cr)
+        scales.append(sr)
+    return torch.tensor(codes, dtype=torch.int64), torch.tensor(scales, dtype=torch.int64)
+
+
+def linear_model(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_codes, b_scales, out_elem,
+                 out_block: int, acc_guard: int = 4, lmul: bool = False, b_elem=None,
+                 out_features: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bit-exact model of mx_linear: y = x W^T (+ b) as MX codes.
+
+    Args:
+        x_codes, x_scales: activations [T, NB, B] codes, [T, NB] E8M0 scales (IN blocked, padded).
+        x_elem, w_elem, out_elem: masec.formats ElementFormats of x, W and y.
+        w_codes, w_scales: W [OUT, IN] encoded along IN: [OUT, NB, B], [OUT, NB].
+        b_codes, b_scales: bias [OUT] encoded (blocks along OUT): [NBO, Bb], [NBO]; or None.
+        out_block: block size of y (along OUT).
+        acc_guard: ACC_GUARD (accumulator guard bits below the block-sum window).
+        lmul: use L-Mul products (only when x and W are fp elements).
+        b_elem: element format of the bias (default: w_elem).
+        out_features: OUT (default w_codes.shape[0]).
+
+    Returns:
+        (y_codes [T, NBO, out_block], y_scales [T, NBO]) int64, the last block zero-padded.
+    """
+    A, X = linear_accumulators(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_codes, b_scales,
+                               b_elem, acc_guard, lmul, out_features)
+    return quantize_rows(A, X, out_elem, out_block)
+
+
+def exact_linear(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_codes=None, b_scales=None,
+                 b_elem=None, out_features: int | None = None) -> list[list]:
+    """Exact rational reference y[t][o] (fractions.Fraction) of the decoded MX operands."""
+    from fractions import Fraction
+
+    def vals(codes, scales, el):
+        v = el.value_table()
+        table = [Fraction(t) if math.isfinite(t) else None for t in v.tolist()]  # exact in float64
+        c = torch.as_tensor(codes, dtype=torch.int64)
+        s = torch.as_tensor(scales, dtype=torch.int64)
+        out = []
+        for blk_c, sc in zip(c.reshape(-1, c.shape[-1]).tolist(), s.reshape(-1).tolist()):
+            f = Fraction(2) ** (sc - 127)
+            out.extend(table[k] * f for k in blk_c)
+        return out
+
+    x_codes = torch.as_tensor(x_codes)
+    T = x_codes.shape[0]
+    O = w_codes.shape[0] if out_features is None else out_features
+    n = x_codes.shape[1] * x_codes.shape[2]
+    xv = vals(x_codes, x_scales, x_elem)
+    wv = vals(torch.as_tensor(w_codes)[:O], torch.as_tensor(w_scales)[:O], w_elem)
+    bv = vals(b_codes, b_scales, b_elem or w_elem)[:O] if b_codes is not None else [Fraction(0)] * O
+    return [[sum(xv[t * n + i] * wv[o * n + i] for i in range(n)) + bv[o] for o in range(O)] for t in range(T)]
+
+
+# ------------------------------------------------------------------------------ ROM packing
+def _hex_lines(words: list[int], bits: int) -> list[str]:
+    digits = max(1, -(-bits // 4))
+    return [f"{w:0{digits}x}" for w in words]
+
+
+def _geometry(in_features, out_features, block, out_block, p_in, p_out):
+    nb = -(-in_features // block)
+    ninr = -(-in_features // p_in)   # beats that carry inputs (all-padding beats have no ROM word)
+    np_real = -(-out_features // p_out)
+    return nb, ninr, np_real
+
+
+def pack_weight_mem(w_codes, w_scales, w_elem, in_features: int, out_features: int, block: int, p_in: int,
+                    p_out: int) -> tuple[list[str], list[str]]:
+    """Hex lines of the two weight ROMs of mx_linear (``W_MEM``, ``WS_MEM``).
+
+    ``w_codes [OUT, NB, B]``, ``w_scales [OUT, NB]``: W [OUT, IN] encoded along IN (masec.formats
+    ``Encoded.codes/.scales``). Layout (pass p = outputs p*P_OUT ..; beat k = inputs k*P_IN ..):
+
+    * W_MEM word ``p * NINR + k`` (NINR = ceil(IN/P_IN)): P_OUT*P_IN codes, code of output
+      ``p*P_OUT + j`` and input ``k*P_IN + l`` at bits ``[(j*P_IN + l)*W_BITS +: W_BITS]``;
+    * WS_MEM word ``p * NB + b``: P_OUT scales, that of output ``p*P_OUT + j``, block b at
+      bits ``[j*8 +: 8]``.
+
+    Outputs beyond OUT (last pass) are zero codes / scale 0.
+    """
+    wc = torch.as_tensor(w_codes, dtype=torch.int64)
+    ws = torch.as_tensor(w_scales, dtype=torch.int64)
+    nb, ninr, np_real = _geometry(in_features, out_features, block, block, p_in, p_out)
+    bits = w_elem.bits
+    flat = wc.reshape(wc.shape[0], -1).tolist()
+    sc = ws.tolist()
+    words, swords = [], []
+    for p in range(np_real):
+        for k in range(ninr):
+            word = 0
+            for j in range(p_out):
+                o = p * p_out + j
+                if o >= out_features:
+                    continue
+                for l in range(p_in):
+                    word |= (flat[o][k * p_in + l] & ((1 << bits) - 1)) << ((j * p_in + l) * bits)
+            words.append(word)
+        for b in range(nb):
+            word = 0
+            for j in range(p_out):
+                o = p * p_out + j
+                if o < out_features:
+                    word |= (sc[o][b] & 0xFF) << (j * 8)
+            swords.append(word)
+    return _hex_lines(words, p_out * p_in * bits), _hex_lines(swords, p_out * 8)
+
+
+def pack_bias_mem(b_codes, b_scales, b_elem, out_features: int, p_out: int) -> list[str]:
+    """Hex lines of mx_linear's bias ROM (``B_MEM``): word p holds, for j < P_OUT, the bias of
+    output ``p*P_OUT + j`` as ``{scale (8), code (BB_BITS)}`` at bits ``[j*(BB_BITS+8) +: BB_BITS+8]``.
+    ``b_codes [NBO, Bb]``, ``b_scales [NBO]``: the bias [OUT] MX-encoded (any block size)."""
+    bc = torch.as_tensor(b_codes, dtype=torch.int64)
+    bs = torch.as_tensor(b_scales, dtype=torch.int64)
+    codes = bc.reshape(-1).tolist()
+    scales = bs.unsqueeze(-1).expand_as(bc).reshape(-1).tolist()
+    lw = b_elem.bits + 8
+    np_real = -(-out_features // p_out)
+    words = []
+    for p in range(np_real):
+        word = 0
+        for j in range(p_out):
+            o = p * p_out + j
+            if o < out_features:
+                word |= (((scales[o] & 0xFF) << b_elem.bits) | (codes[o] & ((1 << b_elem.bits) - 1))) << (j * lw)
+        words.append(word)
+    return _hex_lines(words, p_out * lw)
+
+
+# ------------------------------------------------------------------------------ configuration
+def _elem_params(el, prefix):
+    i = elem_info(el)
+    return {f"{prefix}IS_INT": int(i.is_int), f"{prefix}BITS": i.bits, f"{prefix}MBITS": i.mbits,
+            f"{prefix}BIAS": i.bias if not i.is_int else 0}
+
+
+def instance_config(in_features: int, out_features: int, x_fmt, w_fmt, out_fmt, has_bias: bool,
+                    p_in: int, p_out: int, b_fmt=None, acc_guard: int = 4, lmul: bool = False,
+                    w_mem: str = "w.mem", ws_mem: str = "ws.mem", b_mem: str = "b.mem",
+                    rows: int | None = None) -> tuple[dict, dict, str]:
+    """(jinja_ctx, sv_params, module_name) of an mx_linear instance.
+
+    ``x_fmt``, ``w_fmt``, ``out_fmt`` (and ``b_fmt``, default ``w_fmt``) are masec.formats
+    MXFormat objects; x and W must share the block size (they are blocked along IN together).
+    ``rows`` is unused by the RTL (it streams rows forever); accepted for the compiler's convenience.
+    """
+    if x_fmt.block_size != w_fmt.block_size:
+        raise ValueError(f"x and W must share the block size along IN ({x_fmt.block_size} != {w_fmt.block_size})")
+    block = x_fmt.block_size
+    if block % p_in or out_fmt.block_size % p_out:
+        raise ValueError(f"P_IN={p_in} must divide B={block} and P_OUT={p_out} the output block {out_fmt.block_size}")
+    b_fmt = b_fmt or w_fmt
+    params = {"IN": in_features, "OUT": out_features, "P_IN": p_in, "P_OUT": p_out, "B": block,
+              "B_OUT": out_fmt.block_size,
+              **_elem_params(x_fmt.element, "X_"), **_elem_params(w_fmt.element, "W_"),
+              **_elem_params(b_fmt.element, "BB_"), **element_sv_params(out_fmt.element, "Y_"),
+              "HAS_BIAS": int(bool(has_bias)), "ACC_GUARD": acc_guard, "LMUL": int(bool(lmul)),
+              "W_MEM": w_mem, "WS_MEM": ws_mem, "B_MEM": b_mem if has_bias else ""}
+    return {}, params, "mx_linear"
+
+
+def ideal_cycles(rows: int, in_features: int, out_features: int, p_in: int, p_out: int) -> int:
+    return rows * (-(-out_features // p_out)) * (-(-in_features // p_in))
+
+
+_ELEM_DEFAULTS = {"X_IS_INT": 1, "X_BITS": 8, "X_MBITS": 6, "X_BIAS": 0,
+                  "W_IS_INT": 1, "W_BITS": 8, "W_MBITS": 6, "W_BIAS": 0}
+
+SPECS = (
+    KernelSpec(
+        name="mx_dot",
+        template="mx_dot.sv.j2",
+        doc="Combinational exact dot product of P pairs of MX element codes (x, w) as a signed integer "
+            "in units of 2^(exmin_x + exmin_w) (L-Mul: 2^(... - K)); the block scales are applied by the caller.",
+        params=(ParamSpec("P", "element pairs", 8),
+                ParamSpec("X_IS_INT/X_BITS/X_MBITS", "x element format", None),
+                ParamSpec("W_IS_INT/W_BITS/W_MBITS", "w element format", None),
+                ParamSpec("LMUL", "1: L-Mul approximate products when both elements are fp", 0),
+                ParamSpec("SW", "signed width of the sum", 32)),
+        ports=(),
+        model=f"{__name__}:block_sums",
+        examples=({"label": "P8 int8xint8", "ctx": {}, "params": {"P": 8, "SW": 24}},
+                  {"label": "P8 e4m3xe4m3", "ctx": {}, "params": {
+                      "P": 8, "SW": 44, "X_IS_INT": 0, "X_BITS": 8, "X_MBITS": 3,
+                      "W_IS_INT": 0, "W_BITS": 8, "W_MBITS": 3}},
+                  {"label": "P8 e4m3xe4m3 L-Mul", "ctx": {}, "params": {
+                      "P": 8, "SW": 48, "X_IS_INT": 0, "X_BITS": 8, "X_MBITS": 3,
+                      "W_IS_INT": 0, "W_BITS": 8, "W_MBITS": 3, "LMUL": 1}}),
+    ),
+    KernelSpec(
+        name="mx_facc",
+        template="mx_facc.sv.j2",
+        doc="One step of the bounded floating accumulator: (A, X) + S*2^Y, align to the larger exponent "
+            "with round-half-up, renormalize by one bit. Combinational.",
+        params=(ParamSpec("AW", "accumulator mantissa bits", 32), ParamSpec("DW", "block-sum bits", 24),
+                ParamSpec("G", "guard: S enters as S << G (AW = DW + G + 1)", 7),
+                ParamSpec("XW", "exponent bits", XW)),
+        ports=(),
+        model=f"{__name__}:facc_step",
+        examples=({"label": "AW32", "ctx": {}, "params": {"AW": 32, "DW": 24, "G": 7}},
+                  {"label": "AW52", "ctx": {}, "params": {"AW": 52, "DW": 43, "G": 8}}),
+    ),
+    KernelSpec(
+        name="mx_linear",
+        template="mx_linear.sv.j2",
+        doc="y = x W^T (+ b): x streams [T, IN] (MX, P_IN lanes), W and bias in ROM ($readmemh), "
+            "P_OUT outputs per pass, exact block dot products, bounded floating accumulator, "
+            "output through mx_quantize (P_OUT lanes). One input beat per cycle per pass.",
+        params=(ParamSpec("IN", "input features", 64), ParamSpec("OUT", "output features", 64),
+                ParamSpec("P_IN", "input lanes per beat (divides B)", 8),
+                ParamSpec("P_OUT", "outputs computed at once = output lanes (divides B_OUT)", 8),
+                ParamSpec("B", "block size of x and W along IN", 32),
+                ParamSpec("B_OUT", "block size of y along OUT", 32),
+                ParamSpec("X_IS_INT/X_BITS/X_MBITS/X_BIAS", "x element format", None),
+                ParamSpec("W_IS_INT/W_BITS/W_MBITS/W_BIAS", "W element format", None),
+                ParamSpec("BB_IS_INT/BB_BITS/BB_MBITS/BB_BIAS", "bias element format", None),
+                ParamSpec("Y_IS_INT/Y_BITS/Y_MBITS/Y_BIAS/Y_EMAX/Y_MAX_CODE", "output element (mx_quantize)", None),
+                ParamSpec("HAS_BIAS", "1: add the bias from B_MEM", 0),
+                ParamSpec("ACC_GUARD", "accumulator guard bits (AW = DW + ACC_GUARD + 1)", 4),
+                ParamSpec("LMUL", "1: L-Mul approximate fp x fp products", 0),
+                ParamSpec("W_MEM", "weight-code ROM file ($readmemh), see pack_weight_mem", "w.mem"),
+                ParamSpec("WS_MEM", "weight-scale ROM file", "ws.mem"),
+                ParamSpec("B_MEM", "bias ROM file (HAS_BIAS), see pack_bias_mem", "")),
+        ports=(PortSpec("s_x", "in", "mx", "x rows, P_IN lanes"), PortSpec("m_y", "out", "mx", "y rows, P_OUT lanes")),
+        deps=("mx_dot", "mx_facc", "mx_quantize"),
+        ops=("linear",),
+        model=f"{__name__}:linear_model",
+        examples=(),  # filled below (needs the ROM files: see docs/kernels/mx_linear.md)
+    ),
+)
