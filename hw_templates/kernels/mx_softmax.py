@@ -157,6 +157,88 @@ def softmax_lanes(codes, scales, el, n: int, lanes: int, causal: bool = False, r
     return m_rows, e_rows
 
 
+def _bitlen(x: torch.Tensor) -> torch.Tensor:
+    """bit_length of non-negative int64 values (0 -> 0), exact."""
+    n = torch.zeros_like(x)
+    y = x.clone()
+    for sh in (32, 16, 8, 4, 2, 1):
+        big = y >= (1 << sh)
+        n += big.to(torch.int64) * sh
+        y = torch.where(big, y >> sh, y)
+    return n + (y > 0).to(torch.int64)
+
+
+def _exp2_t(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vectorized :func:`exp2_frac`."""
+    t = torch.tensor(exp2_table(), dtype=torch.int64)
+    i_part = v >> UF
+    f = v - (i_part << UF)
+    idx, r = f >> (UF - FB), f & ((1 << (UF - FB)) - 1)
+    e = t[idx] + (((t[idx + 1] - t[idx]) * r) >> (UF - FB))
+    return e, i_part.clamp(min=IMIN)
+
+
+def softmax_lanes_t(codes, scales, el, n: int, lanes: int, causal: bool = False, rows: int = 1,
+                    offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vectorized (torch int64) :func:`softmax_lanes`: ``(m, e)`` of shape ``[rows, nblocks * B]``,
+    bit-identical to the scalar model (test_vectorized_model_equals_scalar_model)."""
+    c = torch.as_tensor(codes).to(torch.int64)
+    s = torch.as_tensor(scales).to(torch.int64)
+    nblk, b = c.shape[-2], c.shape[-1]
+    _check_geometry(n, nblk, b)
+    if lanes < 1 or b % lanes:
+        raise ValueError(f"lanes {lanes} must divide the block size {b}")
+    c = c.reshape(-1, nblk, b)
+    s = s.reshape(-1, nblk)
+    nrows = c.shape[0]
+    lut = torch.tensor([decode_fixed(k, el) for k in range(1 << el.bits)], dtype=torch.int64)
+    xi = lut[c]
+    k = (s - E8M0_BIAS + unit_exp(el) + XF).unsqueeze(-1).expand_as(xi)
+    lim = (1 << (XI + XF)) - 1
+    left = xi << k.clamp(0, XI + XF)
+    right = xi >> (-k).clamp(0, 63)
+    v = torch.where(k > XI + XF, xi.sign() * lim, torch.where(k >= 0, left, right)).clamp(-lim, lim)
+    u = ((v * L2E) >> (XF + LF - UF)).reshape(nrows, nblk * b)
+    cu = -((-u) >> UF)
+    j = torch.arange(nblk * b)
+    if causal:
+        r = (torch.arange(nrows) % rows).unsqueeze(-1)
+        keep = (j < n).unsqueeze(0) & (j.unsqueeze(0) <= r + offset)
+    else:
+        keep = (j < n).unsqueeze(0).expand(nrows, -1)
+    ln = logn(n)
+    have = torch.zeros(nrows, dtype=torch.bool)
+    mx = torch.zeros(nrows, dtype=torch.int64)
+    acc = torch.zeros(nrows, dtype=torch.int64)
+    very_low = -(1 << 40)
+    for q in range(0, nblk * b, lanes):
+        kq = keep[:, q:q + lanes]
+        anyk = kq.any(-1)
+        bmax = torch.where(kq, cu[:, q:q + lanes], torch.full_like(kq, very_low, dtype=torch.int64)).amax(-1)
+        mn = torch.where(anyk, torch.where(have, torch.maximum(mx, bmax), bmax), mx)
+        acc = torch.where(anyk & have, acc >> (mn - mx).clamp(0, 63), acc)
+        e_, i_ = _exp2_t(u[:, q:q + lanes] - (mn << UF).unsqueeze(-1))
+        term = ((e_ << ln) >> (-i_).clamp(0, 63))
+        acc = acc + torch.where(kq, term, torch.zeros_like(term)).sum(-1)
+        mx, have = mn, have | anyk
+    # reciprocal of the sum
+    sp = acc.clamp(min=1)
+    L = _bitlen(sp) - 1
+    sh = L - (NB - 1)
+    m = torch.where(sh >= 0, sp >> sh.clamp(min=0), sp << (-sh).clamp(min=0))
+    idx = (m >> (NB - 1 - LB)) & ((1 << LB) - 1)
+    y0 = torch.tensor(recip_table(), dtype=torch.int64)[idx]
+    t = (m * y0) >> (NB - 1)
+    y1 = (y0 * ((2 << YF) - t)) >> YF
+    er = EF + ln - sh - (NB - 1) - YF
+    y1 = torch.where(have, y1, torch.zeros_like(y1))
+    er = torch.where(have, er, torch.zeros_like(er))
+    e_, i_ = _exp2_t(u - (mx << UF).unsqueeze(-1))
+    mo = torch.where(keep, e_ * y1.unsqueeze(-1), torch.zeros_like(e_))
+    eo = torch.where(keep, i_ - EF + er.unsqueeze(-1), torch.zeros_like(i_))
+    return mo, eo
+
+
 def softmax_model(codes, scales, el, el_out, n: int, lanes: int, causal: bool = False, rows: int = 1,
                   offset: int = 0):
     """Bit-exact model of ``mx_softmax``: output ``(codes [..., nblocks, B], scales [..., nblocks])``.
@@ -168,11 +250,13 @@ def softmax_model(codes, scales, el, el_out, n: int, lanes: int, causal: bool = 
         causal, rows, offset: row r (counted over all rows, modulo ``rows``) keeps columns
             j <= r + offset; masked entries output 0.
     """
-    from masec.hw_templates.kernels.mx_norm import _quantize_rows
+    from masec.hw_templates.kernels.mx_quantize import quantize_blocks
 
-    m, e = softmax_lanes(codes, scales, el, n, lanes, causal, rows, offset)
-    _, _, lead, nblk, b = _rows(codes, scales)
-    return _quantize_rows(m, e, el_out, lead, nblk, b)
+    c = torch.as_tensor(codes)
+    nblk, b = c.shape[-2], c.shape[-1]
+    m, e = softmax_lanes_t(codes, scales, el, n, lanes, causal, rows, offset)
+    oc, os_ = quantize_blocks(m.reshape(-1, nblk, b), e.reshape(-1, nblk, b), el_out)
+    return oc.reshape(c.shape), os_.reshape(c.shape[:-1])
 
 
 def softmax_reference(x: torch.Tensor, causal: bool = False, rows: int = 1, offset: int = 0) -> torch.Tensor:

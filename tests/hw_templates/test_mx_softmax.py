@@ -97,6 +97,19 @@ def test_fully_masked_row_is_zero():
     assert abs(v - 1) <= 2 ** -7
 
 
+@pytest.mark.parametrize("fmt", ["mxint8", "mxfp8_e4m3", "mxfp4", "mxfp8_e5m2"])
+def test_vectorized_model_equals_scalar_model(fmt, seed):
+    """softmax_model runs the torch int64 path; it must equal the Python-int reference model."""
+    gen = torch.Generator().manual_seed(seed)
+    el = elem(fmt)
+    for causal, rows, off in [(False, 1, 0), (True, 7, -2), (True, 5, 30)]:
+        for n, b, p in [(72, 32, 8), (16, 16, 16), (100, 32, 1)]:
+            c, s = score_rows(el, 10, n, b, gen)
+            m, e = S.softmax_lanes(c, s, el, n, p, causal, rows, off)
+            mt, et = S.softmax_lanes_t(c, s, el, n, p, causal, rows, off)
+            assert mt.tolist() == m and et.tolist() == e, (causal, n, p)
+
+
 @pytest.mark.parametrize("fmt", ["mxint8", "mxfp8_e4m3", "mxfp4"])
 def test_outputs_close_to_mx_quantized_float_softmax(fmt, seed):
     from test_mx_rmsnorm import ordinal
