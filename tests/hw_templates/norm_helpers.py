@@ -63,9 +63,19 @@ def run_sim(files, top, vf, build_dir, params):
             os.environ["MAKEFLAGS"] = old
 
 
-def mutate_first_nonzero(vf: VectorFile, stream: str = "m_y") -> int:
+def mutate_one_beat(vf: VectorFile, stream: str = "m_y") -> int:
     """Flip one bit of the data of an output beat in place; return its index."""
     beats = vf.outputs[stream].beats
     i = len(beats) // 2
     beats[i] = [beats[i][0] ^ 1, *beats[i][1:]]
     return i
+
+
+def ordinal(codes, el):
+    """Codes as signed positions on the element grid (int: the integer; fp: +-magnitude code)."""
+    c = codes.to(torch.int64)
+    sign = (c >> (el.bits - 1)) & 1
+    if el.kind == "int":
+        return c - (sign << el.bits)
+    mag = c & ((1 << (el.bits - 1)) - 1)
+    return torch.where(sign.bool(), -mag, mag)

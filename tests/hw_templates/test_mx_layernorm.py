@@ -9,7 +9,7 @@ from masec.formats import parse_format
 from masec.hw_templates.kernels import mx_norm as M
 from masec.hw_templates.render import render_with_deps
 from masec.sim.runner import lint
-from norm_helpers import mutate_first_nonzero, norm_vectors, run_sim, stress_rows
+from norm_helpers import mutate_one_beat, norm_vectors, ordinal, run_sim, stress_rows
 
 
 def elem(name):
@@ -81,8 +81,6 @@ def test_constant_row_gives_beta(n):
 def test_outputs_close_to_mx_quantized_float_reference(fmt, seed):
     """Output codes vs masec.formats' MX encoding of the float reference: equal for > 99% of the
     elements of typical rows; the rest one grid step apart (reference near a rounding boundary)."""
-    from test_mx_rmsnorm import ordinal
-
     gen = torch.Generator().manual_seed(seed)
     el, pel = elem(fmt), elem("mxfp8_e4m3")
     n, b = 64, 32
@@ -165,7 +163,7 @@ def test_check_can_fail(default_run):
     """One flipped bit in one expected beat must fail the run and name that beat (same build)."""
     tmp, _, (files, params, vf, _, _) = default_run
     wrong = copy.deepcopy(vf)
-    i = mutate_first_nonzero(wrong)
+    i = mutate_one_beat(wrong)
     res = run_sim(files, "mx_layernorm", wrong, tmp / "build", params)
     assert not res.ok
     assert f"beat {i}" in res.message

@@ -11,7 +11,7 @@ from masec.formats import parse_format
 from masec.hw_templates.kernels import mx_norm as M
 from masec.hw_templates.render import render, render_with_deps
 from masec.sim.runner import lint
-from norm_helpers import mutate_first_nonzero, norm_vectors, run_sim, stress_rows
+from norm_helpers import mutate_one_beat, norm_vectors, ordinal, run_sim, stress_rows
 
 
 def elem(name):
@@ -104,16 +104,6 @@ def test_outputs_equal_mx_quantized_float_reference_almost_always(fmt, seed):
     assert (ordinal(oc, el) - ordinal(ec, el)).abs()[differ].le(1).all()
 
 
-def ordinal(codes, el):
-    """Codes as signed positions on the element grid (int: the integer; fp: +-magnitude code)."""
-    c = codes.to(torch.int64)
-    sign = (c >> (el.bits - 1)) & 1
-    if el.kind == "int":
-        return c - (sign << el.bits)
-    mag = c & ((1 << (el.bits - 1)) - 1)
-    return torch.where(sign.bool(), -mag, mag)
-
-
 # ----------------------------------------------------------------------------- RTL tests
 # (fmt_in, fmt_gamma, fmt_out, N, P, B)
 DEFAULT = ("mxfp8_e4m3", "mxfp4", "mxint8", 80, 8, 32)
@@ -174,7 +164,7 @@ def test_check_can_fail(default_run):
     """One flipped bit in one expected beat must fail the run and name that beat (same build)."""
     tmp, _, (files, params, vf, _, _) = default_run
     wrong = copy.deepcopy(vf)
-    i = mutate_first_nonzero(wrong)
+    i = mutate_one_beat(wrong)
     res = run_sim(files, "mx_rmsnorm", wrong, tmp / "build", params)
     assert not res.ok
     assert f"beat {i}" in res.message

@@ -12,7 +12,7 @@ from masec.hw_templates.kernels import mx_norm as MN
 from masec.hw_templates.kernels import mx_softmax as S
 from masec.hw_templates.render import render, render_with_deps
 from masec.sim.runner import lint
-from norm_helpers import mutate_first_nonzero, norm_vectors, run_sim, stress_rows
+from norm_helpers import mutate_one_beat, norm_vectors, ordinal, run_sim, stress_rows
 
 
 def elem(name):
@@ -112,8 +112,6 @@ def test_vectorized_model_equals_scalar_model(fmt, seed):
 
 @pytest.mark.parametrize("fmt", ["mxint8", "mxfp8_e4m3", "mxfp4"])
 def test_outputs_close_to_mx_quantized_float_softmax(fmt, seed):
-    from test_mx_rmsnorm import ordinal
-
     gen = torch.Generator().manual_seed(seed)
     el = elem(fmt)
     n, b = 64, 32
@@ -188,7 +186,7 @@ def test_check_can_fail(default_run):
     """One flipped bit in one expected beat must fail the run and name that beat (same build)."""
     tmp, _, (files, params, vf, _, _) = default_run
     wrong = copy.deepcopy(vf)
-    i = mutate_first_nonzero(wrong)
+    i = mutate_one_beat(wrong)
     res = run_sim(files, "mx_softmax", wrong, tmp / "build", params)
     assert not res.ok
     assert f"beat {i}" in res.message
