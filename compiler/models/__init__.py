@@ -1,0 +1,1 @@
+"""Loaders for the real pretrained models masec compiles in examples, tests and benchmarks."""
