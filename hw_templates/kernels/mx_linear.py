@@ -534,6 +534,51 @@ SPECS = (
         deps=("mx_dot", "mx_facc", "mx_quantize"),
         ops=("linear",),
         model=f"{__name__}:linear_model",
-        examples=(),  # filled below (needs the ROM files: see docs/kernels/mx_linear.md)
+        examples=(),  # set below: they need ROM images (example_config)
     ),
 )
+
+
+def example_config(label: str, in_features: int, out_features: int, x_name: str, w_name: str, out_name: str,
+                   p_in: int, p_out: int, has_bias: bool = False, lmul: bool = False, seed: int = 0) -> dict:
+    """A resource-table configuration with ROM images of a seeded Gaussian W (and bias) MX-encoded."""
+    from masec.formats import parse_format
+
+    x_fmt, w_fmt, o_fmt = parse_format(x_name), parse_format(w_name), parse_format(out_name)
+    _, params, _ = instance_config(in_features, out_features, x_fmt, w_fmt, o_fmt, has_bias, p_in, p_out,
+                                   lmul=lmul)
+
+    def weights():
+        g = torch.Generator().manual_seed(seed)
+        return w_fmt.encode(torch.randn(out_features, in_features, generator=g) / math.sqrt(in_features))
+
+    def w_lines():
+        e = weights()
+        return "\n".join(pack_weight_mem(e.codes, e.scales, w_fmt.element, in_features, out_features,
+                                          w_fmt.block_size, p_in, p_out)[0]) + "\n"
+
+    def ws_lines():
+        e = weights()
+        return "\n".join(pack_weight_mem(e.codes, e.scales, w_fmt.element, in_features, out_features,
+                                          w_fmt.block_size, p_in, p_out)[1]) + "\n"
+
+    files = {params["W_MEM"]: w_lines, params["WS_MEM"]: ws_lines}
+    if has_bias:
+        def b_lines():
+            g = torch.Generator().manual_seed(seed + 1)
+            e = w_fmt.encode(torch.randn(out_features, generator=g) * 0.1)
+            return "\n".join(pack_bias_mem(e.codes, e.scales, w_fmt.element, out_features, p_out)) + "\n"
+        files[params["B_MEM"]] = b_lines
+    return {"label": label, "ctx": {}, "params": params, "files": files}
+
+
+_LINEAR = SPECS[2]
+SPECS = SPECS[:2] + (KernelSpec(
+    **{**{f: getattr(_LINEAR, f) for f in ("name", "template", "doc", "params", "ports", "deps", "ops", "model")},
+       "examples": (
+           example_config("64x64 mxint8 P_IN8 P_OUT8 (64 MACs)", 64, 64, "mxint8", "mxint8", "mxint8", 8, 8, True),
+           example_config("64x64 mxint8 P_IN4 P_OUT4 (16 MACs)", 64, 64, "mxint8", "mxint8", "mxint8", 4, 4, True),
+           example_config("64x64 mxfp8_e4m3 P_IN8 P_OUT8", 64, 64, "mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3", 8, 8),
+           example_config("64x64 mxfp8_e4m3 P_IN8 P_OUT8 L-Mul", 64, 64, "mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3",
+                          8, 8, lmul=True),
+       )}),)
