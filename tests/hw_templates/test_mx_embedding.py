@@ -13,7 +13,7 @@ from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import StreamVectors, VectorFile
 from masec.sim.mxstream import plain_stream
-from mx_stream_data import random_mx
+from mx_stream_data import pch_workaround, random_mx  # noqa: F401 (pch_workaround: autouse fixture)
 
 # (format, vocab, dim, block, lanes, tokens)
 CONFIGS = [("mxfp8_e4m3", 40, 40, 32, 8, 50)]

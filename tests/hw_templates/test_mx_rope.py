@@ -15,7 +15,7 @@ from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import StreamVectors, VectorFile
 from mx_helpers import ref_quantize_values
-from mx_stream_data import random_mx
+from mx_stream_data import pch_workaround, random_mx  # noqa: F401 (autouse fixture)
 
 # (in fmt, out fmt, lanes, block, dim, head_dim, max_pos, pos_start, seq_len, rows, cs_bits)
 CONFIGS = [
