@@ -35,6 +35,7 @@ class CompileResult:
     gm: object
     design: object
     rows: list[dict]     # the report table
+    accuracy: list[dict]  # per output: hardware-exact vs float32
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -74,12 +75,12 @@ def compile_model(config: CompileConfig, progress: Callable[[str], None] | None 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.masec-", dir=out.parent))
     try:
-        rows = emit.write_tree(tmp, gm, design, values, inputs, config)
+        rows, acc = emit.write_tree(tmp, gm, design, values, inputs, config)
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CompileResult(out, gm, design, rows)
+    return CompileResult(out, gm, design, rows, acc)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

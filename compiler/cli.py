@@ -61,9 +61,14 @@ def _compile(args, console: Console) -> int:
     for col in ("node", "op", "shape", "format", "kernel", "ideal cycles"):
         t.add_column(col)
     for r in res.rows:
+        if r["op"] == "output":
+            continue
         t.add_row(r["node"], r["op"], str(tuple(r["shape"])), r["format"], r["kernel"] or "-",
                   str(r["ideal_cycles"] or "-"))
     console.print(t)
+    for a in res.accuracy:
+        console.print(f"output {a['output']}: hardware-exact vs float32: relative RMS error {a['rel_rms']:.2e} "
+                      f"(SQNR {a['sqnr_db']:.1f} dB), max abs error {a['max_abs']:.2e}")
     console.print(f"wrote {res.out}/ (rtl/, tb/, vivado/, yosys/, report/, Makefile); next: masec sim {res.out}")
     return 0
 

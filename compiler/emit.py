@@ -13,7 +13,7 @@ from masec.errors import MasecError
 from masec.hw_templates.render import render, render_script, render_template
 from masec.lowering import lowering_for
 from masec.meta import meta
-from masec.reference import output_nodes
+from masec.reference import accuracy, output_nodes
 from masec.sim.mxstream import mx_beats
 from masec.sim.vectors import StreamVectors, VectorFile
 
@@ -77,7 +77,7 @@ def report_rows(gm) -> list[dict]:
     return rows
 
 
-def _report_md(rows, config, vectors: VectorFile) -> str:
+def _report_md(rows, config, vectors: VectorFile, acc: list[dict]) -> str:
     lines = [f"# masec compile report: {Path(config.model_file).name}", "",
              f"format {config.format}, block {config.block_size}, rounding {config.rounding}, "
              f"parallelism {config.parallelism}, part {config.part}, clock {config.clock_ns} ns", "",
@@ -90,11 +90,15 @@ def _report_md(rows, config, vectors: VectorFile) -> str:
     n_in = sum(len(s.beats) for s in vectors.inputs.values())
     n_out = sum(len(s.beats) for s in vectors.outputs.values())
     lines += ["", f"Test vectors: {n_in} input beats, {n_out} output beats; ideal {vectors.ideal_cycles} cycles "
-              f"(the slowest kernel at one beat per cycle).", ""]
+              f"(the slowest kernel at one beat per cycle).", "",
+              "## Accuracy of the hardware-exact outputs against the float32 model", "",
+              "| output | relative RMS error | SQNR (dB) | max abs error |", "|---|---|---|---|"]
+    lines += [f"| {a['output']} | {a['rel_rms']:.3e} | {a['sqnr_db']:.1f} | {a['max_abs']:.3e} |" for a in acc]
+    lines += ["", "The example inputs are quantized to the input format first; the error includes that step.", ""]
     return "\n".join(lines)
 
 
-def write_tree(root: Path, gm, design, values, example_inputs, config) -> list[dict]:
+def write_tree(root: Path, gm, design, values, example_inputs, config) -> tuple[list[dict], list[dict]]:
     root = Path(root)
     for sub in ("rtl", "tb", "vivado", "yosys", "report"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -127,12 +131,13 @@ def write_tree(root: Path, gm, design, values, example_inputs, config) -> list[d
         (root / dest).write_text(render_script(tmpl, **ctx))
 
     rows = report_rows(gm)
+    acc = accuracy(gm, example_inputs, values)
     (root / "report" / "report.json").write_text(json.dumps(
         {"config": json.loads(config.to_json()), "nodes": rows, "ideal_cycles": vectors.ideal_cycles,
-         "outputs": [n.name for n in output_nodes(gm)]}, indent=2, sort_keys=True) + "\n")
-    (root / "report" / "report.md").write_text(_report_md(rows, config, vectors))
+         "outputs": [n.name for n in output_nodes(gm)], "accuracy": acc}, indent=2, sort_keys=True) + "\n")
+    (root / "report" / "report.md").write_text(_report_md(rows, config, vectors, acc))
     (root / "masec_config.json").write_text(config.to_json())
-    return rows
+    return rows, acc
 
 
 _RUN_TB = '''"""Run this design's cocotb testbench over Verilator: python tb/run_tb.py [--seed N] [--waves].

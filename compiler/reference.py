@@ -38,3 +38,22 @@ def float_outputs(gm, example_inputs) -> list[torch.Tensor]:
     with torch.no_grad():
         res = gm(*example_inputs)
     return list(res) if isinstance(res, (tuple, list)) else [res]
+
+
+def accuracy(gm, example_inputs, values: dict) -> list[dict]:
+    """Distance of the hardware-exact outputs from the float32 model, per model output.
+
+    ``rel_rms`` = ||hw - float|| / ||float||, ``sqnr_db`` = 20 log10(1 / rel_rms), ``max_abs``.
+    """
+    import math
+
+    rows = []
+    for node, ref in zip(output_nodes(gm), float_outputs(gm, example_inputs)):
+        hw = values[node.name].to_float()
+        ref = ref.detach().to(torch.float32)
+        err = (hw - ref).double()
+        norm = ref.double().norm().item()
+        rel = err.norm().item() / norm if norm else float("nan")
+        rows.append({"output": node.name, "rel_rms": rel, "max_abs": err.abs().max().item(),
+                     "sqnr_db": (20 * math.log10(1 / rel)) if rel and rel == rel else float("inf")})
+    return rows
