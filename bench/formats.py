@@ -6,8 +6,12 @@ Measures M elements/s on a float32 tensor (4096x4096, or 1024x1024 with --quick)
 values times a per-row power of two, for every format. The naive reference (`naive_mx_*`) is
 what one writes first, microxcaling-style: E = floor(log2(amax)) with a float32 torch.log2,
 element exponent floor(log2|v|) in float, 2^x via torch.exp2 and float divisions. It is measured
-in the same run on the same tensor; `ratio` = masec / naive. The time reported is the best of
-`--repeat` runs after one warm-up (the machine is shared; best-of is the least noisy statistic).
+in the same run on the same tensor; `ratio` = masec / naive.
+
+Each number is the best of `--repeat` runs after one warm-up, both in wall-clock time and in
+CPU time of the process. The machine is shared with other jobs, so by default the bench runs
+torch on one thread (`--threads 1`): CPU time is then immune to other jobs stealing the core,
+and `M el/cpu-s` is the per-core throughput. Pass `--threads 2` to use both cores (wall time).
 """
 from __future__ import annotations
 
@@ -66,14 +70,16 @@ def naive_mx_encode(x: torch.Tensor, el: ElementFormat, block: int = 32):
 
 
 # -------------------------------------------------------------------------------- timing
-def best_time(fn, repeat: int) -> float:
+def best_time(fn, repeat: int) -> tuple[float, float]:
+    """(best wall seconds, best process CPU seconds) over ``repeat`` runs after a warm-up."""
     fn()
-    best = float("inf")
+    wall = cpu = float("inf")
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        cpu = min(cpu, time.process_time() - c)
+        wall = min(wall, time.perf_counter() - t)
+    return wall, cpu
 
 
 def make_input(n: int, seed: int = 0) -> torch.Tensor:
@@ -85,48 +91,55 @@ def make_input(n: int, seed: int = 0) -> torch.Tensor:
 def run(quick: bool, repeat: int) -> dict:
     n = 1024 if quick else 4096
     x = make_input(n)
+    numel = x.numel()
     rows = []
     for name in FORMATS:
         fmt = parse_format(name)
-        tq = best_time(lambda: fmt.quantize(x), repeat)
-        te = best_time(lambda: fmt.encode(x), repeat)
+        tq, cq = best_time(lambda: fmt.quantize(x), repeat)
+        te, ce = best_time(lambda: fmt.encode(x), repeat)
         row = {"format": fmt.name, "bits_per_element": fmt.bits_per_element,
-               "quantize_meps": x.numel() / tq / 1e6, "encode_meps": x.numel() / te / 1e6}
+               "quantize_meps_wall": numel / tq / 1e6, "quantize_meps_cpu": numel / cq / 1e6,
+               "encode_meps_wall": numel / te / 1e6, "encode_meps_cpu": numel / ce / 1e6}
         if isinstance(fmt, MXFormat):
             el = fmt.element
-            nq = best_time(lambda: naive_mx_quantize(x, el, fmt.block_size), repeat)
-            ne = best_time(lambda: naive_mx_encode(x, el, fmt.block_size), repeat)
-            row.update(naive_quantize_meps=x.numel() / nq / 1e6, naive_encode_meps=x.numel() / ne / 1e6,
-                       quantize_ratio=nq / tq, encode_ratio=ne / te)
+            nq, ncq = best_time(lambda: naive_mx_quantize(x, el, fmt.block_size), repeat)
+            ne, nce = best_time(lambda: naive_mx_encode(x, el, fmt.block_size), repeat)
+            row.update(naive_quantize_meps_cpu=numel / ncq / 1e6, naive_encode_meps_cpu=numel / nce / 1e6,
+                       naive_quantize_meps_wall=numel / nq / 1e6, naive_encode_meps_wall=numel / ne / 1e6,
+                       quantize_ratio_cpu=ncq / cq, encode_ratio_cpu=nce / ce)
         rows.append(row)
+        print(f"  {fmt.name}: quantize {row['quantize_meps_cpu']:.0f} M el/cpu-s", flush=True)
     return {
         "tensor": [n, n], "dtype": "float32", "repeat": repeat, "statistic": "best of repeat",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(), "results": rows,
+        "load_average_at_end": os.getloadavg(), "machine": platform.processor() or platform.machine(),
+        "results": rows,
     }
 
 
 def print_table(res: dict) -> None:
-    title = (f"masec.formats throughput, {res['tensor'][0]}x{res['tensor'][1]} float32, "
-             f"{res['threads']} threads, M elements/s (best of {res['repeat']})")
-    cols = ["format", "bits/el", "quantize", "encode", "naive q", "naive e", "q ratio", "e ratio"]
+    title = (f"masec.formats throughput, {res['tensor'][0]}x{res['tensor'][1]} float32, torch threads "
+             f"{res['threads']}, best of {res['repeat']}; M elements per CPU-second (wall in brackets)")
+    cols = ["format", "bits/el", "quantize", "encode", "naive quantize", "naive encode", "q ratio", "e ratio"]
     body = []
     for r in res["results"]:
-        def f(k, fmt="{:.0f}"):
-            return fmt.format(r[k]) if k in r else "-"
+        def f(k):
+            if k + "_cpu" not in r:
+                return "-"
+            return f"{r[k + '_cpu']:.0f} ({r[k + '_wall']:.0f})"
+        ratio = [f"{r[k]:.1f}x" if k in r else "-" for k in ("quantize_ratio_cpu", "encode_ratio_cpu")]
         body.append([r["format"], f"{r['bits_per_element']:.4g}", f("quantize_meps"), f("encode_meps"),
-                     f("naive_quantize_meps"), f("naive_encode_meps"), f("quantize_ratio", "{:.1f}x"),
-                     f("encode_ratio", "{:.1f}x")])
+                     f("naive_quantize_meps"), f("naive_encode_meps"), *ratio])
     try:
         from rich.console import Console
         from rich.table import Table
 
         t = Table(title=title)
         for c in cols:
-            t.add_column(c, justify="left" if c == "format" else "right")
+            t.add_column(c, justify="left" if c == "format" else "right", no_wrap=True)
         for b in body:
             t.add_row(*b)
-        Console().print(t)
+        Console(width=140).print(t)
     except ImportError:  # plain text fallback
         print(title)
         print(" | ".join(cols))
@@ -138,8 +151,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1024x1024 instead of 4096x4096 (CI)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1, see above)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "formats.json"))
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     res = run(args.quick, args.repeat)
     print_table(res)
     out = Path(args.out)

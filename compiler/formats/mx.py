@@ -21,7 +21,15 @@ from dataclasses import dataclass
 import torch
 
 from masec.formats.base import Encoded, NumberFormat
-from masec.formats.blocking import as_float32, check_block_size, from_blocks, row_chunks, to_blocks, Blocking
+from masec.formats.blocking import (
+    CHUNK_ELEMENTS,
+    Blocking,
+    as_float32,
+    check_block_size,
+    from_blocks,
+    row_chunks,
+    to_blocks,
+)
 from masec.formats.element import ElementFormat, check_code_range
 from masec.formats.errors import FormatError
 from masec.formats.rounding import check_rounding, round_magnitudes
@@ -38,14 +46,13 @@ def pow2_f32(e: torch.Tensor) -> torch.Tensor:
     return bits.view(torch.float64).to(torch.float32)
 
 
-def shared_exponents(mag_bits: torch.Tensor, el: ElementFormat) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shared exponents of blocks given as float32 magnitude bit patterns ``[N, B]`` (int32).
+def exponents_from_amax(amax_bits: torch.Tensor, el: ElementFormat) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shared exponents from per-block max |x| given as float32 bit patterns (int32, sign ignored).
 
     Returns ``(E, nan)``: int32 E in [-127, 127] (step 2 of the module docstring) and a bool mask
-    of blocks containing NaN or Inf. Non-negative float32 bit patterns order like their values,
-    so the max of the bit patterns is the bit pattern of amax.
+    of blocks whose amax is NaN or Inf.
     """
-    amax = mag_bits.amax(dim=-1)
+    amax = amax_bits & _ABS_MASK
     nan = amax >= _EXP_INF
     ef = amax >> 23
     # floor(log2 amax): exponent field - 127 for normals; float32 subnormals give <= -127, and
@@ -53,6 +60,24 @@ def shared_exponents(mag_bits: torch.Tensor, el: ElementFormat) -> tuple[torch.T
     fl = torch.where(ef == 0, torch.where(amax == 0, -126, -127), ef - 127)
     e = (fl - el.emax).clamp_(-E8M0_BIAS, E8M0_BIAS)
     return e.to(torch.int32), nan
+
+
+def shared_exponents(mag_bits: torch.Tensor, el: ElementFormat) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shared exponents of blocks given as float32 magnitude bit patterns ``[N, B]`` (int32).
+
+    Non-negative float32 bit patterns order like their values, so the max of the bit patterns is
+    the bit pattern of amax. See :func:`exponents_from_amax`.
+    """
+    return exponents_from_amax(mag_bits.amax(dim=-1), el)
+
+
+def _block_amax_bits(xb: torch.Tensor) -> torch.Tensor:
+    """max |x| per row of a float32 ``[n, B]`` chunk as int32 bits (NaN if any NaN), one read pass."""
+    lo, hi = torch.aminmax(xb, dim=-1)
+    nan = torch.isnan(lo) | torch.isnan(hi)
+    amax = torch.maximum(hi, lo.neg_())
+    amax[nan] = float("nan")
+    return amax.view(torch.int32)
 
 
 def _scaled_magnitudes(xb: torch.Tensor, el: ElementFormat):
@@ -63,19 +88,70 @@ def _scaled_magnitudes(xb: torch.Tensor, el: ElementFormat):
     return a, e, nan
 
 
+def _round_signed_(y: torch.Tensor, rounding: str) -> None:
+    """Round float32 values |y| < 2^24 to integers in place, symmetric about 0 (exact)."""
+    if rounding == "even":
+        torch.round(y, out=y)
+    elif rounding == "trunc":
+        torch.trunc(y, out=y)
+    else:
+        # away: trunc(y) + trunc(2 * (y - trunc(y))); the fraction and its double are exact and
+        # trunc(2f) is +-1 exactly when |f| >= 1/2
+        r = torch.trunc(y)
+        y.sub_(r).mul_(2.0).trunc_().add_(r)
+
+
+def _int_levels(xb: torch.Tensor, o: torch.Tensor, el: ElementFormat, rounding: str):
+    """Signed integer levels of int elements into ``o``: clamp(rnd(x * 2^(mbits-E)), ±max_code).
+
+    Returns ``(E, nan)``. Exact: the scaling is by powers of two and rounding of |y| < 2^24.
+    """
+    e, nan = exponents_from_amax(_block_amax_bits(xb), el)
+    m = el.mbits
+    # 2^(m - E) exceeds float32 for E < m - 127: then scale in two exact steps
+    lo = int(e.min()) if e.numel() else 0
+    torch.mul(xb, pow2_f32((m - e).clamp_max(127)).unsqueeze(-1), out=o)
+    if lo < m - 127:
+        o.mul_(pow2_f32((m - e - 127).clamp_min(0)).unsqueeze(-1))
+    _round_signed_(o, rounding)
+    o.clamp_(-el.max_code, el.max_code)
+    return e, nan
+
+
+def _quantize_chunk_int(xb: torch.Tensor, o: torch.Tensor, el: ElementFormat, rounding: str) -> None:
+    """Signed fast path for int elements: o = levels * 2^(E - mbits)."""
+    e, nan = _int_levels(xb, o, el, rounding)
+    o.mul_(pow2_f32(e - el.mbits).unsqueeze(-1))  # 2^(E - m) >= 2^-141: a float32 subnormal at worst, exact
+    o.add_(0.0)  # -0.0 + 0.0 = +0.0; every other value unchanged
+    if bool(nan.any()):
+        o[nan] = float("nan")
+
+
+def _quantize_chunk_fp(xb: torch.Tensor, o: torch.Tensor, el: ElementFormat, rounding: str) -> None:
+    """Signed path for fp elements: v = x / 2^E, then round to the element grid (see rounding.py)."""
+    e, nan = exponents_from_amax(_block_amax_bits(xb), el)
+    m = el.mbits
+    emin_field = el.emin + 127
+    torch.mul(xb, pow2_f32(-e).unsqueeze(-1), out=o)  # v, exact up to harmless underflow
+    k = o.view(torch.int32).bitwise_right_shift(23)
+    k.bitwise_and_(0xFF).clamp_(min=emin_field)  # binade of |v|, at least the element's emin
+    p = torch.sub(254 + m, k).bitwise_left_shift_(23)
+    o.mul_(p.view(torch.float32))  # v in units of its element step
+    _round_signed_(o, rounding)
+    o.mul_(k.sub_(m).bitwise_left_shift_(23).view(torch.float32))
+    o.clamp_(-el.max_normal, el.max_normal)
+    o.mul_(pow2_f32(e).unsqueeze(-1))
+    o.add_(0.0)
+    if bool(nan.any()):
+        o[nan] = float("nan")
+
+
 def mx_quantize_blocks(blocks: torch.Tensor, el: ElementFormat, rounding: str) -> torch.Tensor:
     """Quantise a contiguous float32 ``[N, B]`` block matrix; returns float32 ``[N, B]``."""
     out = torch.empty_like(blocks)
+    chunk = _quantize_chunk_int if el.kind == "int" else _quantize_chunk_fp
     for i, j in row_chunks(blocks.shape[0], blocks.shape[1]):
-        xb = blocks[i:j]
-        a, e, nan = _scaled_magnitudes(xb, el)
-        q, _ = round_magnitudes(a, el, rounding, bounded=True, want_codes=False)
-        q.mul_(pow2_f32(e).unsqueeze(-1))
-        o = out[i:j]
-        torch.copysign(q, xb, out=o)
-        o.add_(0.0)  # -0.0 + 0.0 = +0.0; every other value unchanged
-        if bool(nan.any()):
-            o[nan] = float("nan")
+        chunk(blocks[i:j], out[i:j], el, rounding)
     return out
 
 
@@ -85,16 +161,18 @@ def mx_encode_blocks(blocks: torch.Tensor, el: ElementFormat, rounding: str) -> 
     codes = torch.empty(blocks.shape, dtype=torch.int32)
     scales = torch.empty(n, dtype=torch.int32)
     sign_shift = el.bits - 1
+    levels = torch.empty(min(n, max(1, CHUNK_ELEMENTS // blocks.shape[1])), blocks.shape[1])
     for i, j in row_chunks(n, blocks.shape[1]):
         xb = blocks[i:j]
-        a, e, nan = _scaled_magnitudes(xb, el)
-        _, cm = round_magnitudes(a, el, rounding, bounded=True, want_codes=True)
-        neg = xb < 0
         c = codes[i:j]
         if el.kind == "int":
-            torch.where(neg, cm.neg(), cm, out=c)
-            c.bitwise_and_((1 << el.bits) - 1)
+            lv = levels[: j - i]
+            e, nan = _int_levels(xb, lv, el, rounding)
+            torch.bitwise_and(lv.to(torch.int32), (1 << el.bits) - 1, out=c)  # two's complement
         else:
+            a, e, nan = _scaled_magnitudes(xb, el)
+            _, cm = round_magnitudes(a, el, rounding, bounded=True, want_codes=True)
+            neg = xb < 0
             neg.logical_and_(cm != 0)  # a result of zero is +0 (code 0)
             torch.bitwise_or(cm, neg.to(torch.int32).bitwise_left_shift_(sign_shift), out=c)
         s = scales[i:j]
