@@ -230,7 +230,7 @@ def mx_blocks(draw, name: str, block: int, grid):
 
 
 # derandomized so CI is reproducible; raise MASEC_HYPOTHESIS_EXAMPLES for a deeper local run
-_SETTINGS = settings(max_examples=int(os.environ.get("MASEC_HYPOTHESIS_EXAMPLES", 25)),
+_SETTINGS = settings(max_examples=int(os.environ.get("MASEC_HYPOTHESIS_EXAMPLES", 20)),
                      deadline=None, derandomize=True,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
