@@ -97,7 +97,7 @@ def _sim(args, console: Console) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    console = Console()
+    console = Console(soft_wrap=True)  # never break paths or commands across lines
     try:
         return {"compile": _compile, "sim": _sim}[args.cmd](args, console)
     except MasecError as exc:

