@@ -28,8 +28,13 @@ from masec.formats.element import (
     fp_element,
     int_element,
 )
+from masec.formats.anda import AndaFormat
+from masec.formats.baseline import FloatFormat, IntFormat, MinifloatFormat
+from masec.formats.bitmod import BitMoDFormat
 from masec.formats.errors import FormatError
+from masec.formats.m2xfp import M2XFPActivationFormat, M2XFPWeightFormat
 from masec.formats.mx import MXFormat
+from masec.formats.nvfp4 import NVFP4Format
 from masec.formats.packing import (
     block_word_width,
     mem_to_words,
@@ -61,6 +66,8 @@ def quantize(
 
 
 __all__ = [
+    "AndaFormat", "BitMoDFormat", "FloatFormat", "IntFormat", "M2XFPActivationFormat", "M2XFPWeightFormat",
+    "MinifloatFormat", "NVFP4Format",
     "ElementFormat", "Encoded", "FormatError", "MXFormat", "NumberFormat", "ROUNDING_MODES",
     "VALID_NAMES", "FP4_E2M1", "FP6_E2M3", "FP6_E3M2", "FP8_E4M3", "FP8_E5M2", "INT4", "INT8",
     "block_word_width", "fp_element", "int_element", "mem_to_words", "pack_mx_block_bytes",

@@ -71,10 +71,9 @@ def as_float32(x: torch.Tensor) -> torch.Tensor:
 def to_blocks(x: torch.Tensor, axis: int, block: int) -> tuple[torch.Tensor, Blocking]:
     """Blocks of float32 ``x``: a contiguous ``[N, block]`` tensor and its :class:`Blocking`.
 
-    A 0-d tensor is treated as shape (1,).
+    A 0-d tensor is treated as shape (1,) (callers pass the original shape to :func:`from_blocks`).
     """
     x = as_float32(x)
-    shape = tuple(x.shape)
     if x.dim() == 0:
         x = x.reshape(1)
     ax = normalize_axis(axis, x.dim())
@@ -83,8 +82,7 @@ def to_blocks(x: torch.Tensor, axis: int, block: int) -> tuple[torch.Tensor, Blo
     pad = b.nblocks * block - b.length
     if pad:
         xm = torch.nn.functional.pad(xm, (0, pad))
-    blocks = xm.contiguous().view(-1, block)
-    return blocks, Blocking(shape if shape else (1,), ax, block)
+    return xm.contiguous().view(-1, block), b
 
 
 def from_blocks(blocks: torch.Tensor, b: Blocking, shape: tuple[int, ...] | None = None) -> torch.Tensor:

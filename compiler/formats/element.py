@@ -200,10 +200,6 @@ class ElementFormat:
         check_code_range(codes, self.bits, "element code")
         return self.value_table()[codes.to(torch.int64)]
 
-    def magnitude_codes_ascending(self) -> torch.Tensor:
-        """All finite non-negative codes 0 .. max_code (ascending in value)."""
-        return torch.arange(self.max_code + 1, dtype=torch.int64)
-
 
 def check_code_range(codes: torch.Tensor, bits: int, what: str) -> None:
     """Raise :class:`FormatError` unless every entry of ``codes`` is in 0 .. 2^bits - 1."""

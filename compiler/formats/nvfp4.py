@@ -89,9 +89,16 @@ class NVFP4Format(NumberFormat):
         if bool(torch.isnan(s_t)):
             sb_codes = torch.full_like(sb_codes, _E4M3_NAN_CODE)
         return Encoded(
-            format=self.name, codes=codes.view(b.blocked_shape), scales=sb_codes.view(b.blocked_shape[:-1]),
-            shape=tuple(x.shape), axis=b.axis, element_bits=4, block_size=self.block_size, scale_bits=8, packing="block_word",
+            format=self.name,
+            codes=codes.view(b.blocked_shape),
+            scales=sb_codes.view(b.blocked_shape[:-1]),
+            shape=tuple(x.shape),
+            axis=b.axis,
+            element_bits=4,
+            block_size=self.block_size,
+            scale_bits=8,
             meta={"tensor_scale": s_t.reshape(())},
+            packing="block_word",
         )
 
     def decode(self, enc: Encoded) -> torch.Tensor:

@@ -54,7 +54,8 @@ def torchao_nvfp4(x: torch.Tensor) -> torch.Tensor:
 
 def test_nvfp4_matches_torchao_recipe(seed):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(8, 64, generator=g) * torch.exp2(torch.randint(-12, 12, (8, 4, 1), generator=g).float()).repeat_interleave(16, 1).view(8, 64)
+    block_scale = torch.exp2(torch.randint(-12, 12, (8, 4, 1), generator=g).float())
+    x = (torch.randn(8, 4, 16, generator=g) * block_scale).view(8, 64)
     fmt = parse_format("nvfp4")
     assert fmt.block_size == 16 and fmt.bits_per_element == 4.5
     q = fmt.quantize(x)
