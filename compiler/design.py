@@ -67,7 +67,7 @@ def _tensor_args(node):
         args = node.args[0]
         args = args if isinstance(args, (tuple, list)) else (args,)
         return [a for a in args if hasattr(a, "op")]
-    if node.op == "placeholder":
+    if node.op in ("placeholder", "get_attr"):
         return []
     return lowering_for(node).tensor_args(node)
 
@@ -110,7 +110,7 @@ def build_design(gm, config, top: str = "top") -> Design:
             d.inputs.append({"name": f"s_{name}", "node": node.name, "lanes": lanes, "width": s.width,
                              "format": m.formats["out"].name, "shape": list(m.shape)})
             producer_stream[node.name] = s
-        elif node.op != "output":
+        elif node.op not in ("output", "get_attr"):
             s = Stream(f"{_ident(node.name)}_y", m.kernel.lanes_out, width_of(node))
             add_stream_wires(s)
             producer_stream[node.name] = s
@@ -143,7 +143,7 @@ def build_design(gm, config, top: str = "top") -> Design:
 
     # edges: FIFOs into kernels, assigns into top outputs
     for node in gm.graph.nodes:
-        if node.op == "placeholder":
+        if node.op in ("placeholder", "get_attr"):
             continue
         args = _tensor_args(node)
         if node.op == "output":

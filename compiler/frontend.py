@@ -169,7 +169,7 @@ def normalize(gm: fx.GraphModule, supported: set[str], path: str = "model.py") -
     for node in gm.graph.nodes:
         op = canonical_op(gm, node)
         source = _user_frame(node.stack_trace, path)
-        if op is None or (op not in supported and op not in ("input", "output")):
+        if op is None or (op not in supported and op not in ("input", "output", "constant")):
             where = f" at {source}" if source else ""
             raise UnsupportedOpError(
                 f"{path}: node `{node.name}` ({describe_target(gm, node)}){where} is not supported; "

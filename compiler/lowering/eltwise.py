@@ -19,7 +19,8 @@ class _Eltwise(Lowering):
 
     def tensor_args(self, node) -> list:
         args = list(node.args[:2])
-        if len(args) != 2 or not all(isinstance(a, fx.Node) for a in args) or node.kwargs:
+        if (len(args) != 2 or not all(isinstance(a, fx.Node) and a.op != "get_attr" for a in args)
+                or node.kwargs):
             raise MasecError(f"node `{node.name}` ({self.op}): masec adds/multiplies two tensors of the same "
                              f"shape; a constant operand or keyword arguments are not supported")
         return args

@@ -23,7 +23,7 @@ def annotate_formats(gm, config):
         want = {"out": fmt}
         for port in PARAM_PORTS.get(m.op, ()):
             want[port] = fmt
-        if m.op == "output":
+        if m.op in ("output", "constant"):
             want = {}  # outputs keep the formats of the tensors they return
         if m.formats != want:
             set_meta(node, m.with_(formats=want))

@@ -16,7 +16,7 @@ def select_kernels(gm, config):
     changed = False
     for node in gm.graph.nodes:
         m = meta(node)
-        if node.op in ("placeholder", "output"):
+        if node.op in ("placeholder", "output", "get_attr"):
             continue
         try:
             choice = lowering_for(node).choose(gm, node, config)

@@ -131,3 +131,11 @@ def test_sim_waves_writes_an_fst_trace(tmp_path, capsys):
     fst = out / "sim_build" / "dump.fst"
     assert fst.exists() and fst.stat().st_size > 0
     assert "dump.fst" in capsys.readouterr().out
+
+
+def test_functional_linear_on_parameters_simulates(tmp_path, seed):
+    out = tmp_path / "fl"
+    res = compile_to(Path(__file__).parent / "models" / "functional_linear.py", out, seed=seed)
+    assert [r["op"] for r in res.rows] == ["input", "constant", "constant", "linear", "relu", "output"]
+    assert (out / "rtl" / "linear_w.mem").exists() and (out / "rtl" / "linear_b.mem").exists()
+    assert_sim_passes(out, seed)
