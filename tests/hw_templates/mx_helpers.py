@@ -1,13 +1,10 @@
-"""Shared helpers of the mx_quantize / mx_linear / mx_matmul tests (exact references, lint with parameters)."""
+"""Shared helpers of the mx_quantize / mx_linear / mx_matmul tests (exact references, multi-instance test tops)."""
 from __future__ import annotations
 
 import bisect
-import subprocess
 from fractions import Fraction
 from functools import lru_cache
 
-from masec.errors import MasecError
-from masec.toolchain import verilator_binary, verilator_env
 
 
 def floor_log2(x: Fraction) -> int:
@@ -63,41 +60,30 @@ def ref_quantize_values(values: list[Fraction], element) -> tuple[list[int], int
     return codes, E + 127
 
 
-def lint_params(sources, top: str, params: dict) -> str:
-    """``verilator --lint-only -Wall`` with ``-G`` parameter overrides; raise on any warning.
-
-    (masec.sim.runner.lint takes no parameters; kernels whose configurations are SV parameters
-    lint every configuration this way.)
-    """
-    cmd = [verilator_binary(), "--lint-only", "-Wall", "--top-module", top,
-           *[f"-G{k}={v}" for k, v in params.items()], *map(str, sources)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env())
-    out = (proc.stdout + proc.stderr).strip()
-    if proc.returncode != 0 or "%Warning" in out or "%Error" in out:
-        raise MasecError(f"lint of {top} {params} failed:\n{out}")
-    return out
-
-
-def pch_workaround_env():
-    """Context: MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include for the Verilator make run.
-
-    cocotb's runner runs ``make -f Vtop.mk`` itself, so masec.toolchain's ``-MAKEFLAGS`` (which
-    Verilator applies only with ``--build``) never reaches make; designs large enough for Verilator
-    to split the C++ output (parallel builds, precompiled headers) then fail to compile with the
-    PyPI wheel's empty PCH flag. make takes variable assignments from the MAKEFLAGS environment.
-    """
-    import contextlib
-    import os
-
-    @contextlib.contextmanager
-    def ctx():
-        old = os.environ.get("MAKEFLAGS")
-        os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + "CFG_CXXFLAGS_PCH_I=-include"
-        try:
-            yield
-        finally:
-            if old is None:
-                os.environ.pop("MAKEFLAGS", None)
-            else:
-                os.environ["MAKEFLAGS"] = old
-    return ctx()
+def write_multi_top(path, top: str, module: str, instances: list[tuple[dict, dict]]):
+    """Write a wrapper ``top`` holding several ``module`` instances (one Verilator build for many
+    configurations). ``instances``: ``(sv_params, streams)`` with ``streams = {prefix: (data_width,
+    has_scale)}``; instance i's stream ``s_x`` becomes the wrapper's ``s_x<i>`` (``m_y`` -> ``m_y<i>``)."""
+    ports, insts = ["input  logic clk_i", "input  logic rst_ni"], []
+    for i, (params, streams) in enumerate(instances):
+        conns = [".clk_i(clk_i)", ".rst_ni(rst_ni)"]
+        for prefix, (width, scale) in streams.items():
+            name = f"{prefix}{i}"
+            inp = prefix.startswith("s_")
+            d, r = ("input ", "output") if inp else ("output", "input ")
+            sfx = "i" if inp else "o"
+            rs = "o" if inp else "i"
+            ports += [f"{d} logic {name}_valid_{sfx}", f"{r} logic {name}_ready_{rs}",
+                      f"{d} logic [{width - 1}:0] {name}_data_{sfx}"]
+            conns += [f".{prefix}_valid_{sfx}({name}_valid_{sfx})", f".{prefix}_ready_{rs}({name}_ready_{rs})",
+                      f".{prefix}_data_{sfx}({name}_data_{sfx})"]
+            if scale:
+                ports.append(f"{d} logic [7:0] {name}_scale_{sfx}")
+                conns.append(f".{prefix}_scale_{sfx}({name}_scale_{sfx})")
+        plist = ", ".join(f".{k}({chr(34) + v + chr(34) if isinstance(v, str) else v})" for k, v in params.items())
+        insts.append(f"  {module} #({plist}) u_{i} (\n    " + ",\n    ".join(conns) + "\n  );")
+    text = f"// test wrapper: {len(instances)} {module} instances\nmodule {top} (\n  " + ",\n  ".join(ports) + \
+        "\n);\n" + "\n".join(insts) + "\nendmodule\n"
+    from pathlib import Path
+    Path(path).write_text(text)
+    return Path(path)

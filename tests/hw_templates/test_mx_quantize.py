@@ -12,7 +12,7 @@ from masec.hw_templates.kernels.mx_quantize import (
 from masec.hw_templates.render import render_with_deps
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import StreamVectors, VectorFile
-from mx_helpers import lint_params, ref_quantize_values
+from mx_helpers import ref_quantize_values, write_multi_top
 
 FORMATS = ["mxint8", "mxfp8_e4m3", "mxfp4", "mxfp8_e5m2", "mxfp6_e2m3", "mxint4"]
 
@@ -137,7 +137,7 @@ def make_vectors(rng, fmt, block, p, mw, ew, nblocks, seed):
                       seed=seed, gap_prob=0.3, stall_prob=0.3)
 
 
-RTL_CONFIGS = [  # (format, B, P, MW, EW)
+RTL_CONFIGS = [  # (format, B, P, MW, EW): simulated together in one build (write_multi_top)
     ("mxint8", 32, 4, 16, 10),
     ("mxfp8_e4m3", 32, 8, 20, 10),
     ("mxfp4", 16, 16, 12, 9),
@@ -150,47 +150,54 @@ SLOW_CONFIGS = [
 
 @pytest.fixture(scope="module")
 def build_root(tmp_path_factory):
-    """One Verilator build per parameter set, shared by the tests of this module."""
+    """One Verilator build per configuration set, shared by the tests of this module."""
     return tmp_path_factory.mktemp("mx_quantize_builds")
 
 
-def simulate(build_root, vf, fmt, block, p, mw, ew):
-    el = elem(fmt)
-    folder = build_root / f"{el.name}_B{block}_P{p}_MW{mw}_EW{ew}"
-    files = render_with_deps("mx_quantize", folder / "rtl")
-    return run_stream_test(files, "mx_quantize", vf, folder / "build", parameters=sv_params(p, block, mw, ew, el))
-
-
-def run_rtl(build_root, seed, fmt, block, p, mw, ew, nblocks=48):
+def simulate(build_root, seed, cfgs, nblocks, mutate=False):
+    """Simulate ``cfgs`` together (instance i = streams s_x<i> / m_y<i>); returns (result, slack)."""
     rng = random.Random(seed)
-    vf = make_vectors(rng, fmt, block, p, mw, ew, nblocks, seed)
-    res = simulate(build_root, vf, fmt, block, p, mw, ew)
+    inputs, outputs, insts, slack = {}, {}, [], 0
+    for i, (f, block, p, mw, ew) in enumerate(cfgs):
+        vf = make_vectors(rng, f, block, p, mw, ew, nblocks, seed)
+        inputs[f"s_x{i}"], outputs[f"m_y{i}"] = vf.inputs["s_x"], vf.outputs["m_y"]
+        insts.append((sv_params(p, block, mw, ew, elem(f)),
+                      {"s_x": (p * (mw + ew), False), "m_y": (p * elem(f).bits, True)}))
+        # one beat per cycle after a latency of one block (B/P beats) plus 2 cycles
+        slack = max(slack, nblocks * block // p + block // p + 2)
+    if mutate:
+        outputs["m_y0"].beats[9][0] ^= 1 << 3
+    vf = VectorFile(inputs, outputs, seed=seed, gap_prob=0.3, stall_prob=0.3)
+    folder = build_root / ("multi_" + "_".join("-".join(map(str, c)) for c in cfgs))
+    files = render_with_deps("mx_quantize", folder / "rtl")
+    files.append(write_multi_top(folder / "rtl" / "tb_mx_quantize.sv", "tb_mx_quantize", "mx_quantize", insts))
+    return run_stream_test(files, "tb_mx_quantize", vf, folder / "build"), slack
+
+
+def run_rtl(build_root, seed, cfgs, nblocks=48):
+    res, slack = simulate(build_root, seed, cfgs, nblocks)
     assert res.ok, res.message
     full = res.run("full_rate")
-    print(f"mx_quantize {fmt} B{block} P{p} MW{mw}: full_rate {full['cycles']} cycles, ideal {full['ideal_cycles']}")
-    # latency: one block of buffering (B/P beats) plus the pipeline's 2 cycles
-    assert full["cycles"] <= full["ideal_cycles"] + block // p + 2
+    print(f"mx_quantize {cfgs}: full_rate {full['cycles']} cycles (slowest instance), "
+          f"ideal {full['ideal_cycles']}, ideal + one block + 2 = {slack}")
+    assert full["cycles"] <= slack
     return res
 
 
-@pytest.mark.parametrize("fmt,block,p,mw,ew", RTL_CONFIGS)
-def test_rtl_matches_model(build_root, seed, fmt, block, p, mw, ew):
-    run_rtl(build_root, seed, fmt, block, p, mw, ew)
+def test_rtl_matches_model(build_root, seed):
+    """int8 (P4), fp8 e4m3 (P8), fp4 (P = B = 16) quantizers in one build, gaps and backpressure."""
+    run_rtl(build_root, seed, RTL_CONFIGS)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt,block,p,mw,ew", SLOW_CONFIGS)
 def test_rtl_matches_model_sweep(build_root, seed, fmt, block, p, mw, ew):
-    run_rtl(build_root, seed, fmt, block, p, mw, ew, nblocks=200)
+    run_rtl(build_root, seed, [(fmt, block, p, mw, ew)], nblocks=200)
 
 
 def test_rtl_check_can_fail(build_root, seed):
     """A wrong expectation (one element code of beat 9 flipped) must fail, naming the beat."""
-    rng = random.Random(seed)
-    vf = make_vectors(rng, "mxint8", 32, 4, 16, 10, 6, seed)
-    beat = vf.outputs["m_y"].beats[9]
-    beat[0] ^= 1 << 3
-    res = simulate(build_root, vf, "mxint8", 32, 4, 16, 10)  # same build as RTL_CONFIGS[0]
+    res, _ = simulate(build_root, seed, RTL_CONFIGS, 48, mutate=True)  # same build as above
     assert not res.ok
     assert "beat 9" in res.message
 
@@ -198,5 +205,4 @@ def test_rtl_check_can_fail(build_root, seed):
 @pytest.mark.parametrize("fmt,block,p,mw,ew", RTL_CONFIGS + SLOW_CONFIGS)
 def test_lint_clean(tmp_path, fmt, block, p, mw, ew):
     files = render_with_deps("mx_quantize", tmp_path)
-    lint(files, "mx_quantize")
-    lint_params(files, "mx_quantize", sv_params(p, block, mw, ew, elem(fmt)))
+    lint(files, "mx_quantize", parameters=sv_params(p, block, mw, ew, elem(fmt)))
