@@ -14,8 +14,8 @@ from masec.sim.vectors import StreamVectors, VectorFile
 from mx_stream_data import pch_workaround, random_mx  # noqa: F401 (pch_workaround: autouse fixture)
 
 # (format, block, lanes_in, lanes_out)
-CONFIGS = [("mxfp4", 32, 2, 8), ("mxint8", 32, 16, 4)]
-SLOW_CONFIGS = [("mxfp8_e4m3", 32, 8, 8), ("mxfp8_e4m3", 32, 1, 32), ("mxint8", 16, 16, 1), ("mxfp4", 32, 4, 8)]
+CONFIGS = [("mxfp4", 32, 2, 8)]
+SLOW_CONFIGS = [("mxint8", 32, 16, 4), ("mxfp8_e4m3", 32, 8, 8), ("mxfp8_e4m3", 32, 1, 32), ("mxint8", 16, 16, 1), ("mxfp4", 32, 4, 8)]
 
 
 def _run(tmp_path, seed, cfg, rows=8, check_fail=False):
