@@ -76,6 +76,33 @@ def test_lanes_match_float_rmsnorm(fmt, gfmt, seed):
     assert all(mi == 0 for row in m for mi in row[n:])  # padding lanes
 
 
+def test_lanes_are_exact_products_and_sums_exact_at_one_scale(seed):
+    """Exactness where the kernel is exact: every lane is x * (R 2^er) * gamma as a Fraction, and with
+    one scale per row the accumulator holds sum xi^2 exactly (no alignment loss)."""
+    from fractions import Fraction
+
+    gen = torch.Generator().manual_seed(seed)
+    el, gel = elem("mxfp8_e4m3"), elem("mxint8")
+    n, b = 50, 32
+    codes, scales = stress_rows(el, 6, n, b, gen)
+    scales[:, 1] = scales[:, 0]
+    gc, gs = stress_rows(gel, 1, n, b, gen)
+    m, e = M.rmsnorm_lanes(codes, scales, el, gc[0], gs[0], gel, n)
+    k = M.norm_consts(n, 1e-5)
+    for r in range(6):
+        xis = [[M.decode_fixed(c, el) if j * b + i < n else 0 for i, c in enumerate(blk)]
+               for j, blk in enumerate(codes[r].tolist())]
+        a1, a2, sa = M.accumulate_row([(*M.block_sums(x), int(s)) for x, s in zip(xis, scales[r].tolist())])
+        assert a2 == sum(x * x for blk in xis for x in blk) << M.G2
+        assert a1 == sum(x for blk in xis for x in blk) << M.G1
+        rr, er = M.rsqrt_unit(a2, 2 * (sa - 127 + M.unit_exp(el)) - M.G2, k)
+        for idx in range(n):
+            j, i = divmod(idx, b)
+            x = el.code_value(int(codes[r, j, i])) * Fraction(2) ** (int(scales[r, j]) - 127)
+            g = gel.code_value(int(gc[0, j, i])) * Fraction(2) ** (int(gs[0, j]) - 127)
+            assert Fraction(m[r][idx]) * Fraction(2) ** e[r][idx] == x * rr * Fraction(2) ** er * g
+
+
 @pytest.mark.parametrize("fmt", ["mxint8", "mxfp8_e4m3", "mxfp4"])
 def test_outputs_equal_mx_quantized_float_reference_almost_always(fmt, seed):
     """The output codes equal masec.formats' MX encoding of the float reference except where the
