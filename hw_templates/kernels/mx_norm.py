@@ -572,18 +572,41 @@ def sim_params(kind: str, n: int, el, g_el, el_out, lanes: int, block: int, eps:
     return params
 
 
+def elem_param_specs(prefix: str, what: str, default_int8: bool = True) -> tuple[ParamSpec, ...]:
+    """ParamSpecs of one element description (``<prefix>_IS_INT/_BITS/_EBITS/_MBITS/_BIAS``; default int8)."""
+    d = {"IS_INT": 1, "BITS": 8, "EBITS": 0, "MBITS": 6, "BIAS": 0}
+    docs = {"IS_INT": "1: two's complement int, 0: sign|exp|mant minifloat", "BITS": "code width",
+            "EBITS": "exponent bits (int: 0)", "MBITS": "mantissa bits (int: BITS-2)", "BIAS": "exponent bias (int: 0)"}
+    return tuple(ParamSpec(f"{prefix}_{k}", f"{what}: {docs[k]}", d[k] if default_int8 else None) for k in d)
+
+
+def out_param_specs() -> tuple[ParamSpec, ...]:
+    """ParamSpecs of the output element (mx_quantize's ELEM_* parameters, prefix Y_; default int8)."""
+    return (ParamSpec("Y_IS_INT", "output element: 1 int, 0 minifloat", 1),
+            ParamSpec("Y_BITS", "output element code width", 8),
+            ParamSpec("Y_MBITS", "output element fraction bits (int: BITS-2)", 6),
+            ParamSpec("Y_BIAS", "emin = 1 - Y_BIAS (fp: bias; int: 1)", 1),
+            ParamSpec("Y_EMAX", "unbiased exponent of the top binade (int: 0)", 0),
+            ParamSpec("Y_MAX_CODE", "largest finite magnitude code", 127))
+
+
+_K64 = norm_consts(64, 1e-5)
 _COMMON_PARAMS = (
     ParamSpec("P", "lanes per beat; divides B", 4),
     ParamSpec("B", "MX block size (power of two)", 32),
     ParamSpec("N", "row length (elements reduced over); ceil(N/B) blocks per row, last one zero-padded", 64),
-    ParamSpec("X_IS_INT/X_BITS/X_EBITS/X_MBITS/X_BIAS", "input element format (elem_sv_params)", None),
-    ParamSpec("G_IS_INT/G_BITS/G_EBITS/G_MBITS/G_BIAS", "gamma element format", None),
-    ParamSpec("Y_IS_INT/Y_BITS/Y_MBITS/Y_BIAS/Y_EMAX/Y_MAX_CODE", "output element format (mx_quantize)", None),
-    ParamSpec("EPS_M/EPS_E", "N*eps ~ EPS_M * 2^EPS_E, EPS_M 24 bits (norm_consts)", None),
-    ParamSpec("SQN_M/SQN_E", "sqrt(N) ~ SQN_M * 2^SQN_E, 17 bits", None),
-    ParamSpec("INV_M/INV_E", "1/N ~ INV_M * 2^INV_E, 26 bits (LayerNorm mean)", None),
-    ParamSpec("GAMMA_MEM", "$readmemh file of gamma: ceil(N/B) words {scale, code[B-1..0]} (pack_gamma_mem)", '"gamma.mem"'),
+    *elem_param_specs("X", "input element"),
+    *elem_param_specs("G", "gamma element"),
+    *out_param_specs(),
+    ParamSpec("EPS_M", "N*eps ~ EPS_M * 2^EPS_E, 24-bit EPS_M (norm_consts)", _K64.eps_m),
+    ParamSpec("EPS_E", "exponent of N*eps", _K64.eps_e),
+    ParamSpec("SQN_M", "sqrt(N) ~ SQN_M * 2^SQN_E, 17-bit SQN_M", _K64.sqn_m),
+    ParamSpec("SQN_E", "exponent of sqrt(N)", _K64.sqn_e),
+    ParamSpec("INV_M", "1/N ~ INV_M * 2^INV_E, 26-bit INV_M (LayerNorm mean; RMSNorm ignores it)", _K64.inv_m),
+    ParamSpec("INV_E", "exponent of 1/N", _K64.inv_e),
+    ParamSpec("GAMMA_MEM", "$readmemh file of gamma: ceil(N/B) words {scale, code[B-1..0]} (pack_gamma_mem)", "gamma.mem"),
 )
+
 
 def _example(kind: str, n: int, lanes: int, block: int = 32) -> dict:
     """SV parameters of a resource-table example: mxint8 in/out, mxfp8_e4m3 gamma (and beta)."""
@@ -599,8 +622,10 @@ SPECS = (
         doc="Reciprocal square root of a row statistic for mx_rmsnorm/mx_layernorm: normalize, + N*eps, "
             "256-entry seed table, one Newton step, * sqrt(N); fully pipelined, latency 5.",
         params=(ParamSpec("VW", "bits of the unsigned operand", 64),
-                ParamSpec("EPS_M/EPS_E", "N*eps ~ EPS_M * 2^EPS_E (24-bit EPS_M)", None),
-                ParamSpec("SQN_M/SQN_E", "sqrt(N) ~ SQN_M * 2^SQN_E (17-bit SQN_M)", None)),
+                ParamSpec("EPS_M", "N*eps ~ EPS_M * 2^EPS_E, 24-bit EPS_M", 10737418),
+                ParamSpec("EPS_E", "exponent of N*eps", -37),
+                ParamSpec("SQN_M", "sqrt(N) ~ SQN_M * 2^SQN_E, 17-bit SQN_M", 65536),
+                ParamSpec("SQN_E", "exponent of sqrt(N)", -13)),
         model=f"{__name__}:rsqrt_unit",
         examples=({"label": "VW64", "ctx": {}, "params": {"VW": 64}},),
     ),
@@ -626,9 +651,8 @@ SPECS = (
         template="mx_layernorm.sv.j2",
         doc="LayerNorm over rows of N elements: y = (x - mean) * rsqrt(var + eps) * gamma + beta, gamma and "
             "beta in ROM; row buffered in a FIFO of ROW_BEATS + 14 beats, 1 beat/cycle, output via mx_quantize.",
-        params=_COMMON_PARAMS + (
-            ParamSpec("BT_IS_INT/BT_BITS/BT_EBITS/BT_MBITS/BT_BIAS", "beta element format", None),
-            ParamSpec("BETA_MEM", "$readmemh file of beta, same layout as GAMMA_MEM (pack_beta_mem)", '"beta.mem"')),
+        params=_COMMON_PARAMS + elem_param_specs("BT", "beta element") + (
+            ParamSpec("BETA_MEM", "$readmemh file of beta, same layout as GAMMA_MEM (pack_beta_mem)", "beta.mem"),),
         ports=(PortSpec("s_x", "in", "mx", "input rows, P lanes of X_BITS codes + E8M0 scale"),
                PortSpec("m_y", "out", "mx", "normalized rows, P lanes of Y_BITS codes + E8M0 scale")),
         deps=("mx_rmsnorm_rsqrt", "mx_quantize", "stream_fifo"),

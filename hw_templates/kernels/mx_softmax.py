@@ -27,7 +27,7 @@ import math
 import torch
 
 from masec.hw_templates.kernels.mx_norm import (E8M0_BIAS, _check_geometry, _normalize, _rows, decode_fixed,
-                                                elem_sv_params, unit_exp)
+                                                elem_param_specs, elem_sv_params, out_param_specs, unit_exp)
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
 
 # ----------------------------------------------------------------------------- design constants
@@ -313,7 +313,7 @@ SPECS = (KernelSpec(
     template="mx_softmax_u.sv.j2",
     doc="One lane of u = x * log2(e) for mx_softmax: MX code + scale -> fixed point (12.12, saturating) "
         "times round(log2(e) * 2^16), 12 fraction bits; combinational.",
-    params=(ParamSpec("X_IS_INT/X_BITS/X_EBITS/X_MBITS/X_BIAS", "element format", None),),
+    params=elem_param_specs("X", "element"),
     model=f"{__name__}:u_of",
     examples=({"label": "int8", "ctx": {}, "params": {}},),
 ), KernelSpec(
@@ -332,8 +332,8 @@ SPECS = (KernelSpec(
     params=(ParamSpec("P", "lanes per beat; divides B", 4),
             ParamSpec("B", "MX block size (power of two)", 32),
             ParamSpec("N", "row length; ceil(N/B) blocks per row, last one zero-padded", 64),
-            ParamSpec("X_IS_INT/X_BITS/X_EBITS/X_MBITS/X_BIAS", "input element format", None),
-            ParamSpec("Y_IS_INT/Y_BITS/Y_MBITS/Y_BIAS/Y_EMAX/Y_MAX_CODE", "output element format (mx_quantize)", None),
+            *elem_param_specs("X", "input element"),
+            *out_param_specs(),
             ParamSpec("CAUSAL", "1: row r keeps columns j <= r + OFFSET (others output 0)", 0),
             ParamSpec("ROWS", "rows per matrix: r = row counter modulo ROWS", 1),
             ParamSpec("OFFSET", "causal offset (signed)", 0)),
