@@ -26,11 +26,11 @@ import torch
 
 from masec.formats import ElementFormat, MXFormat, parse_format
 
-FORMATS = [
+FORMATS = (
     "mxint8", "mxint4", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1",
     "nvfp4", "int8", "int8_ch", "int8_f6", "fp_e4m3", "fp_e2m1", "bf16", "fp32",
     "m2xfp4_w", "m2xfp4_a", "bitmod_fp4", "bitmod_fp3", "anda4", "anda8",
-]
+)
 
 
 # ----------------------------------------------------------------------- naive reference
@@ -88,12 +88,12 @@ def make_input(n: int, seed: int = 0) -> torch.Tensor:
     return x * torch.exp2(torch.randint(-8, 8, (n, 1), generator=g).float())
 
 
-def run(quick: bool, repeat: int) -> dict:
+def run(quick: bool, repeat: int, formats: tuple[str, ...] = FORMATS) -> dict:
     n = 1024 if quick else 4096
     x = make_input(n)
     numel = x.numel()
     rows = []
-    for name in FORMATS:
+    for name in formats:
         fmt = parse_format(name)
         tq, cq = best_time(lambda: fmt.quantize(x), repeat)
         te, ce = best_time(lambda: fmt.encode(x), repeat)
@@ -152,10 +152,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1024x1024 instead of 4096x4096 (CI)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1, see above)")
+    ap.add_argument("--formats", nargs="+", default=FORMATS, help="subset of formats to measure")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "formats.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    res = run(args.quick, args.repeat)
+    res = run(args.quick, args.repeat, tuple(args.formats))
     print_table(res)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ import torch
 
 from masec.formats import parse_format
 
-FORMATS = ["mxfp4_e2m1", "mxint4", "nvfp4", "m2xfp4_w", "m2xfp4_a", "bitmod_fp4", "bitmod_fp3",
-           "anda4", "anda5", "mxfp6_e2m3", "mxint8"]
+FORMATS = ("mxfp4_e2m1", "mxint4", "nvfp4", "m2xfp4_w", "m2xfp4_a", "bitmod_fp4", "bitmod_fp3",
+           "anda4", "anda5", "mxfp6_e2m3", "mxint8")
 KINDS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
 DEFAULT_DATA = Path("/work/shared/data/stories260k/stories260K.bin")
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from masec.formats.base import Encoded, NumberFormat
-from masec.formats.blocking import Blocking, as_float32, check_block_size, from_blocks, to_blocks
+from masec.formats.blocking import Blocking, as_float32, check_block_size, from_blocks, row_chunks, to_blocks
 from masec.formats.element import check_code_range
 from masec.formats.errors import FormatError
 
@@ -69,7 +69,16 @@ class BitMoDFormat(NumberFormat):
         return self.bits + 18 / self.group_size
 
     def _search(self, blocks: torch.Tensor):
-        """Returns (type id [N], fp16 scale [N] float64, codes int32 [N, G], values float64 [N, G], bad [N])."""
+        """Returns (type id [N], fp16 scale [N] float64, codes int32 [N, G], values float64 [N, G], bad [N]).
+
+        Walks the groups in cache-sized row chunks (see blocking.CHUNK_ELEMENTS).
+        """
+        parts = [self._search_chunk(blocks[i:j]) for i, j in row_chunks(blocks.shape[0], blocks.shape[1])]
+        if not parts:
+            return self._search_chunk(blocks)
+        return tuple(torch.cat(p) for p in zip(*parts))
+
+    def _search_chunk(self, blocks: torch.Tensor):
         w = blocks.to(torch.float64)
         amax = blocks.abs().amax(-1).to(torch.float64) if blocks.shape[0] else torch.zeros(0, dtype=torch.float64)
         bad = ~torch.isfinite(blocks).all(-1)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from masec.formats.base import Encoded, NumberFormat
-from masec.formats.blocking import Blocking, as_float32, check_block_size, from_blocks, to_blocks
+from masec.formats.blocking import Blocking, as_float32, check_block_size, from_blocks, row_chunks, to_blocks
 from masec.formats.element import FP4_E2M1, FP6_E2M3, check_code_range
 from masec.formats.errors import FormatError
 from masec.formats.mx import E8M0_BIAS, E8M0_NAN, pow2_f32, shared_exponents
@@ -84,7 +84,22 @@ class M2XFPWeightFormat(NumberFormat):
         return 4 + 8 / self.block_size + 2 / SUBGROUP
 
     def _search(self, blocks: torch.Tensor):
-        """Returns (E+b int64 [N], m int64 [N, S], fp4 magnitude codes int32 [N, B], |values| f32, nan)."""
+        """Returns (E+b int64 [N], m int64 [N, S], fp4 magnitude codes int32 [N, B], |values| f32, nan).
+
+        Walks the blocks in cache-sized row chunks (see blocking.CHUNK_ELEMENTS).
+        """
+        n, bsz = blocks.shape
+        eb = torch.empty(n, dtype=torch.int64)
+        m = torch.empty(n, bsz // SUBGROUP, dtype=torch.int64)
+        codes = torch.empty(n, bsz, dtype=torch.int32)
+        q = torch.empty(n, bsz, dtype=torch.float32)
+        nan = torch.empty(n, dtype=torch.bool)
+        for i, j in row_chunks(n, bsz):
+            eb[i:j], m[i:j], codes[i:j], q[i:j], nan[i:j] = self._search_chunk(blocks[i:j])
+        return eb, m, codes, q, nan
+
+    @staticmethod
+    def _search_chunk(blocks: torch.Tensor):
         n, bsz = blocks.shape
         s = bsz // SUBGROUP
         e, nan = shared_exponents(_mag_bits(blocks), FP4_E2M1)
@@ -92,36 +107,33 @@ class M2XFPWeightFormat(NumberFormat):
         a = blocks.abs().to(torch.float64).view(n, s, SUBGROUP)
         if bool(nan.any()):
             a[nan] = 0.0  # NaN blocks: keep the search finite, the result is masked to NaN
-        best = None  # (err [N], eb [N], m [N,S], codes [N,S,8], q [N,S,8])
+        # pass 1: squared error of every (b, m) candidate per subgroup
+        best_err = best_eb = best_m = None
         for b in _SHIFTS:
             eb = e + b
             p2 = torch.pow(2.0, eb.to(torch.float64)).view(n, 1, 1)
-            errs, codes, qs = [], [], []
+            errs = []
             for r in _RATIOS:
                 scale = p2 * r
-                q, c = round_magnitudes(a / scale, FP4_E2M1, "even", bounded=False, want_codes=True)
-                q = q.mul_(scale)
-                errs.append((a - q).square_().sum(-1))
-                codes.append(c)
-                qs.append(q)
-            err = torch.stack(errs, -1)  # [N, S, 4]
+                q, _ = round_magnitudes(a / scale, FP4_E2M1, "even", bounded=False, want_codes=False)
+                errs.append(q.mul_(scale).sub_(a).square_().sum(-1))
+            err = torch.stack(errs, -1)  # [n, S, 4]
             m = err.argmin(-1)  # first minimum
-            sub_err = err.gather(-1, m.unsqueeze(-1)).squeeze(-1)
-            blk_err = sub_err.mean(-1)
+            blk_err = err.gather(-1, m.unsqueeze(-1)).squeeze(-1).mean(-1)
             blk_err = torch.where(eb < -E8M0_BIAS, float("inf"), blk_err)
-            sel = m.view(n, s, 1, 1).expand(n, s, 1, SUBGROUP)
-            c_b = torch.stack(codes, 2).gather(2, sel).squeeze(2)
-            q_b = torch.stack(qs, 2).gather(2, sel).squeeze(2)
-            if best is None:
-                best = (blk_err, eb, m, c_b, q_b)
+            if best_err is None:
+                best_err, best_eb, best_m = blk_err, eb, m
             else:
-                take = blk_err < best[0]  # strict: the earlier shift wins ties
-                t1, t2 = take.view(n, 1), take.view(n, 1, 1)
-                best = (torch.where(take, blk_err, best[0]), torch.where(take, eb, best[1]),
-                        torch.where(t1, m, best[2]), torch.where(t2, c_b, best[3]),
-                        torch.where(t2, q_b, best[4]))
-        _, eb, m, codes, q = best
-        return eb, m, codes.reshape(n, bsz), q.reshape(n, bsz).to(torch.float32), nan
+                take = blk_err < best_err  # strict: the earlier shift wins ties
+                best_err = torch.where(take, blk_err, best_err)
+                best_eb = torch.where(take, eb, best_eb)
+                best_m = torch.where(take.view(n, 1), m, best_m)
+        # pass 2: the chosen subgroup scales
+        ratio = (1.0 + best_m.to(torch.float64) / 4).unsqueeze(-1)
+        scale = torch.pow(2.0, best_eb.to(torch.float64)).view(n, 1, 1) * ratio
+        q, codes = round_magnitudes(a / scale, FP4_E2M1, "even", bounded=False, want_codes=True)
+        q = q.mul_(scale).to(torch.float32)
+        return best_eb, best_m, codes.view(n, bsz), q.view(n, bsz), nan
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         x = as_float32(x)
