@@ -80,6 +80,11 @@ class M2XFPWeightFormat(NumberFormat):
         return "m2xfp4_w"
 
     @property
+    def element(self):
+        """The stored element type (FP4 E2M1), as for MX formats."""
+        return FP4_E2M1
+
+    @property
     def bits_per_element(self) -> float:
         return 4 + 8 / self.block_size + 2 / SUBGROUP
 
@@ -184,6 +189,11 @@ class M2XFPActivationFormat(NumberFormat):
     @property
     def name(self) -> str:
         return "m2xfp4_a"
+
+    @property
+    def element(self):
+        """The stored element type (FP4 E2M1), as for MX formats."""
+        return FP4_E2M1
 
     @property
     def bits_per_element(self) -> float:

@@ -49,6 +49,11 @@ class NVFP4Format(NumberFormat):
         return "nvfp4"
 
     @property
+    def element(self):
+        """The element type (FP4 E2M1), as for MX formats."""
+        return FP4_E2M1
+
+    @property
     def bits_per_element(self) -> float:
         """4-bit element + 8-bit block scale / 16 = 4.5 (the one FP32 tensor scale is not counted)."""
         return 4 + 8 / self.block_size
