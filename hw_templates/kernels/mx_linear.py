@@ -32,6 +32,7 @@ from masec.hw_templates.kernels.mx_quantize import element_sv_params, quantize_b
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
 
 XW = 12  # signed exponent width of the accumulator exponent X (and of mx_quantize's e lanes)
+DEFAULT_ACC_GUARD = 4  # ACC_GUARD of instance_config and the model functions
 
 
 # ------------------------------------------------------------------------------ element decode
@@ -108,7 +109,7 @@ class LinearWidths:
     BC: int        # bias exponent: X_b = off_b + Sb + BC
 
 
-def linear_widths(x_elem, w_elem, block: int, acc_guard: int = 4, lmul: bool = False, b_elem=None) -> LinearWidths:
+def linear_widths(x_elem, w_elem, block: int, acc_guard: int = DEFAULT_ACC_GUARD, lmul: bool = False, b_elem=None) -> LinearWidths:
     """The widths mx_linear's RTL derives from its parameters (same formulas as the SV localparams)."""
     xi, wi = elem_info(x_elem), elem_info(w_elem)
     bi = elem_info(b_elem if b_elem is not None else w_elem)
@@ -206,11 +207,9 @@ def block_sums(x_codes, x_elem, w_codes, w_elem, lmul: bool = False):
         sw, fw, tw = decode_lmul(w_codes, w_elem)
         Mx, Mw = x_elem.mbits, w_elem.mbits
         # Q = 2^K + 2^(K-L) + fx 2^(K-Mx) + fw 2^(K-Mw); S = sum sx sw Q 2^(tx+tw): separable terms
-        ax = sx << tx if not wide else None
         terms = [((1 << w.K) + (1 << (w.K - w.L)), sx, tx, sw, tw),
                  (1 << (w.K - Mx), sx * fx, tx, sw, tw),
                  (1 << (w.K - Mw), sx, tx, sw * fw, tw)]
-        del ax
     else:
         sx, ox = decode_sig_off(x_codes, x_elem)
         sw, ow = decode_sig_off(w_codes, w_elem)
@@ -248,7 +247,8 @@ def bias_init(b_codes, b_scales, b_elem, out_features: int, w: LinearWidths):
 
 
 def linear_accumulators(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_codes=None, b_scales=None,
-                        b_elem=None, acc_guard: int = 4, lmul: bool = False, out_features: int | None = None):
+                        b_elem=None, acc_guard: int = DEFAULT_ACC_GUARD, lmul: bool = False,
+                        out_features: int | None = None):
     """The hardware accumulators (A [T, O], X [T, O]) before output quantization (bit-exact).
 
     Returns Python-int nested lists ``A[t][o]``, ``X[t][o]`` (value A * 2^X).
@@ -312,7 +312,7 @@ def quantize_rows(A, X, out_elem, out_block: int) -> tuple[torch.Tensor, torch.T
 
 
 def linear_model(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_codes, b_scales, out_elem,
-                 out_block: int, acc_guard: int = 4, lmul: bool = False, b_elem=None,
+                 out_block: int, acc_guard: int = DEFAULT_ACC_GUARD, lmul: bool = False, b_elem=None,
                  out_features: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Bit-exact model of mx_linear: y = x W^T (+ b) as MX codes.
 
@@ -444,14 +444,17 @@ def _elem_params(el, prefix):
 
 
 def instance_config(in_features: int, out_features: int, x_fmt, w_fmt, out_fmt, has_bias: bool,
-                    p_in: int, p_out: int, b_fmt=None, acc_guard: int = 4, lmul: bool = False,
+                    p_in: int, p_out: int, b_fmt=None, acc_guard: int = DEFAULT_ACC_GUARD, lmul: bool = False,
                     w_mem: str = "w.mem", ws_mem: str = "ws.mem", b_mem: str = "b.mem",
-                    rows: int | None = None) -> tuple[dict, dict, str]:
+                    rows: int | None = None, p_y: int | None = None) -> tuple[dict, dict, str]:
     """(jinja_ctx, sv_params, module_name) of an mx_linear instance.
 
     ``x_fmt``, ``w_fmt``, ``out_fmt`` (and ``b_fmt``, default ``w_fmt``) are masec.formats
     MXFormat objects; x and W must share the block size (they are blocked along IN together).
     ``rows`` is unused by the RTL (it streams rows forever); accepted for the compiler's convenience.
+    ``p_y`` (default ``p_out``) is the output stream's lane count, a divisor of ``p_out``: the
+    P_OUT results of a pass leave as P_OUT/P_Y beats through a P_Y-lane quantizer (full rate while
+    ceil(IN/P_IN) >= P_OUT/P_Y).
     """
     if x_fmt.block_size != w_fmt.block_size:
         raise ValueError(f"x and W must share the block size along IN ({x_fmt.block_size} != {w_fmt.block_size})")
@@ -459,7 +462,10 @@ def instance_config(in_features: int, out_features: int, x_fmt, w_fmt, out_fmt, 
     if block % p_in or out_fmt.block_size % p_out:
         raise ValueError(f"P_IN={p_in} must divide B={block} and P_OUT={p_out} the output block {out_fmt.block_size}")
     b_fmt = b_fmt or w_fmt
-    params = {"IN": in_features, "OUT": out_features, "P_IN": p_in, "P_OUT": p_out, "B": block,
+    p_y = p_out if p_y is None else p_y
+    if p_out % p_y:
+        raise ValueError(f"P_Y={p_y} must divide P_OUT={p_out}")
+    params = {"IN": in_features, "OUT": out_features, "P_IN": p_in, "P_OUT": p_out, "P_Y": p_y, "B": block,
               "B_OUT": out_fmt.block_size,
               **_elem_params(x_fmt.element, "X_"), **_elem_params(w_fmt.element, "W_"),
               **_elem_params(b_fmt.element, "BB_"), **element_sv_params(out_fmt.element, "Y_"),
@@ -517,7 +523,8 @@ SPECS = (
             "output through mx_quantize (P_OUT lanes). One input beat per cycle per pass.",
         params=(ParamSpec("IN", "input features", 64), ParamSpec("OUT", "output features", 64),
                 ParamSpec("P_IN", "input lanes per beat (divides B)", 8),
-                ParamSpec("P_OUT", "outputs computed at once = output lanes (divides B_OUT)", 8),
+                ParamSpec("P_OUT", "outputs computed at once (divides B_OUT)", 8),
+                ParamSpec("P_Y", "output stream lanes (divides P_OUT; default P_OUT)", 8),
                 ParamSpec("B", "block size of x and W along IN", 32),
                 ParamSpec("B_OUT", "block size of y along OUT", 32),
                 ParamSpec("X_IS_INT/X_BITS/X_MBITS/X_BIAS", "x element format", None),
@@ -540,13 +547,14 @@ SPECS = (
 
 
 def example_config(label: str, in_features: int, out_features: int, x_name: str, w_name: str, out_name: str,
-                   p_in: int, p_out: int, has_bias: bool = False, lmul: bool = False, seed: int = 0) -> dict:
+                   p_in: int, p_out: int, has_bias: bool = False, lmul: bool = False, seed: int = 0,
+                   p_y: int | None = None) -> dict:
     """A resource-table configuration with ROM images of a seeded Gaussian W (and bias) MX-encoded."""
     from masec.formats import parse_format
 
     x_fmt, w_fmt, o_fmt = parse_format(x_name), parse_format(w_name), parse_format(out_name)
     _, params, _ = instance_config(in_features, out_features, x_fmt, w_fmt, o_fmt, has_bias, p_in, p_out,
-                                   lmul=lmul)
+                                   lmul=lmul, p_y=p_y)
 
     def weights():
         g = torch.Generator().manual_seed(seed)
@@ -577,6 +585,8 @@ SPECS = SPECS[:2] + (KernelSpec(
     **{**{f: getattr(_LINEAR, f) for f in ("name", "template", "doc", "params", "ports", "deps", "ops", "model")},
        "examples": (
            example_config("64x64 mxint8 P_IN8 P_OUT8 (64 MACs)", 64, 64, "mxint8", "mxint8", "mxint8", 8, 8, True),
+           example_config("64x64 mxint8 P_IN8 P_OUT8 P_Y1 (64 MACs)", 64, 64, "mxint8", "mxint8", "mxint8", 8, 8,
+                          True, p_y=1),
            example_config("64x64 mxint8 P_IN4 P_OUT4 (16 MACs)", 64, 64, "mxint8", "mxint8", "mxint8", 4, 4, True),
            example_config("64x64 mxfp8_e4m3 P_IN8 P_OUT8", 64, 64, "mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3", 8, 8),
            example_config("64x64 mxfp8_e4m3 P_IN8 P_OUT8 L-Mul", 64, 64, "mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3",

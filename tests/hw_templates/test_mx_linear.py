@@ -171,7 +171,7 @@ def test_linear_model_error_vs_exact(xf, wf, of, seed):
 
 
 # ----------------------------------------------------------------------------- RTL tests
-def build_case(tmp, rng, xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, lmul=False, acc_guard=4):
+def build_case(tmp, rng, xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, lmul=False, p_y=None, acc_guard=4):
     """ROM images in ``tmp``; returns (input StreamVectors, output StreamVectors, sv_params, ideal, slack)."""
     x_fmt, w_fmt, o_fmt = fmt(xf, B), fmt(wf, B), fmt(of, BO)
     x_el, w_el, o_el = x_fmt.element, w_fmt.element, o_fmt.element
@@ -192,28 +192,33 @@ def build_case(tmp, rng, xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, l
         (tmp / "b.mem").write_text("\n".join(pack_bias_mem(bc, bs, w_el, OUT, p_out)) + "\n")
     _, params, _ = instance_config(IN, OUT, x_fmt, w_fmt, o_fmt, has_bias, p_in, p_out, acc_guard=acc_guard,
                                    lmul=lmul, w_mem=str(tmp / "w.mem"), ws_mem=str(tmp / "ws.mem"),
-                                   b_mem=str(tmp / "b.mem"))
-    ideal = ideal_cycles(T, IN, OUT, p_in, p_out)
+                                   b_mem=str(tmp / "b.mem"), p_y=p_y)
+    # compute-bound ideal, unless the output stream itself needs more beats (P_Y < P_OUT)
+    ideal = max(ideal_cycles(T, IN, OUT, p_in, p_out), T * (-(-OUT // BO)) * BO // params["P_Y"])
     # beyond the ideal: the all-padding input beats of pass 0 (they arrive on the stream) and the
-    # pipeline + quantizer latency (4 stages + one output block)
+    # pipeline + quantizer latency (4 stages, one output block of B_OUT/P_Y beats, P_OUT/P_Y beats per result)
     pad = T * (nb * B // p_in - (-(-IN // p_in)))
-    slack = pad + 4 + BO // p_out + 4
-    return mx_stream(xc, xs, x_el.bits, p_in), mx_stream(yc, ys, o_el.bits, p_out), params, ideal, slack
+    slack = pad + 4 + BO // params["P_Y"] + params["P_OUT"] // params["P_Y"] + 4
+    return mx_stream(xc, xs, x_el.bits, p_in), mx_stream(yc, ys, o_el.bits, params["P_Y"]), params, ideal, slack
 
 
 # one Verilator build holds several configurations (tests/hw_templates/mx_helpers.py:write_multi_top)
-DEFAULT_CONFIGS = [  # xf, wf, of, IN, OUT, T, B, B_OUT, P_IN, P_OUT, bias, lmul
-    ("mxint8", "mxfp4", "mxfp8_e4m3", 40, 40, 8, 32, 32, 8, 8, True, False),
-    ("mxfp8_e4m3", "mxfp8_e4m3", "mxint8", 64, 12, 8, 32, 16, 32, 4, False, True),
+DEFAULT_CONFIGS = [  # xf, wf, of, IN, OUT, T, B, B_OUT, P_IN, P_OUT, bias, lmul, P_Y
+    ("mxint8", "mxfp4", "mxfp8_e4m3", 40, 40, 8, 32, 32, 8, 8, True, False, 4),
+    ("mxfp8_e4m3", "mxfp8_e4m3", "mxint8", 64, 12, 8, 32, 16, 32, 4, False, True, 4),
 ]
 SLOW_CONFIGS = [
-    ("mxint8", "mxint8", "mxint8", 40, 40, 6, 32, 32, 8, 8, True, False),
-    ("mxfp8_e4m3", "mxfp4", "mxfp8_e4m3", 64, 12, 6, 32, 16, 32, 4, False, False),
-    ("mxfp4", "mxfp4", "mxfp4", 48, 32, 6, 16, 16, 4, 16, True, False),
-    ("mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", 172, 20, 4, 32, 32, 4, 2, True, False),
-    ("mxfp6_e3m2", "mxfp8_e4m3", "mxfp4", 64, 64, 4, 32, 32, 16, 16, True, True),
-    ("mxint4", "mxint8", "mxint8", 64, 64, 16, 32, 32, 32, 32, False, False),
+    ("mxint8", "mxint8", "mxint8", 40, 40, 6, 32, 32, 8, 8, True, False, 8),
+    ("mxfp8_e4m3", "mxfp4", "mxfp8_e4m3", 64, 12, 6, 32, 16, 32, 4, False, False, 4),
+    ("mxfp4", "mxfp4", "mxfp4", 48, 32, 6, 16, 16, 4, 16, True, False, 4),
+    ("mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", 172, 20, 4, 32, 32, 4, 2, True, False, 1),
+    ("mxfp6_e3m2", "mxfp8_e4m3", "mxfp4", 64, 64, 4, 32, 32, 16, 16, True, True, 16),
+    ("mxint4", "mxint8", "mxint8", 64, 64, 16, 32, 32, 32, 32, False, False, 32),
 ]
+
+
+def _lin_id(c):
+    return f"{c[0]}x{c[1]}-{c[3]}x{c[4]}-P{c[8]}x{c[9]}-L{int(c[11])}-Y{c[12]}"
 
 
 @pytest.fixture(scope="module")
@@ -228,12 +233,12 @@ def run_configs(build_root, seed, cfgs, mutate=False):
     folder = build_root / ("multi_" + "_".join(str(abs(hash(c)) % 10**8) for c in cfgs))
     inputs, outputs, insts, ideal, slack = {}, {}, [], 0, 0
     for i, c in enumerate(cfgs):
-        xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, bias, lm = c
+        xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, bias, lm, p_y = c
         sx, sy, params, ideal_i, slack_i = build_case(folder / f"mem{i}", rng, xf, wf, of, IN, OUT, T, B, BO,
-                                                      p_in, p_out, bias, lm)
+                                                      p_in, p_out, bias, lm, p_y)
         inputs[f"s_x{i}"], outputs[f"m_y{i}"] = sx, sy
         insts.append((params, {"s_x": (p_in * fmt(xf).element.bits, True),
-                               "m_y": (p_out * fmt(of).element.bits, True)}))
+                               "m_y": (p_y * fmt(of).element.bits, True)}))
         ideal, slack = max(ideal, ideal_i), max(slack, ideal_i + slack_i)
     if mutate:
         outputs["m_y0"].beats[3][0] ^= 1
@@ -260,15 +265,15 @@ def test_rtl_matches_model(build_root, seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cfg", SLOW_CONFIGS, ids=lambda c: f"{c[0]}x{c[1]}-{c[3]}x{c[4]}-P{c[8]}x{c[9]}-L{int(c[11])}")
+@pytest.mark.parametrize("cfg", SLOW_CONFIGS, ids=lambda c: _lin_id(c))
 def test_rtl_matches_model_sweep(build_root, seed, cfg):
     check_configs(build_root, seed, [cfg])
 
 
 @pytest.mark.slow
 def test_rtl_full_rate_ratio(build_root, seed):
-    """A long run (64 rows, 64x64, P8x8): measured / ideal cycles close to 1."""
-    cfg = ("mxint8", "mxint8", "mxint8", 64, 64, 64, 32, 32, 8, 8, True, False)
+    """A long run (64 rows, 64x64, P8x8, one output lane): measured / ideal cycles close to 1."""
+    cfg = ("mxint8", "mxint8", "mxint8", 64, 64, 64, 32, 32, 8, 8, True, False, 1)
     res, ideal, _ = run_configs(build_root, seed, [cfg])
     assert res.ok, res.message
     full = res.run("full_rate")
@@ -282,11 +287,12 @@ def test_rtl_check_can_fail(build_root, seed):
     assert "beat 3" in res.message
 
 
-@pytest.mark.parametrize("cfg", DEFAULT_CONFIGS + SLOW_CONFIGS,
-                         ids=lambda c: f"{c[0]}x{c[1]}-{c[3]}x{c[4]}-P{c[8]}x{c[9]}-L{int(c[11])}")
+@pytest.mark.parametrize("cfg", [pytest.param(c, id=_lin_id(c)) for c in DEFAULT_CONFIGS]
+                         + [pytest.param(c, id=_lin_id(c), marks=pytest.mark.slow) for c in SLOW_CONFIGS])
 def test_lint_clean(tmp_path, cfg):
-    xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, bias, lm = cfg
-    _, params, top = instance_config(IN, OUT, fmt(xf, B), fmt(wf, B), fmt(of, BO), bias, p_in, p_out, lmul=lm)
+    xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, bias, lm, p_y = cfg
+    _, params, top = instance_config(IN, OUT, fmt(xf, B), fmt(wf, B), fmt(of, BO), bias, p_in, p_out, lmul=lm,
+                                     p_y=p_y)
     files = render_with_deps("mx_linear", tmp_path)
     lint(files, top, parameters=params)
 

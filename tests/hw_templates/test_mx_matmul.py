@@ -148,7 +148,13 @@ def test_rtl_check_can_fail(build_root, seed):
     assert "beat 5" in res.message
 
 
-@pytest.mark.parametrize("cfg", list(dict.fromkeys(RTL_CONFIGS + SLOW_CONFIGS)), ids=lambda c: f"{c[0]}x{c[1]}-T{int(c[6])}-P{c[12]}")
+def _mm_id(c):
+    return f"{c[0]}x{c[1]}-T{int(c[6])}-P{c[12]}"
+
+
+@pytest.mark.parametrize("cfg", [pytest.param(c, id=_mm_id(c)) for c in RTL_CONFIGS]
+                         + [pytest.param(c, id=_mm_id(c), marks=pytest.mark.slow)
+                            for c in SLOW_CONFIGS if c not in RTL_CONFIGS])
 def test_lint_clean(tmp_path, cfg):
     af, bf, of, M, K, N, tb, BA, BB, BC, pa, pb, pn, loads = cfg
     _, params, top = instance_config(M, K, N, fmt(af, BA), fmt(bf, BB), fmt(of, BC), tb, pa, pb, pn)

@@ -202,7 +202,10 @@ def test_rtl_check_can_fail(build_root, seed):
     assert "beat 9" in res.message
 
 
-@pytest.mark.parametrize("fmt,block,p,mw,ew", RTL_CONFIGS + SLOW_CONFIGS)
+LINT_CONFIGS = RTL_CONFIGS + [pytest.param(*c, marks=pytest.mark.slow) for c in SLOW_CONFIGS]
+
+
+@pytest.mark.parametrize("fmt,block,p,mw,ew", LINT_CONFIGS)
 def test_lint_clean(tmp_path, fmt, block, p, mw, ew):
     files = render_with_deps("mx_quantize", tmp_path)
     lint(files, "mx_quantize", parameters=sv_params(p, block, mw, ew, elem(fmt)))
