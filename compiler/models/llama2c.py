@@ -143,3 +143,85 @@ def load_tokenizer(path, vocab_size: int) -> Tokenizer:
         pos += n
         scores.append(score)
     return Tokenizer(vocab, scores)
+
+
+def _rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps) * w
+
+
+def forward(ck: Checkpoint, ids: list[int], capture: dict | None = None) -> torch.Tensor:
+    """Float32 forward of a llama2.c model over one sequence; returns logits ``[T, vocab]``.
+
+    RMSNorm (eps 1e-5), RoPE on interleaved pairs (theta 10000), grouped-query causal attention,
+    SwiGLU FFN, residuals. When ``capture`` is a dict it receives, per layer ``l``:
+    ``attn_norm_in.l`` [T, dim], ``scores.l`` (pre-softmax, scaled) [H, T, T], ``ffn_norm_in.l``,
+    ``gate.l`` (W1 x, the SiLU input) [T, hidden]; and ``final_norm_in`` [T, dim].
+    """
+    cfg = ck.config
+    dim, nh, nkv, hd = cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    T = len(ids)
+    x = ck.tok_embeddings[torch.tensor(ids)]
+    freqs = 1.0 / (10000.0 ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+    ang = torch.arange(T, dtype=torch.float32)[:, None] * freqs[None, :]
+    cos, sin = torch.cos(ang), torch.sin(ang)
+
+    def rope(v, heads):
+        v = v.view(T, heads, hd // 2, 2)
+        a, b = v[..., 0], v[..., 1]
+        return torch.stack((a * cos[:, None] - b * sin[:, None], a * sin[:, None] + b * cos[:, None]), -1).view(T, -1)
+
+    def keep(name, t):
+        if capture is not None:
+            capture[name] = t.detach().clone()
+
+    mask = torch.full((T, T), float("-inf")).triu(1)
+    with torch.no_grad():
+        for li, w in enumerate(ck.layers):
+            keep(f"attn_norm_in.{li}", x)
+            xb = _rmsnorm(x, w["attention_norm"])
+            q = rope(xb @ w["wq"].T, nh).view(T, nh, hd).transpose(0, 1)
+            k = rope(xb @ w["wk"].T, nkv).view(T, nkv, hd).transpose(0, 1).repeat_interleave(nh // nkv, 0)
+            v = (xb @ w["wv"].T).view(T, nkv, hd).transpose(0, 1).repeat_interleave(nh // nkv, 0)
+            s = q @ k.transpose(1, 2) / hd ** 0.5
+            keep(f"scores.{li}", s)
+            o = (torch.softmax(s + mask, -1) @ v).transpose(0, 1).reshape(T, dim)
+            x = x + o @ w["wo"].T
+            keep(f"ffn_norm_in.{li}", x)
+            xb = _rmsnorm(x, w["ffn_norm"])
+            gate = xb @ w["w1"].T
+            keep(f"gate.{li}", gate)
+            x = x + (torch.nn.functional.silu(gate) * (xb @ w["w3"].T)) @ w["w2"].T
+        keep("final_norm_in", x)
+        return _rmsnorm(x, ck.norm) @ ck.classifier.T
+
+
+def generate(ck: Checkpoint, tok: Tokenizer, prompt: str, steps: int) -> str:
+    """Greedy continuation of ``prompt`` (text of the new tokens only)."""
+    ids = tok.encode(prompt, bos=True)
+    start = len(ids)
+    for _ in range(steps):
+        ids.append(int(forward(ck, ids)[-1].argmax()))
+    return tok.decode(ids[start:])
+
+
+def text_token_ids(tok: Tokenizer, text: str, n_tokens: int) -> list[int]:
+    """The first ``n_tokens`` ids of ``text``: paragraphs (blank-line separated), each encoded with BOS."""
+    ids: list[int] = []
+    for para in text.split("\n\n"):
+        if para.strip():
+            ids += tok.encode(para.strip(), bos=True)
+        if len(ids) >= n_tokens:
+            break
+    return ids[:n_tokens]
+
+
+def linear_weights(ck: Checkpoint) -> dict[str, torch.Tensor]:
+    """``{"layers.{i}.{wq,wk,wv,wo,w1,w2,w3}": [out, in]}``: every linear weight of the model."""
+    names = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+    return {f"layers.{i}.{k}": layer[k] for i, layer in enumerate(ck.layers) for k in names}
+
+
+def stories260k() -> tuple[Checkpoint, Tokenizer]:
+    """The pretrained stories260K and its tokenizer from the shared data folder."""
+    ck = load_checkpoint(data_dir() / "stories260k" / "stories260K.bin")
+    return ck, load_tokenizer(data_dir() / "stories260k" / "tok512.bin", ck.config.vocab_size)
