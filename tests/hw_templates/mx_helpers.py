@@ -87,3 +87,34 @@ def write_multi_top(path, top: str, module: str, instances: list[tuple[dict, dic
     from pathlib import Path
     Path(path).write_text(text)
     return Path(path)
+
+
+_YOSYS_NETLIST = r"""
+import json, sys
+from pyosys import libyosys as ys
+job = json.loads(sys.argv[1])
+d = ys.Design()
+for f in job["files"]:
+    ys.run_pass(f"read_verilog -sv {f}", d)
+ys.run_pass(f"hierarchy -check -top {job['top']}", d)
+ys.run_pass(f"rename -top {job['top']}", d)
+ys.run_pass(f"synth -top {job['top']} -flatten", d)
+ys.run_pass(f"write_verilog -noattr {job['out']}", d)
+"""
+
+
+def yosys_netlist(sources, top: str, out) -> "Path":
+    """Elaborate and synthesize ``sources`` with native Yosys (pyosys, generic cells) and write the
+    netlist: simulating it with the same vectors proves Yosys reads the templates as Verilator does."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = Path(out)
+    job = {"files": [str(s) for s in sources], "top": top, "out": str(out)}
+    proc = subprocess.run([sys.executable, "-c", _YOSYS_NETLIST, json.dumps(job)], capture_output=True, text=True)
+    if proc.returncode != 0 or not out.exists():
+        tail = "\n".join(l for l in (proc.stdout + proc.stderr).splitlines() if "ERROR" in l or "rror" in l)
+        raise RuntimeError(f"yosys failed on {top}: {tail or proc.stdout[-2000:]}")
+    return out
