@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import struct
 import sys
 import time
 from pathlib import Path
@@ -30,9 +28,9 @@ from masec.hw_templates.kernels.mx_act import (DEFAULT_G, K_HI, K_LO, act_me, ac
                                                 reference_model)
 from masec.hw_templates.kernels.mx_eltwise import decode_sig_exp
 from masec.hw_templates.kernels.mx_relu import resolve_format
+from masec.models.llama2c import data_dir, forward, generate, stories260k, text_token_ids
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path("/work/shared/data")
 PAIRS = [("mxint8", "mxint8"), ("mxfp8_e4m3", "mxfp8_e4m3"), ("mxfp4", "mxfp4"), ("mxint8", "mxfp8_e4m3"),
          ("mxfp8_e4m3", "mxint8"), ("mxfp8_e5m2", "mxfp8_e4m3")]
 
@@ -68,131 +66,16 @@ def sweep_all_values(func: str, fmt_in: str, fmt_out: str) -> dict:
 
 
 # ------------------------------------------------------------------------------ 2. stories260K
-def load_llama2c(path: Path) -> dict:
-    raw = path.read_bytes()
-    dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len = struct.unpack("<7i", raw[:28])
-    shared = vocab > 0
-    vocab = abs(vocab)
-    t = torch.frombuffer(bytearray(raw[28:]), dtype=torch.float32)
-    kv_dim = dim * n_kv // n_heads
-    off = 0
-
-    def take(*shape):
-        nonlocal off
-        n = math.prod(shape)
-        out = t[off:off + n].reshape(shape)
-        off += n
-        return out
-    w = {"cfg": dict(dim=dim, hidden=hidden, n_layers=n_layers, n_heads=n_heads, n_kv=n_kv, vocab=vocab)}
-    w["emb"] = take(vocab, dim)
-    w["att_norm"] = take(n_layers, dim)
-    w["wq"] = take(n_layers, dim, dim)
-    w["wk"] = take(n_layers, kv_dim, dim)
-    w["wv"] = take(n_layers, kv_dim, dim)
-    w["wo"] = take(n_layers, dim, dim)
-    w["ffn_norm"] = take(n_layers, dim)
-    w["w1"] = take(n_layers, hidden, dim)
-    w["w2"] = take(n_layers, dim, hidden)
-    w["w3"] = take(n_layers, hidden, dim)
-    w["final_norm"] = take(dim)
-    w["cls"] = w["emb"] if shared else None
-    return w
-
-
-def load_tokenizer(path: Path, vocab: int):
-    raw = path.read_bytes()
-    off = 4
-    toks, scores = [], []
-    for _ in range(vocab):
-        score, n = struct.unpack("<fi", raw[off:off + 8])
-        off += 8
-        toks.append(raw[off:off + n].decode("utf-8", errors="replace"))
-        off += n
-        scores.append(score)
-    return toks, scores
-
-
-def encode(text: str, toks, scores) -> list[int]:
-    """llama2.c's encode: BOS, dummy-prefix space, per-character lookup with byte fallback, then
-    greedy merges of the best-scoring adjacent pair."""
-    index = {s: i for i, s in enumerate(toks)}
-    ids = [index[" "]] if text else []
-    for ch in text:
-        if ch in index:
-            ids.append(index[ch])
-        else:
-            ids.extend(b + 3 for b in ch.encode("utf-8"))
-    while True:
-        best, best_i, best_id = -1e10, -1, -1
-        for i in range(len(ids) - 1):
-            j = index.get(toks[ids[i]] + toks[ids[i + 1]])
-            if j is not None and scores[j] > best:
-                best, best_i, best_id = scores[j], i, j
-        if best_i < 0:
-            break
-        ids[best_i:best_i + 2] = [best_id]
-    return [1] + ids
-
-
-def rmsnorm(x, w):
-    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + 1e-5) * w
-
-
-def forward_capture(w, ids: list[int]):
-    """Float32 forward over one sequence; returns (logits, [w1 @ xb per layer])."""
-    cfg = w["cfg"]
-    dim, nh, nkv = cfg["dim"], cfg["n_heads"], cfg["n_kv"]
-    hd = dim // nh
-    T = len(ids)
-    x = w["emb"][torch.tensor(ids)]
-    pos = torch.arange(T, dtype=torch.float32)
-    freqs = 1.0 / (10000.0 ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
-    ang = pos[:, None] * freqs[None, :]
-    cos, sin = torch.cos(ang), torch.sin(ang)
-
-    def rope(v, heads):
-        v = v.view(T, heads, hd // 2, 2)
-        a, b = v[..., 0], v[..., 1]
-        return torch.stack((a * cos[:, None] - b * sin[:, None], a * sin[:, None] + b * cos[:, None]), -1).view(T, heads * hd)
-    mask = torch.full((T, T), float("-inf")).triu(1)
-    gates = []
-    for li in range(cfg["n_layers"]):
-        xb = rmsnorm(x, w["att_norm"][li])
-        q = rope(xb @ w["wq"][li].T, nh)
-        k = rope(xb @ w["wk"][li].T, nkv)
-        v = xb @ w["wv"][li].T
-        q = q.view(T, nh, hd).transpose(0, 1)
-        k = k.view(T, nkv, hd).transpose(0, 1).repeat_interleave(nh // nkv, 0)
-        v = v.view(T, nkv, hd).transpose(0, 1).repeat_interleave(nh // nkv, 0)
-        att = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(hd) + mask, -1)
-        o = (att @ v).transpose(0, 1).reshape(T, dim)
-        x = x + o @ w["wo"][li].T
-        xb = rmsnorm(x, w["ffn_norm"][li])
-        h1 = xb @ w["w1"][li].T
-        gates.append(h1.clone())
-        x = x + (torch.nn.functional.silu(h1) * (xb @ w["w3"][li].T)) @ w["w2"][li].T
-    x = rmsnorm(x, w["final_norm"])
-    return x @ w["cls"].T, gates
-
-
 def real_activations(n_tokens: int):
-    w = load_llama2c(DATA / "stories260k" / "stories260K.bin")
-    toks, scores = load_tokenizer(DATA / "stories260k" / "tok512.bin", w["cfg"]["vocab"])
+    """SwiGLU gate inputs (w1 @ rmsnorm(x), the SiLU input) of every layer of stories260K on the first
+    ``n_tokens`` of TinyStories validation text: ([layers, T, hidden], greedy continuation check)."""
+    ck, tok = stories260k()
     # sanity: greedy continuation of the prompt (README: ", there was a little girl named Lily")
-    ids = encode("Once upon a time", toks, scores)
-    for _ in range(8):
-        logits, _ = forward_capture(w, ids)
-        ids.append(int(logits[-1].argmax()))
-    continuation = "".join(toks[i] for i in ids[len(encode("Once upon a time", toks, scores)):])
-    text = (DATA / "text" / "tinystories_valid.txt").read_text(encoding="utf-8")
-    paragraph_ids: list[int] = []
-    for para in text.split("\n\n"):
-        paragraph_ids += encode(para.strip(), toks, scores)
-        if len(paragraph_ids) >= n_tokens:
-            break
-    paragraph_ids = paragraph_ids[:n_tokens]
-    _, gates = forward_capture(w, paragraph_ids)
-    return torch.stack(gates), continuation   # [layers, T, hidden]
+    continuation = generate(ck, tok, "Once upon a time", 8)
+    text = (data_dir() / "text" / "tinystories_valid.txt").read_text(encoding="utf-8")
+    cap: dict = {}
+    forward(ck, text_token_ids(tok, text, n_tokens), capture=cap)
+    return torch.stack([cap[f"gate.{li}"] for li in range(ck.config.n_layers)]), continuation
 
 
 def blocks_of(x: torch.Tensor, fmt):

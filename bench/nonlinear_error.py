@@ -24,9 +24,7 @@ bench/results/nonlinear_error.json)
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -36,75 +34,31 @@ import torch
 from masec.formats import parse_format
 from masec.hw_templates.kernels import mx_norm as MN
 from masec.hw_templates.kernels import mx_softmax as SM
+from masec.models.llama2c import data_dir, forward, stories260k, text_token_ids
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path("/work/shared/data")
 PAIRS = [("mxint8", "mxint8"), ("mxfp8_e4m3", "mxfp8_e4m3"), ("mxfp8_e4m3", "mxint8"), ("mxfp4", "mxfp8_e4m3")]
 PARAM_FMT = "mxfp8_e4m3"
 LANES = 8
 
 
-def _llama2c():
-    """The llama2.c reader / tokenizer of bench/activation_error.py (one loader for the benches)."""
-    spec = importlib.util.spec_from_file_location("masec_bench_activation_error", ROOT / "bench" / "activation_error.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def capture(n_tokens: int):
-    """Float32 forward of stories260K over real text; returns (scores [L*H, T, T], norm inputs
-    [K, T, dim], gammas [K, dim], betas [K, dim], continuation check)."""
-    ae = _llama2c()
-    w = ae.load_llama2c(DATA / "stories260k" / "stories260K.bin")
-    toks, scores_tok = ae.load_tokenizer(DATA / "stories260k" / "tok512.bin", w["cfg"]["vocab"])
-    text = (DATA / "text" / "tinystories_valid.txt").read_text(encoding="utf-8")
-    ids: list[int] = []
-    for para in text.split("\n\n"):
-        ids += ae.encode(para.strip(), toks, scores_tok)
-        if len(ids) >= n_tokens:
-            break
-    ids = ids[:n_tokens]
-    cfg = w["cfg"]
-    dim, nh, nkv = cfg["dim"], cfg["n_heads"], cfg["n_kv"]
-    hd = dim // nh
-    T = len(ids)
-    x = w["emb"][torch.tensor(ids)]
-    pos = torch.arange(T, dtype=torch.float32)
-    freqs = 1.0 / (10000.0 ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
-    ang = pos[:, None] * freqs[None, :]
-    cos, sin = torch.cos(ang), torch.sin(ang)
-
-    def rope(v, heads):
-        v = v.view(T, heads, hd // 2, 2)
-        a, b = v[..., 0], v[..., 1]
-        return torch.stack((a * cos[:, None] - b * sin[:, None], a * sin[:, None] + b * cos[:, None]), -1).view(T, heads * hd)
-
-    mask = torch.full((T, T), float("-inf")).triu(1)
+    """Float32 forward of stories260K over the first ``n_tokens`` of real text; returns (scores
+    [L*H, T, T], norm inputs [K, T, dim], gammas [K, dim], betas [K, dim]) with K = 2 L + 1 norms
+    (per layer the attention then the FFN norm, then the final norm)."""
+    ck, tok = stories260k()
+    text = (data_dir() / "text" / "tinystories_valid.txt").read_text(encoding="utf-8")
+    cap: dict = {}
+    forward(ck, text_token_ids(tok, text, n_tokens), capture=cap)
     scores, norm_in, gammas, betas = [], [], [], []
-    for li in range(cfg["n_layers"]):
-        norm_in.append(x.clone())
-        gammas.append(w["att_norm"][li])
-        betas.append(0.1 * w["ffn_norm"][li])
-        xb = MN.rmsnorm_reference(x, w["att_norm"][li]).float()
-        q = rope(xb @ w["wq"][li].T, nh)
-        k = rope(xb @ w["wk"][li].T, nkv)
-        v = xb @ w["wv"][li].T
-        q = q.view(T, nh, hd).transpose(0, 1)
-        k = k.view(T, nkv, hd).transpose(0, 1).repeat_interleave(nh // nkv, 0)
-        v = v.view(T, nkv, hd).transpose(0, 1).repeat_interleave(nh // nkv, 0)
-        s = q @ k.transpose(1, 2) / math.sqrt(hd)
-        scores.append(s.clone())
-        o = (torch.softmax(s + mask, -1) @ v).transpose(0, 1).reshape(T, dim)
-        x = x + o @ w["wo"][li].T
-        norm_in.append(x.clone())
-        gammas.append(w["ffn_norm"][li])
-        betas.append(0.1 * w["att_norm"][li])
-        xb = MN.rmsnorm_reference(x, w["ffn_norm"][li]).float()
-        x = x + (torch.nn.functional.silu(xb @ w["w1"][li].T) * (xb @ w["w3"][li].T)) @ w["w2"][li].T
-    norm_in.append(x.clone())
-    gammas.append(w["final_norm"])
-    betas.append(0.1 * w["att_norm"][0])
+    for li, w in enumerate(ck.layers):
+        scores.append(cap[f"scores.{li}"])
+        norm_in += [cap[f"attn_norm_in.{li}"], cap[f"ffn_norm_in.{li}"]]
+        gammas += [w["attention_norm"], w["ffn_norm"]]
+        betas += [0.1 * w["ffn_norm"], 0.1 * w["attention_norm"]]
+    norm_in.append(cap["final_norm_in"])
+    gammas.append(ck.norm)
+    betas.append(0.1 * ck.layers[0]["attention_norm"])
     return torch.cat(scores), torch.stack(norm_in), torch.stack(gammas), torch.stack(betas)
 
 

@@ -12,37 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import struct
 from pathlib import Path
 
 import torch
 
 from masec.formats import parse_format
+from masec.models.llama2c import data_dir, linear_weights, load_checkpoint
 
 FORMATS = ("mxfp4_e2m1", "mxint4", "nvfp4", "m2xfp4_w", "m2xfp4_a", "bitmod_fp4", "bitmod_fp3",
            "anda4", "anda5", "mxfp6_e2m3", "mxint8")
 KINDS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
-DEFAULT_DATA = Path("/work/shared/data/stories260k/stories260K.bin")
-
-
-def load_linear_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Linear weights ``layers.{i}.{kind}`` [out, in] from a llama2.c v0 checkpoint (header of 7 int32)."""
-    raw = path.read_bytes()
-    dim, hidden, n_layers, n_heads, n_kv, vocab, _seq = struct.unpack("<7i", raw[:28])
-    kv_dim = dim * n_kv // n_heads
-    data = torch.frombuffer(bytearray(raw[28:]), dtype=torch.float32)
-    shapes = [("emb", (abs(vocab), dim)), ("att_norm", (n_layers, dim)), ("wq", (n_layers, dim, dim)),
-              ("wk", (n_layers, kv_dim, dim)), ("wv", (n_layers, kv_dim, dim)), ("wo", (n_layers, dim, dim)),
-              ("ffn_norm", (n_layers, dim)), ("w1", (n_layers, hidden, dim)), ("w2", (n_layers, dim, hidden)),
-              ("w3", (n_layers, hidden, dim))]
-    out, pos = {}, 0
-    for name, shape in shapes:
-        n = math.prod(shape)
-        t = data[pos : pos + n].view(shape).clone()
-        pos += n
-        if name in KINDS:
-            out.update({f"layers.{i}.{name}": t[i] for i in range(n_layers)})
-    return out
+DEFAULT_DATA = data_dir() / "stories260k" / "stories260K.bin"
 
 
 def evaluate(weights: dict[str, torch.Tensor]) -> list[dict]:
@@ -90,7 +70,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "seed_formats.json"))
     args = ap.parse_args()
-    weights = load_linear_weights(args.data)
+    weights = linear_weights(load_checkpoint(args.data))
     rows = evaluate(weights)
     n_params = sum(w.numel() for w in weights.values())
     print_table(rows, len(weights), n_params)
