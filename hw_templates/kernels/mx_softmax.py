@@ -28,6 +28,7 @@ import torch
 
 from masec.hw_templates.kernels.mx_norm import (E8M0_BIAS, _check_geometry, _normalize, _rows, decode_fixed,
                                                 elem_param_specs, elem_sv_params, out_param_specs, unit_exp)
+from masec.hw_templates.kernels.mx_quantize import _bit_length
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
 
 # ----------------------------------------------------------------------------- design constants
@@ -157,17 +158,6 @@ def softmax_lanes(codes, scales, el, n: int, lanes: int, causal: bool = False, r
     return m_rows, e_rows
 
 
-def _bitlen(x: torch.Tensor) -> torch.Tensor:
-    """bit_length of non-negative int64 values (0 -> 0), exact."""
-    n = torch.zeros_like(x)
-    y = x.clone()
-    for sh in (32, 16, 8, 4, 2, 1):
-        big = y >= (1 << sh)
-        n += big.to(torch.int64) * sh
-        y = torch.where(big, y >> sh, y)
-    return n + (y > 0).to(torch.int64)
-
-
 def _exp2_t(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Vectorized :func:`exp2_frac`."""
     t = torch.tensor(exp2_table(), dtype=torch.int64)
@@ -223,7 +213,7 @@ def softmax_lanes_t(codes, scales, el, n: int, lanes: int, causal: bool = False,
         mx, have = mn, have | anyk
     # reciprocal of the sum
     sp = acc.clamp(min=1)
-    L = _bitlen(sp) - 1
+    L = _bit_length(sp) - 1
     sh = L - (NB - 1)
     m = torch.where(sh >= 0, sp >> sh.clamp(min=0), sp << (-sh).clamp(min=0))
     idx = (m >> (NB - 1 - LB)) & ((1 << LB) - 1)
