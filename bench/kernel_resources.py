@@ -46,7 +46,6 @@ for f in job["files"]:
     ys.run_pass(f"read_verilog -sv {f}", d)
 if job["params"]:  # one chparam for all: intermediate parameter sets may be illegal ($error)
     ys.run_pass("chparam " + " ".join(f"-set {k} {v}" for k, v in job["params"]) + f" {job['top']}", d)
-ys.run_pass(f"hierarchy -check -top {job['top']}", d)
 ys.run_pass(f"synth_xilinx -top {job['top']} -flatten", d)
 ys.run_pass(f"tee -q -o {job['stat']} stat -json", d)
 """
@@ -119,7 +118,8 @@ def synthesize(name: str, example: dict, workdir: Path, timeout: float) -> dict:
     record["seconds"] = round(time.time() - t0, 1)
     if proc.returncode != 0 or not stat.exists():
         tail = [ln for ln in log.read_text(errors="replace").splitlines() if "ERROR" in ln or "rror" in ln]
-        record["error"] = f"yosys failed (exit {proc.returncode}): " + (tail[-1].strip() if tail else "see log")
+        msg = tail[-1].strip() if tail else "see log"
+        record["error"] = f"yosys failed (exit {proc.returncode}): " + msg.replace(str(workdir), "<workdir>")
         return record
     data = json.loads(stat.read_text())
     cells = data.get("design", {}).get("num_cells_by_type")
