@@ -7,21 +7,18 @@ so a failed compile leaves nothing behind and never touches an existing folder w
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import masec
 from masec import emit
 from masec.config import CompileConfig
 from masec.design import build_design
 from masec.errors import MasecError
 from masec.frontend import load_model_file, normalize, trace
-from masec.lowering import lowering_for, supported_ops
-from masec.meta import meta
+from masec.lowering import supported_ops
 from masec.reference import run_reference
 from masec.passes.analysis.shape_prop import shape_prop
 from masec.passes.manager import PassManager

@@ -90,7 +90,7 @@ def _sim(args, console: Console) -> int:
     if not res.ok:
         console.print(f"[red]FAIL[/]: {res.message}")
         return 1
-    console.print(f"[green]PASS[/]: every output element matches the bit-exact reference"
+    console.print("[green]PASS[/]: every output element matches the bit-exact reference"
                   + (f"; waves in {res.build_dir}/dump.fst" if args.waves else ""))
     return 0
 

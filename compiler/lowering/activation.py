@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from masec.hw_templates.kernels import mx_act
-from masec.lowering.base import Lowering, MXValue, beats_of, register
+from masec.lowering.base import Lowering, MXValue, register
 from masec.meta import KernelChoice, meta
 
 
@@ -13,10 +13,8 @@ class _Activation(Lowering):
     def choose(self, gm, node, config) -> KernelChoice:
         m = meta(node)
         p = config.parallelism
-        ctx, params, module = mx_act.instance_config(m.shape, meta(node.args[0]).formats["out"].parse(),
-                                                     m.formats["out"].parse(), p, func=self.op)
-        return KernelChoice(self.kernel, module, tuple(sorted(ctx.items())), tuple(sorted(params.items())),
-                            p, p, beats_of(m.shape, m.formats["out"], p))
+        return self.choice(node, mx_act.instance_config(m.shape, meta(node.args[0]).formats["out"].parse(),
+                                                        m.formats["out"].parse(), p, func=self.op), p)
 
     def reference(self, gm, node, inputs: list[MXValue]) -> MXValue:
         (x,) = inputs

@@ -62,6 +62,18 @@ class Lowering:
     def reference(self, gm, node, inputs: list[MXValue]) -> MXValue:
         raise NotImplementedError(f"{type(self).__name__} must give the bit-exact model")
 
+    def choice(self, node, instance: tuple[dict, dict, str], lanes: int, ideal_cycles: int | None = None) -> KernelChoice:
+        """A KernelChoice from a kernel's ``instance_config`` result ``(jinja_ctx, sv_params, module)``.
+
+        ``ideal_cycles`` defaults to one beat per cycle over the node's output tensor.
+        """
+        ctx, params, module = instance
+        m = meta(node)
+        if ideal_cycles is None:
+            ideal_cycles = beats_of(m.shape, m.formats["out"], lanes)
+        return KernelChoice(self.kernel, module, tuple(sorted(ctx.items())), tuple(sorted(params.items())),
+                            lanes, lanes, ideal_cycles)
+
     def render(self, choice: KernelChoice) -> list:
         """The SV modules this instance needs (dependencies first), as ``Rendered`` objects."""
         from masec.hw_templates.manifest import dependency_closure, kernel

@@ -9,7 +9,7 @@ import torch.fx as fx
 
 from masec.errors import MasecError
 from masec.hw_templates.kernels import mx_eltwise
-from masec.lowering.base import Lowering, MXValue, beats_of, register
+from masec.lowering.base import Lowering, MXValue, register
 from masec.meta import KernelChoice, meta
 
 
@@ -32,11 +32,9 @@ class _Eltwise(Lowering):
             raise MasecError(f"{self.op} of shapes {meta(a).shape} and {meta(b).shape}: broadcasting is not "
                              f"supported; both operands must have the node's shape {m.shape}")
         p = config.parallelism
-        ctx, params, module = mx_eltwise.instance_config(
+        return self.choice(node, mx_eltwise.instance_config(
             m.shape, meta(a).formats["out"].parse(), meta(b).formats["out"].parse(), m.formats["out"].parse(),
-            p, op=self.op)
-        return KernelChoice(self.kernel, module, tuple(sorted(ctx.items())), tuple(sorted(params.items())),
-                            p, p, beats_of(m.shape, m.formats["out"], p))
+            p, op=self.op), p)
 
     def reference(self, gm, node, inputs: list[MXValue]) -> MXValue:
         x, y = inputs

@@ -53,15 +53,13 @@ class LinearLowering(Lowering):
         x_fmt = meta(node.args[0]).formats["out"].parse()
         p = config.parallelism
         try:
-            ctx, params, module = mx_linear.instance_config(
+            instance = mx_linear.instance_config(
                 in_f, out_f, x_fmt, m.formats["weight"].parse(), m.formats["out"].parse(), b is not None,
                 p_in=p, p_out=p, b_fmt=m.formats["bias"].parse() if b is not None else None,
                 w_mem=_mem_name(node, "w"), ws_mem=_mem_name(node, "ws"), b_mem=_mem_name(node, "b"))
         except ValueError as exc:
             raise MasecError(str(exc)) from None
-        rows = rows_of(m.shape)
-        return KernelChoice(self.kernel, module, tuple(sorted(ctx.items())), tuple(sorted(params.items())),
-                            p, p, mx_linear.ideal_cycles(rows, in_f, out_f, p, p))
+        return self.choice(node, instance, p, mx_linear.ideal_cycles(rows_of(m.shape), in_f, out_f, p, p))
 
     def _encoded(self, gm, node):
         m = meta(node)

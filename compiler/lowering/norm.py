@@ -8,7 +8,7 @@ import torch
 
 from masec.errors import MasecError
 from masec.hw_templates.kernels import mx_norm
-from masec.lowering.base import Lowering, MXValue, beats_of, register
+from masec.lowering.base import Lowering, MXValue, register
 from masec.meta import KernelChoice, meta
 
 
@@ -50,12 +50,11 @@ class _Norm(Lowering):
         mod, gamma, beta = self._params(gm, node)
         p = config.parallelism
         fw = m.formats["weight"].parse()
-        ctx, params, module = mx_norm.instance_config(
+        instance = mx_norm.instance_config(
             self.kind, m.shape[-1], meta(node.args[0]).formats["out"].parse(), m.formats["out"].parse(), fw, p,
             eps=self._eps(mod), gamma_mem=_mem(node, "gamma"), beta_mem=_mem(node, "beta"),
             fmt_beta=m.formats["bias"].parse() if beta is not None else None)
-        return KernelChoice(self.kernel, module, tuple(sorted(ctx.items())), tuple(sorted(params.items())),
-                            p, p, beats_of(m.shape, m.formats["out"], p))
+        return self.choice(node, instance, p)
 
     def _encoded(self, gm, node):
         m = meta(node)

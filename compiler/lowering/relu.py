@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from masec.hw_templates.kernels import mx_relu
-from masec.lowering.base import Lowering, MXValue, beats_of, register
+from masec.lowering.base import Lowering, MXValue, register
 from masec.meta import KernelChoice, meta
 
 
@@ -14,9 +14,7 @@ class ReluLowering(Lowering):
     def choose(self, gm, node, config) -> KernelChoice:
         m = meta(node)
         fmt = meta(node.args[0]).formats["out"]
-        ctx, params, module = mx_relu.instance_config(m.shape, fmt.parse(), config.parallelism)
-        return KernelChoice(self.kernel, module, tuple(sorted(ctx.items())), tuple(sorted(params.items())),
-                            config.parallelism, config.parallelism, beats_of(m.shape, fmt, config.parallelism))
+        return self.choice(node, mx_relu.instance_config(m.shape, fmt.parse(), config.parallelism), config.parallelism)
 
     def reference(self, gm, node, inputs: list[MXValue]) -> MXValue:
         (x,) = inputs
