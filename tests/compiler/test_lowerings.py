@@ -75,3 +75,24 @@ def test_gpt_mlp_block_simulates_bit_exactly(tmp_path, seed, fmt):
     assert [r["op"] for r in res.rows] == ["input", "layer_norm", "linear", "gelu", "linear", "add", "output"]
     s = simulate(out, seed=seed)
     assert s.result.ok, s.result.message
+
+
+def test_softmax_head_simulates_bit_exactly(tmp_path, seed):
+    out = tmp_path / "sm"
+    res = compile_model(CompileConfig(model_file=str(Path(__file__).parent / "models" / "softmax_head.py"),
+                                      out=str(out), seed=seed))
+    assert [r["kernel"] for r in res.rows] == ["", "mx_linear", "mx_softmax", ""]
+    (acc,) = res.accuracy
+    assert acc["rel_rms"] < 0.05, acc
+    s = simulate(out, seed=seed)
+    assert s.result.ok, s.result.message
+
+
+def test_softmax_over_another_axis_is_refused(tmp_path, capsys):
+    from masec.cli import main
+
+    model = tmp_path / "m.py"
+    model.write_text("import torch\nmodel = torch.nn.Softmax(dim=0)\nexample_inputs = torch.randn(4, 32)\n")
+    assert main(["compile", str(model), "--out", str(tmp_path / "o")]) == 2
+    assert "softmax must run over the last axis" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
