@@ -39,11 +39,12 @@ def build(sources, toplevel: str, build_dir: Path, parameters: dict | None = Non
     from cocotb_tools.runner import get_runner
 
     runner = get_runner("verilator")
+    parameters = {k: _gvalue(v) for k, v in (parameters or {}).items()}
     args = list(SIM_BUILD_ARGS)
     if waves:
         args += ["--trace-fst", "--trace-structs"]
     runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel, build_dir=str(build_dir),
-                 parameters=dict(parameters or {}), build_args=args, includes=[str(i) for i in includes],
+                 parameters=parameters, build_args=args, includes=[str(i) for i in includes],
                  waves=waves, log_file=str(Path(build_dir) / "build.log"))
     return runner
 
@@ -106,6 +107,7 @@ def lint(sources, toplevel: str, workdir: Path | None = None, parameters: dict |
 
 
 def _gvalue(v) -> str:
+    """A ``-G`` value: strings get the double quotes Verilator needs (once), numbers as integers."""
     if isinstance(v, str):
-        return f'"{v}"'
+        return v if len(v) >= 2 and v[0] == v[-1] == '"' else f'"{v}"'
     return str(int(v))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from fractions import Fraction
 
-import pytest
 import torch
 
 EXTREME_SCALES = (0, 1, 2, 3, 125, 126, 127, 128, 129, 251, 252, 253, 254)
@@ -62,15 +61,3 @@ def exact_values(codes, scales, element) -> list[list[Fraction]]:
     c = torch.as_tensor(codes).reshape(-1, codes.shape[-1]).tolist()
     s = torch.as_tensor(scales).reshape(-1).tolist()
     return [[element.code_value(int(x)) * Fraction(2) ** (int(sc) - 127) for x in blk] for blk, sc in zip(c, s)]
-
-
-@pytest.fixture(autouse=True)
-def pch_workaround(monkeypatch):
-    """Build workaround, autouse in the tests that import it.
-
-    cocotb's runner calls ``make`` itself, so ``toolchain.VERILATOR_MAKEFLAGS`` (an option of
-    ``verilator --build``) never reaches it; designs big enough for Verilator to split the model and
-    use a precompiled header then fail with the PyPI wheel's empty ``CFG_CXXFLAGS_PCH_I``
-    ("Vtop__pch.h.fast: linker input file not found"). Variables in MAKEFLAGS override the makefile.
-    """
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")

@@ -13,7 +13,7 @@ from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import VectorFile
 from mx_helpers import ref_quantize_values
-from mx_stream_data import pch_workaround, exact_values, random_mx  # noqa: F401 (pch_workaround: autouse fixture)
+from mx_stream_data import exact_values, random_mx
 
 # (in format, out format, lanes, in block, out block, row_len)
 CONFIGS = [

@@ -13,7 +13,7 @@ from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import StreamVectors, VectorFile
 from masec.sim.mxstream import plain_stream
-from mx_stream_data import pch_workaround, random_mx  # noqa: F401 (pch_workaround: autouse fixture)
+from mx_stream_data import random_mx
 
 # (format, vocab, dim, block, lanes, tokens)
 CONFIGS = [("mxfp8_e4m3", 40, 40, 32, 8, 50)]
@@ -38,7 +38,7 @@ def _run(tmp_path, seed, cfg, check_fail=False):
     oc, os_ = embedding_model(ids, codes, scales)
     s_out = mx_stream(oc, os_, fmt.element.bits, lanes)
     vf = VectorFile({"s_x": plain_stream(ids, params["ID_W"])}, {"m_y": s_out}, seed=seed)
-    sim_params = {**params, "MEM_FILE": f'"{mem}"'}  # the cocotb runner passes -G values verbatim
+    sim_params = {**params, "MEM_FILE": str(mem)}
     t0 = time.time()
     res = run_stream_test(files, top, vf, tmp_path / "build", parameters=sim_params)
     assert res.ok, res.message

@@ -11,7 +11,7 @@ from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_from_beats, mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import StreamVectors, VectorFile
-from mx_stream_data import pch_workaround, random_mx  # noqa: F401 (pch_workaround: autouse fixture)
+from mx_stream_data import random_mx
 
 # (format, block, lanes_in, lanes_out)
 CONFIGS = [("mxfp4", 32, 2, 8)]

@@ -15,7 +15,7 @@ from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import StreamVectors, VectorFile
 from mx_helpers import ref_quantize_values
-from mx_stream_data import pch_workaround, random_mx  # noqa: F401 (autouse fixture)
+from mx_stream_data import random_mx
 
 # (in fmt, out fmt, lanes, block, dim, head_dim, max_pos, pos_start, seq_len, rows, cs_bits)
 CONFIGS = [
@@ -53,7 +53,7 @@ def _run(tmp_path, seed, cfg, check_fail=False):
     files = render_with_deps("mx_rope", tmp_path / "rtl", **ctx)
     s_out = mx_stream(oc, os_, fo.element.bits, lanes)
     vf = VectorFile({"s_x": mx_stream(codes, scales, fi.element.bits, lanes)}, {"m_y": s_out}, seed=seed)
-    sim_params = {**params, "MEM_FILE": f'"{mem}"'}  # the cocotb runner passes -G values verbatim
+    sim_params = {**params, "MEM_FILE": str(mem)}
     t0 = time.time()
     res = run_stream_test(files, top, vf, tmp_path / "build", parameters=sim_params)
     assert res.ok, res.message
