@@ -11,7 +11,7 @@ Each synthesis runs in its own subprocess (a crash or a hang in one kernel does 
 a kernel whose synthesis fails is reported and skipped. Results go to
 
 * ``bench/results/kernel_resources.json`` (merged: a ``--kernel`` run updates only that kernel),
-* a markdown table in ``docs/kernels/resources.md`` between the marker comments
+* a markdown table in ``docs/kernels.md`` between the marker comments
   ``<!-- BEGIN kernel_resources -->`` / ``<!-- END kernel_resources -->`` (deterministic, no dates).
 
 Usage::
@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "kernel_resources.json"
-DOC = ROOT / "docs" / "kernels" / "resources.md"
+DOC = ROOT / "docs" / "kernels.md"
 BEGIN, END = "<!-- BEGIN kernel_resources -->", "<!-- END kernel_resources -->"
 COLUMNS = ("LUT", "FF", "CARRY", "DSP", "BRAM", "LUTRAM", "SRL")
 
