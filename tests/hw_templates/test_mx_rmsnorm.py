@@ -1,5 +1,4 @@
 """mx_rmsnorm: model vs float reference (measured error), RTL vs bit-exact model under gaps/backpressure."""
-import copy
 import math
 import random
 import re
@@ -9,9 +8,8 @@ import torch
 
 from masec.formats import parse_format
 from masec.hw_templates.kernels import mx_norm as M
-from masec.hw_templates.render import render, render_with_deps
-from masec.sim.runner import lint
-from norm_helpers import compare_to_ideal, mutate_one_beat, norm_vectors, run_sim, stress_rows
+from masec.hw_templates.render import render
+from norm_helpers import compare_to_ideal, rtl_tests, simulate, stress_rows
 
 
 def elem(name):
@@ -145,68 +143,23 @@ def _build_and_run(tmp, cfg, seed, rows=8):
     codes, scales = stress_rows(el, rows, n, b, gen)
     gc, gs = stress_rows(gel, 1, n, b, gen)
     oc, osc = M.rmsnorm_model(codes, scales, el, gc[0], gs[0], gel, oel, n)
-    assert (oc != 0).any(), "stimulus gives an all-zero output"
     tmp.mkdir(parents=True, exist_ok=True)
     mem = tmp / "gamma.mem"
     mem.write_text(M.pack_gamma_mem(gc[0], gs[0], gel))
-    files = render_with_deps("mx_rmsnorm", tmp / "rtl")
     params = M.sim_params("rmsnorm", n, el, gel, oel, p, b, gamma_mem=str(mem))
-    row_beats = codes.shape[1] * b // p
-    vf = norm_vectors(codes, scales, oc, osc, el, oel, p, seed, rows, row_beats)
-    res = run_sim(files, "mx_rmsnorm", vf, tmp / "build", params)
-    return res, (files, params, vf, row_beats, b // p)
+    return simulate(tmp, "mx_rmsnorm", params, seed, codes, scales, oc, osc, el, oel, p, b, rows)
 
 
-def _check_result(res, cfg, meta):
-    assert res.ok, res.message
-    full = res.run("full_rate")
-    _, _, _, row_beats, bpb = meta
-    print(f"mx_rmsnorm {cfg}: full_rate {full['cycles']} cycles, ideal {full['ideal_cycles']} "
-          f"(all beats + one row of {row_beats} beats)")
-    # latency: 8 cycles statistics + 2 output stages + mx_quantize's block (B/P beats + 1)
-    assert full["cycles"] <= full["ideal_cycles"] + bpb + 12
-
-
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("rmsnorm_default")
-    seed = random.SystemRandom().randrange(1, 2 ** 31)
-    print(f"\n[masec] mx_rmsnorm default config seed {seed}")
-    res, meta = _build_and_run(tmp, DEFAULT, seed)
-    return tmp, res, meta
-
-
-def test_rtl_matches_model(default_run):
-    _, res, meta = default_run
-    _check_result(res, DEFAULT, meta)
-
-
-def test_check_can_fail(default_run):
-    """One flipped bit in one expected beat must fail the run and name that beat (same build)."""
-    tmp, _, (files, params, vf, _, _) = default_run
-    wrong = copy.deepcopy(vf)
-    i = mutate_one_beat(wrong)
-    res = run_sim(files, "mx_rmsnorm", wrong, tmp / "build", params)
-    assert not res.ok
-    assert f"beat {i}" in res.message
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("cfg", SWEEP, ids=[f"{c[0]}-{c[1]}-{c[2]}-N{c[3]}-P{c[4]}-B{c[5]}" for c in SWEEP])
-def test_rtl_matches_model_sweep(tmp_path, seed, cfg):
-    res, meta = _build_and_run(tmp_path, cfg, seed)
-    _check_result(res, cfg, meta)
-
-
-# lint: the default configuration always, the sweep with the slow tests
-LINT_CASES = [DEFAULT, *(pytest.param(c, marks=pytest.mark.slow) for c in SWEEP)]
-
-
-@pytest.mark.parametrize("cfg", LINT_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-N{c[3]}-P{c[4]}")
-def test_lints_clean(tmp_path, cfg):
+def _lint_parameters(cfg):
     fi, fg, fo, n, p, b = cfg
-    files = render_with_deps("mx_rmsnorm", tmp_path)
-    lint(files, "mx_rmsnorm", parameters=M.sim_params("rmsnorm", n, elem(fi), elem(fg), elem(fo), p, b))
+    return M.sim_params("rmsnorm", n, elem(fi), elem(fg), elem(fo), p, b)
+
+
+# latency: 8 cycles statistics + 2 output stages + mx_quantize's block (B/P beats + 1)
+default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep, test_lints_clean = rtl_tests(
+    "mx_rmsnorm", _build_and_run, DEFAULT, SWEEP, latency=12, lint_parameters=_lint_parameters,
+    sweep_id=lambda c: f"{c[0]}-{c[1]}-{c[2]}-N{c[3]}-P{c[4]}-B{c[5]}",
+    lint_id=lambda c: f"{c[0]}-{c[1]}-{c[2]}-N{c[3]}-P{c[4]}")
 
 
 def test_instance_config_matches_sim_params():
