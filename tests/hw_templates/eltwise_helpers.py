@@ -2,7 +2,6 @@
 the RTL tests both run (:func:`eltwise_rtl_tests`)."""
 from __future__ import annotations
 
-import subprocess
 
 import pytest
 import torch
@@ -13,7 +12,6 @@ from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import VectorFile
-from masec.toolchain import verilator_binary, verilator_env
 
 MODELS = {"add": add_model, "mul": mul_model}
 FORMATS = ["mxint8", "mxfp8_e4m3", "mxfp4", "mxfp8_e5m2", "mxint4", "mxfp6_e3m2"]
@@ -88,15 +86,6 @@ def run_eltwise_rtl(build_cache, op, names, block, lanes, seed, mutate=False):
     return res
 
 
-def lint_params(files, top, params):
-    """verilator --lint-only -Wall with SV parameter overrides."""
-    cmd = [verilator_binary(), "--lint-only", "-Wall", "--top-module", top,
-           *[f"-G{k}={v}" for k, v in params.items()], *map(str, files)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env())
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "%Warning" not in out and "%Error" not in out, out
-
-
 def eltwise_rtl_tests(op, rtl_cases, slow_cases):
     """The RTL tests of ``mx_<op>``, for its test module to bind at module level: ``(build_cache,
     test_<op>_rtl_matches_model, test_<op>_rtl_matches_model_sweep, test_<op>_rtl_check_can_fail,
@@ -132,6 +121,6 @@ def eltwise_rtl_tests(op, rtl_cases, slow_cases):
         _, params, top = instance_config((1, block), fx, fy, fo, lanes, op=op)
         files = render_with_deps(kernel, tmp_path)
         lint(files, top)
-        lint_params(files, top, params)
+        lint(files, top, parameters=params)
 
     return build_cache, test_rtl_matches_model, test_rtl_matches_model_sweep, test_rtl_check_can_fail, test_lints_clean

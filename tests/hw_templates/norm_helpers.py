@@ -45,14 +45,8 @@ def norm_vectors(codes, scales, out_codes, out_scales, el_in, el_out, lanes: int
                       ideal_cycles=rows_ideal * row_beats + row_beats)
 
 
-def sim_parameters(params: dict) -> dict:
-    """cocotb's runner passes ``-Gname=value`` verbatim: string parameters need their quotes."""
-    return {k: (f'"{v}"' if isinstance(v, str) else v) for k, v in params.items()}
-
-
 def run_sim(files, top, vf, build_dir, params):
-    """run_stream_test with string parameters quoted."""
-    return run_stream_test(files, top, vf, build_dir, parameters=sim_parameters(params))
+    return run_stream_test(files, top, vf, build_dir, parameters=params)
 
 
 def mutate_one_beat(vf: VectorFile, stream: str = "m_y") -> int:

@@ -12,7 +12,6 @@ from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import VectorFile
-from test_mx_add import lint_params
 
 IN_FORMATS = ["mxint8", "mxfp8_e4m3", "mxfp4", "mxfp8_e5m2"]
 
@@ -179,4 +178,4 @@ def test_act_lints_clean(tmp_path, func, fmt_in, fmt_out, block, lanes):
     files = render_with_deps("mx_elem_decode", tmp_path) + [render("mx_quantize").write(tmp_path),
                                                              render(f"mx_{func}", module, **ctx).write(tmp_path)]
     lint(files, module)
-    lint_params(files, module, params)
+    lint(files, module, parameters=params)

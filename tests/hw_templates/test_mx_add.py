@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from eltwise_helpers import FORMATS, eltwise_rtl_tests, model_equals_reference, operands
-from eltwise_helpers import lint_params  # noqa: F401  (test_mx_act.py imports it from here)
 from masec.hw_templates.kernels.mx_eltwise import add_me, add_model, add_widths, reference_model
 from masec.hw_templates.kernels.mx_relu import resolve_format
 

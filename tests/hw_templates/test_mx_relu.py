@@ -1,5 +1,4 @@
 """mx_relu: bit-exact model vs float ReLU, RTL vs model under gaps/backpressure, lint, Yosys."""
-import subprocess
 
 import pytest
 import torch
@@ -10,7 +9,6 @@ from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import VectorFile
-from masec.toolchain import verilator_binary, verilator_env
 
 FORMATS = ["mxint8", "mxfp8_e4m3", "mxfp4", "mxint4", "mxfp8_e5m2", "mxfp6_e2m3"]
 
@@ -118,21 +116,12 @@ def test_relu_rtl_check_can_fail(build_cache, seed):
     assert "beat 5" in res.message
 
 
-def _lint_params(files, top, params):
-    """verilator --lint-only -Wall with SV parameter overrides (masec.sim.runner.lint takes none)."""
-    cmd = [verilator_binary(), "--lint-only", "-Wall", "--top-module", top,
-           *[f"-G{k}={v}" for k, v in params.items()], *map(str, files)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env())
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "%Warning" not in out and "%Error" not in out, out
-
-
 @pytest.mark.parametrize("params", [{"P": 4, "W": 8, "REG": 1}, {"P": 8, "W": 4, "REG": 0},
                                     {"P": 1, "W": 6, "REG": 1}])
 def test_relu_lints_clean(tmp_path, params):
     files = render_with_deps("mx_relu", tmp_path)
     lint(files, "mx_relu")
-    _lint_params(files, "mx_relu", params)
+    lint(files, "mx_relu", parameters=params)
 
 
 @pytest.mark.slow
