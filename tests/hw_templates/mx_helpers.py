@@ -94,8 +94,8 @@ import json, sys
 from pyosys import libyosys as ys
 job = json.loads(sys.argv[1])
 d = ys.Design()
-for f in job["files"]:
-    ys.run_pass(f"read_verilog -sv {f}", d)
+for f in job["files"]:  # -defer: elaborate only with the final parameters ($readmemh file names)
+    ys.run_pass(f"read_verilog -defer -sv {f}", d)
 ys.run_pass(f"hierarchy -check -top {job['top']}", d)
 ys.run_pass(f"rename -top {job['top']}", d)
 ys.run_pass(f"synth -top {job['top']} -flatten", d)

@@ -15,7 +15,7 @@ from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import VectorFile
-from mx_helpers import floor_log2, write_multi_top
+from mx_helpers import floor_log2, write_multi_top, yosys_netlist
 
 
 def fmt(name, block=32):
@@ -226,7 +226,7 @@ def build_root(tmp_path_factory):
     return tmp_path_factory.mktemp("mx_linear_builds")
 
 
-def run_configs(build_root, seed, cfgs, mutate=False):
+def run_configs(build_root, seed, cfgs, mutate=False, yosys=False):
     """Simulate ``cfgs`` together (instance i = streams s_x<i> / m_y<i>); returns (result, ideal, slack)."""
     from masec.hw_templates.kernels.mx_linear import linear_widths  # noqa: F401 (widths documented there)
     rng = random.Random(seed)
@@ -245,6 +245,9 @@ def run_configs(build_root, seed, cfgs, mutate=False):
     vf = VectorFile(inputs, outputs, seed=seed, gap_prob=0.3, stall_prob=0.3, ideal_cycles=ideal)
     files = render_with_deps("mx_linear", folder / "rtl")
     files.append(write_multi_top(folder / "rtl" / "tb_mx_linear.sv", "tb_mx_linear", "mx_linear", insts))
+    if yosys:
+        files = [yosys_netlist(files, "tb_mx_linear", folder / "yosys_netlist.v")]
+        folder = folder / "yosys"
     res = run_stream_test(files, "tb_mx_linear", vf, folder / "build")
     return res, ideal, slack
 
@@ -279,6 +282,14 @@ def test_rtl_full_rate_ratio(build_root, seed):
     full = res.run("full_rate")
     print(f"mx_linear 64x64 P8x8, 64 rows: {full['cycles']} cycles, ideal {ideal}, ratio {full['cycles'] / ideal:.4f}")
     assert full["cycles"] / ideal < 1.01
+
+
+@pytest.mark.slow
+def test_yosys_netlist_matches_model(build_root, seed):
+    """The default configurations (incl. ROMs and L-Mul) synthesized by native Yosys and simulated."""
+    cfgs = [c[:5] + (3,) + c[6:] for c in DEFAULT_CONFIGS]  # 3 rows each: the netlist simulates slowly
+    res, _, _ = run_configs(build_root, seed, cfgs, yosys=True)
+    assert res.ok, res.message
 
 
 def test_rtl_check_can_fail(build_root, seed):

@@ -13,7 +13,7 @@ from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_beats
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import StreamVectors, VectorFile
-from mx_helpers import write_multi_top
+from mx_helpers import write_multi_top, yosys_netlist
 from test_mx_linear import random_mx
 
 
@@ -88,7 +88,7 @@ def build_root(tmp_path_factory):
     return tmp_path_factory.mktemp("mx_matmul_builds")
 
 
-def run_configs(build_root, seed, cfgs, mutate=False):
+def run_configs(build_root, seed, cfgs, mutate=False, yosys=False):
     """Simulate ``cfgs`` together (instance i = streams s_a<i>, s_b<i>, m_y<i>); returns (result, slack)."""
     rng = random.Random(seed)
     inputs, outputs, insts, ideal, slack = {}, {}, [], 0, 0
@@ -118,6 +118,9 @@ def run_configs(build_root, seed, cfgs, mutate=False):
     folder = build_root / ("multi_" + "_".join("-".join(map(str, c)) for c in cfgs))
     files = render_with_deps("mx_matmul", folder / "rtl")
     files.append(write_multi_top(folder / "rtl" / "tb_mx_matmul.sv", "tb_mx_matmul", "mx_matmul", insts))
+    if yosys:
+        files = [yosys_netlist(files, "tb_mx_matmul", folder / "yosys_netlist.v")]
+        folder = folder / "yosys"
     return run_stream_test(files, "tb_mx_matmul", vf, folder / "build"), slack
 
 
@@ -140,6 +143,13 @@ def test_rtl_matches_model(build_root, seed):
 @pytest.mark.parametrize("cfg", SLOW_CONFIGS, ids=lambda c: f"{c[0]}x{c[1]}-T{int(c[6])}-P{c[12]}")
 def test_rtl_matches_model_sweep(build_root, seed, cfg):
     check_rtl(build_root, seed, [cfg])
+
+
+@pytest.mark.slow
+def test_yosys_netlist_matches_model(build_root, seed):
+    """Both transposes synthesized by native Yosys (generic cells) and simulated with the same vectors."""
+    res, _ = run_configs(build_root, seed, RTL_CONFIGS, yosys=True)
+    assert res.ok, res.message
 
 
 def test_rtl_check_can_fail(build_root, seed):
