@@ -78,7 +78,8 @@ def _verilog_value(v) -> str:
     if isinstance(v, bool):
         return str(int(v))
     if isinstance(v, int):
-        return str(v)
+        # Yosys's chparam cannot decode a minus sign: negative values as 32-bit two's complement
+        return str(v) if v >= 0 else f"32'sh{v & 0xFFFFFFFF:08X}"
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     raise TypeError(f"unsupported SV parameter value {v!r}")

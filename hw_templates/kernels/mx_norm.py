@@ -620,10 +620,24 @@ _COMMON_PARAMS = (
 
 
 def _example(kind: str, n: int, lanes: int, block: int = 32) -> dict:
-    """SV parameters of a resource-table example: mxint8 in/out, mxfp8_e4m3 gamma (and beta)."""
+    """A resource-table example: mxint8 in/out, mxfp8_e4m3 gamma (and beta), with seeded ROM files."""
+    from masec.formats import parse_format
     from masec.formats.element import FP8_E4M3, INT8
 
-    return sim_params(kind, n, INT8, FP8_E4M3, INT8, lanes, block)
+    fmt = parse_format("mxfp8_e4m3", block_size=block)
+
+    def rom(seed: int):
+        def text() -> str:
+            g = torch.Generator().manual_seed(seed)
+            e = fmt.encode(1.0 + 0.1 * torch.randn(n, generator=g))
+            return pack_param_mem(e.codes, e.scales, fmt.element)
+        return text
+
+    params = sim_params(kind, n, INT8, FP8_E4M3, INT8, lanes, block)
+    files = {params["GAMMA_MEM"]: rom(n)}
+    if kind == "layernorm":
+        files[params["BETA_MEM"]] = rom(n + 1)
+    return {"label": f"N{n} mxint8 P{lanes}", "ctx": {}, "params": params, "files": files}
 
 
 SPECS = (
@@ -652,9 +666,9 @@ SPECS = (
         ops=("rms_norm",),
         model=f"{__name__}:rmsnorm_model",
         examples=(
-            {"label": "N64 mxint8 P4", "ctx": {}, "params": _example("rmsnorm", 64, 4)},
-            {"label": "N64 mxint8 P16", "ctx": {}, "params": _example("rmsnorm", 64, 16)},
-            {"label": "N256 mxint8 P32", "ctx": {}, "params": _example("rmsnorm", 256, 32)},
+            _example("rmsnorm", 64, 4),
+            _example("rmsnorm", 64, 16),
+            _example("rmsnorm", 256, 32),
         ),
     ),
     KernelSpec(
@@ -670,9 +684,9 @@ SPECS = (
         ops=("layer_norm",),
         model=f"{__name__}:layernorm_model",
         examples=(
-            {"label": "N64 mxint8 P4", "ctx": {}, "params": _example("layernorm", 64, 4)},
-            {"label": "N64 mxint8 P16", "ctx": {}, "params": _example("layernorm", 64, 16)},
-            {"label": "N256 mxint8 P32", "ctx": {}, "params": _example("layernorm", 256, 32)},
+            _example("layernorm", 64, 4),
+            _example("layernorm", 64, 16),
+            _example("layernorm", 256, 32),
         ),
     ),
 )
