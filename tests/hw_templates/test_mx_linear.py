@@ -196,9 +196,11 @@ def build_case(tmp, rng, xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, l
     # compute-bound ideal, unless the output stream itself needs more beats (P_Y < P_OUT)
     ideal = max(ideal_cycles(T, IN, OUT, p_in, p_out), T * (-(-OUT // BO)) * BO // params["P_Y"])
     # beyond the ideal: the all-padding input beats of pass 0 (they arrive on the stream) and the
-    # pipeline + quantizer latency (4 stages, one output block of B_OUT/P_Y beats, P_OUT/P_Y beats per result)
+    # pipeline + quantizer latency (4 stages, one output block of B_OUT/P_Y beats, P_OUT/P_Y beats per
+    # result, the zero beats that complete the last block)
     pad = T * (nb * B // p_in - (-(-IN // p_in)))
-    slack = pad + 4 + BO // params["P_Y"] + params["P_OUT"] // params["P_Y"] + 4
+    nz = ((-(-OUT // BO)) * BO - (-(-OUT // p_out)) * p_out) // params["P_Y"]   # zero beats padding y's last block
+    slack = pad + 4 + BO // params["P_Y"] + params["P_OUT"] // params["P_Y"] + nz + 4
     return mx_stream(xc, xs, x_el.bits, p_in), mx_stream(yc, ys, o_el.bits, params["P_Y"]), params, ideal, slack
 
 
@@ -277,11 +279,12 @@ def test_rtl_matches_model_sweep(build_root, seed, cfg):
 def test_rtl_full_rate_ratio(build_root, seed):
     """A long run (64 rows, 64x64, P8x8, one output lane): measured / ideal cycles close to 1."""
     cfg = ("mxint8", "mxint8", "mxint8", 64, 64, 64, 32, 32, 8, 8, True, False, 1)
-    res, ideal, _ = run_configs(build_root, seed, [cfg])
+    res, ideal, bound = run_configs(build_root, seed, [cfg])
     assert res.ok, res.message
     full = res.run("full_rate")
-    print(f"mx_linear 64x64 P8x8, 64 rows: {full['cycles']} cycles, ideal {ideal}, ratio {full['cycles'] / ideal:.4f}")
-    assert full["cycles"] / ideal < 1.01
+    print(f"mx_linear 64x64 P8x8 P_Y1, 64 rows: {full['cycles']} cycles, ideal {ideal}, "
+          f"ratio {full['cycles'] / ideal:.4f} (the excess is the last output block's latency, B_OUT/P_Y = 32)")
+    assert full["cycles"] <= bound   # ideal + 4 + B_OUT/P_Y + P_OUT/P_Y + 4
 
 
 @pytest.mark.slow

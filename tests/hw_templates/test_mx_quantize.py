@@ -43,7 +43,7 @@ def random_block(rng: random.Random, n: int, mw: int, ew: int) -> tuple[list[int
         elif r < 0.22:
             mi = rng.choice([mmin, mmax, -mmax, 1, -1])
         elif r < 0.4:  # few significant bits: exact ties after rounding
-            mi = rng.choice([-1, 1]) * (rng.randrange(1, 64) * 2 + 1) << rng.randrange(0, mw - 8)
+            mi = rng.choice([-1, 1]) * (rng.randrange(1, 1 << min(6, mw - 3)) * 2 + 1) << rng.randrange(0, max(1, mw - 8))
         else:
             mi = rng.randint(mmin, mmax) >> rng.randrange(0, mw)
         ei = min(max(base + (rng.randint(-3, 3) if kind != 8 else rng.randint(-40, 40)), emin_e), emax_e)
