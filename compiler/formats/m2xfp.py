@@ -66,18 +66,14 @@ def _blocking_of(enc: Encoded, block: int) -> Blocking:
 
 
 @dataclass(frozen=True)
-class M2XFPWeightFormat(NumberFormat):
-    """M2XFP weights (Sg-EM, adaptive scale); see the module docstring."""
+class _M2XFPFormat(NumberFormat):
+    """What both M2XFP variants share: MXFP4 blocks (E8M0 scale) plus 2 bits per subgroup of 8."""
 
     block_size: int = 32
     axis: int = -1
 
     def __post_init__(self) -> None:
         _check_block(self.block_size)
-
-    @property
-    def name(self) -> str:
-        return "m2xfp4_w"
 
     @property
     def element(self):
@@ -87,6 +83,15 @@ class M2XFPWeightFormat(NumberFormat):
     @property
     def bits_per_element(self) -> float:
         return 4 + 8 / self.block_size + 2 / SUBGROUP
+
+
+@dataclass(frozen=True)
+class M2XFPWeightFormat(_M2XFPFormat):
+    """M2XFP weights (Sg-EM, adaptive scale); see the module docstring."""
+
+    @property
+    def name(self) -> str:
+        return "m2xfp4_w"
 
     def _search(self, blocks: torch.Tensor):
         """Returns (E+b int64 [N], m int64 [N, S], fp4 magnitude codes int32 [N, B], |values| f32, nan).
@@ -177,27 +182,12 @@ class M2XFPWeightFormat(NumberFormat):
 
 
 @dataclass(frozen=True)
-class M2XFPActivationFormat(NumberFormat):
+class M2XFPActivationFormat(_M2XFPFormat):
     """M2XFP activations (Elem-EM top-1 refined to FP6 E2M3); see the module docstring."""
-
-    block_size: int = 32
-    axis: int = -1
-
-    def __post_init__(self) -> None:
-        _check_block(self.block_size)
 
     @property
     def name(self) -> str:
         return "m2xfp4_a"
-
-    @property
-    def element(self):
-        """The stored element type (FP4 E2M1), as for MX formats."""
-        return FP4_E2M1
-
-    @property
-    def bits_per_element(self) -> float:
-        return 4 + 8 / self.block_size + 2 / SUBGROUP
 
     def _parts(self, blocks: torch.Tensor):
         n, bsz = blocks.shape
