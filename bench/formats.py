@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from masec.formats import ElementFormat, MXFormat, parse_format
+from table import print_table as show_table
 
 FORMATS = (
     "mxint8", "mxint4", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1",
@@ -130,21 +131,7 @@ def print_table(res: dict) -> None:
         ratio = [f"{r[k]:.1f}x" if k in r else "-" for k in ("quantize_ratio_cpu", "encode_ratio_cpu")]
         body.append([r["format"], f"{r['bits_per_element']:.4g}", f("quantize_meps"), f("encode_meps"),
                      f("naive_quantize_meps"), f("naive_encode_meps"), *ratio])
-    try:
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table(title=title)
-        for c in cols:
-            t.add_column(c, justify="left" if c == "format" else "right", no_wrap=True)
-        for b in body:
-            t.add_row(*b)
-        Console(width=140).print(t)
-    except ImportError:  # plain text fallback
-        print(title)
-        print(" | ".join(cols))
-        for b in body:
-            print(" | ".join(b))
+    show_table(title, cols, body, width=140)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import torch
 
 from masec.formats import parse_format
 from masec.models.llama2c import data_dir, linear_weights, load_checkpoint
+from table import print_table as show_table
 
 FORMATS = ("mxfp4_e2m1", "mxint4", "nvfp4", "m2xfp4_w", "m2xfp4_a", "bitmod_fp4", "bitmod_fp3",
            "anda4", "anda5", "mxfp6_e2m3", "mxint8")
@@ -48,21 +49,7 @@ def print_table(rows: list[dict], n_weights: int, n_params: int) -> None:
     base = next(r["nmse"] for r in rows if r["format"] == "mxfp4_e2m1")
     body = [[r["format"], f"{r['bits_per_element']:.4g}", f"{r['nmse'] * 1e3:.3f}", f"{r['sqnr_db']:.2f}",
              f"{r['nmse'] / base:.2f}x"] + [f"{r['nmse_by_kind'][k] * 1e3:.2f}" for k in KINDS] for r in rows]
-    try:
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table(title=title)
-        for c in cols:
-            t.add_column(c, justify="left" if c == "format" else "right", no_wrap=True)
-        for b in body:
-            t.add_row(*b)
-        Console(width=160).print(t)
-    except ImportError:
-        print(title)
-        print(" | ".join(cols))
-        for b in body:
-            print(" | ".join(b))
+    show_table(title, cols, body, width=160)
 
 
 def main() -> None:
