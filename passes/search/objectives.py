@@ -1,0 +1,101 @@
+"""Objectives: the model's metric (through ``evaluate``), its loss against float32, the hardware
+cost (average bits per element, weighted by tensor size, incl. the 8-bit block scale), the
+calibration proxy used by the sensitivity analysis, and the Pareto front.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from masec.errors import MasecError
+
+
+@dataclass(frozen=True)
+class MaxLoss:
+    """``--max-loss``: ``"2%"`` = 2 % relative to the float32 metric; ``"0.05"`` = absolute change."""
+
+    value: float
+    relative: bool = True
+
+    @classmethod
+    def parse(cls, text) -> "MaxLoss | None":
+        if text is None or isinstance(text, MaxLoss):
+            return text
+        if isinstance(text, (int, float)):
+            return cls(float(text), relative=False)
+        s = str(text).strip()
+        m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*%", s)
+        try:
+            if m:
+                v = cls(float(m.group(1)) / 100.0, relative=True)
+            else:
+                v = cls(float(s), relative=False)
+        except ValueError:
+            v = None
+        if v is None or v.value < 0:
+            raise MasecError(f"--max-loss {text!r}: give a non-negative percentage of the float32 metric "
+                             f"(e.g. 2%) or an absolute metric change (e.g. 0.05)")
+        return v
+
+    def __str__(self) -> str:
+        return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
+
+
+def loss_of(metric: float, float_metric: float, higher_is_better: bool = False, relative: bool = True) -> float:
+    """How much worse ``metric`` is than float32 (positive = worse); relative to |float| or absolute."""
+    delta = (float_metric - metric) if higher_is_better else (metric - float_metric)
+    if relative:
+        return delta / abs(float_metric) if float_metric != 0 else delta
+    return delta
+
+
+def _flat_tensors(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _flat_tensors(o)]
+    if isinstance(out, dict):
+        return [t for k in sorted(out) for t in _flat_tensors(out[k])]
+    return []
+
+
+class Proxy:
+    """Relative output error on calibration data: sum ||y_q - y_f||^2 / sum ||y_f||^2 over batches.
+
+    Independent quantization noise powers add, so this is the additive sensitivity model's unit.
+    """
+
+    def __init__(self, model, batches: list[tuple]):
+        self.model = model
+        self.batches = batches
+        self.ref = [self._run(b) for b in batches]
+        self.energy = sum(float((t.double() ** 2).sum()) for r in self.ref for t in r) or 1.0
+
+    @torch.no_grad()
+    def _run(self, batch) -> list[torch.Tensor]:
+        out = self.model(*batch)
+        return [t.detach().float().cpu() for t in _flat_tensors(out) if t.is_floating_point()]
+
+    @torch.no_grad()
+    def __call__(self) -> float:
+        err = 0.0
+        for b, ref in zip(self.batches, self.ref):
+            for y, r in zip(self._run(b), ref):
+                d = (y.double() - r.double())
+                d = torch.nan_to_num(d, nan=1e30, posinf=1e30, neginf=1e30)
+                err += float((d ** 2).sum())
+        return err / self.energy
+
+
+def pareto_front(points: list[dict], x: str = "avg_bits", y: str = "metric", higher_is_better: bool = False) -> list[dict]:
+    """Non-dominated points (fewer bits and better metric), sorted by bits."""
+    sign = -1.0 if higher_is_better else 1.0
+    pts = sorted((p for p in points if p.get(y) is not None), key=lambda p: (p[x], sign * p[y]))
+    front, best = [], float("inf")
+    for p in pts:
+        if sign * p[y] < best:
+            front.append(p)
+            best = sign * p[y]
+    return front

@@ -1,0 +1,335 @@
+"""``run_search``: sensitivity -> ILP -> Optuna, then write precision.toml, search.json, the
+per-node table, the Pareto plot and the log into the output folder.
+
+    result = run_search(model, example_inputs, evaluate, calibration_data, "out/search",
+                        metric_name="perplexity", max_loss="2%", trials=20)
+    result.chosen["avg_bits"], result.chosen["metric"], result.float32_metric
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from masec.errors import MasecError
+from masec.passes.search import ilp as ilp_mod
+from masec.passes.search import report
+from masec.passes.search import study as study_mod
+from masec.passes.search.emulate import Emulator
+from masec.passes.search.objectives import MaxLoss, Proxy, loss_of, pareto_front
+from masec.passes.search.precision_file import PrecisionSpec, Section, dump_precision
+from masec.passes.search.space import (BLOCK_SIZES, ELEMENT_TYPES, GROUPINGS, Candidate, Space, build_space,
+                                       candidates, discover_sites)
+
+log = logging.getLogger("masec.search")
+
+#: uniform reference points evaluated in every search (reported, never chosen unless in the space)
+UNIFORM_REFERENCES = (("mxint8", 32), ("mxfp4", 32))
+
+
+@dataclass
+class SearchResult:
+    out_dir: Path
+    chosen: dict
+    float32_metric: float
+    points: list[dict]
+    pareto: list[dict]
+    spec: PrecisionSpec
+    space: Space
+    metric_name: str
+    higher_is_better: bool
+    max_loss: MaxLoss | None
+    wall_s: float
+    uniform: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+
+
+def _as_tuple(b):
+    if isinstance(b, torch.Tensor):
+        return (b,)
+    if isinstance(b, (list, tuple)):
+        return tuple(b)
+    raise MasecError(f"calibration_data must yield input tuples (or tensors), got {type(b).__name__}")
+
+
+def _fingerprint(model: nn.Module, space: Space, batches) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([[s.key, s.numel, s.op] for s in space.sites]).encode())
+    h.update(json.dumps([c.key for c in space.cands]).encode())
+    h.update(json.dumps(space.groups, sort_keys=True).encode())
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes()[:1 << 16])
+        h.update(str(float(p.detach().float().sum())).encode())
+    for b in batches:
+        for t in b:
+            if isinstance(t, torch.Tensor):
+                h.update(t.detach().cpu().contiguous().numpy().tobytes()[:1 << 16])
+    return h.hexdigest()[:16]
+
+
+def spec_from_assignment(space: Space, site_assign: dict[str, Candidate],
+                         base: tuple[str, int] = ("mxint8", 32)) -> PrecisionSpec:
+    """The precision file of a site assignment: [default] = ``base``; one [node] per searched tensor."""
+    spec = PrecisionSpec(default=Section(act=base[0], weight=base[0], block_size=base[1]))
+    per_node: dict[str, dict[str, Candidate]] = {}
+    for s in space.sites:
+        c = site_assign[s.key]
+        if s.path is None:      # untraceable model: all linear inputs share [default] act
+            spec.default.act = c.fmt
+            if c.block != base[1]:
+                spec.default.act_block_size = c.block
+            continue
+        for p in s.paths:
+            per_node.setdefault(p, {})[s.kind] = c
+    for path, ports in per_node.items():
+        sec = Section()
+        for kind, c in ports.items():
+            setattr(sec, kind, c.fmt)
+        blocks = {c.block for c in ports.values()}
+        if len(blocks) == 1:
+            sec.block_size = blocks.pop()
+        else:
+            sec.act_block_size = ports["act"].block
+            sec.weight_block_size = ports["weight"].block
+        spec.node[path] = sec
+    return spec
+
+
+def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data=None, out_dir="out/search", *,
+               metric_name: str = "metric", max_loss="2%", trials: int = 20, storage: str | None = None,
+               device: str = "cpu", by: str = "node", seed: int = 0, progress: bool = True,
+               higher_is_better: bool = False, study_name: str | None = None, pareto: bool | None = None,
+               types=ELEMENT_TYPES, blocks=BLOCK_SIZES, calib_batches: int = 8, ilp_points: int = 8,
+               console=None) -> SearchResult:
+    """Search the formats of ``model``'s weights and activations; write the results into ``out_dir``.
+
+    ``evaluate(model) -> float`` is the metric (lower is better unless ``higher_is_better``); without
+    it the metric is the relative output error on the calibration data. ``max_loss``: ``"2%"``
+    (relative to the float32 metric) or a number (absolute change); ``None`` means Pareto mode.
+    ``pareto=True`` runs NSGA-II on (metric, bits) and still chooses the cheapest point within
+    ``max_loss``. ``trials``: new Optuna trials in this run (0: sensitivity + ILP only).
+    """
+    t0 = time.time()
+    torch.manual_seed(seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if by not in GROUPINGS:
+        raise MasecError(f"--by {by!r}: use one of {', '.join(GROUPINGS)}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise MasecError(f"--device {device}: torch sees no CUDA GPU here; use --device cpu")
+    ml = MaxLoss.parse(max_loss)
+    pareto = (ml is None) if pareto is None else bool(pareto)
+    handler = logging.FileHandler(out / "search.log", mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    ui = report.UI(progress, console)
+    try:
+        return _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage,
+                    device, by, seed, higher_is_better, study_name, pareto, types, blocks, calib_batches,
+                    ilp_points, ui, t0)
+    finally:
+        ui.stop()
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage, device, by,
+         seed, higher_is_better, study_name, pareto, types, blocks, calib_batches, ilp_points, ui, t0):
+    model.eval()
+    example_inputs = _as_tuple(example_inputs)
+    log.info("search: by=%s max_loss=%s trials=%d device=%s seed=%d pareto=%s", by, ml, trials, device, seed, pareto)
+    sites, traced, why = discover_sites(model, example_inputs)
+    if not sites:
+        raise MasecError("the model has no nn.Linear / nn.Embedding: nothing to search")
+    if not traced:
+        log.warning("torch.fx cannot trace the model (%s): one activation format for all linear inputs", why)
+    space = build_space(sites, by=by, cands=candidates(types, blocks))
+    log.info("space: %d sites (%d weight, %d activation), %d groups, %d candidates each, %d elements",
+             len(sites), sum(s.kind == "weight" for s in sites), sum(s.kind == "act" for s in sites),
+             len(space.groups), len(space.cands), space.total_numel)
+
+    batches = [_as_tuple(b) for _, b in zip(range(calib_batches), calibration_data)] if calibration_data is not None \
+        else [example_inputs]
+    if not batches:
+        batches = [example_inputs]
+
+    emu = Emulator(model, space, device=device)
+    try:
+        proxy = Proxy(model, batches)   # the emulator moves inputs to the device and outputs back
+        if evaluate is None:
+            metric_name = "output_rel_mse"
+            higher_is_better = False
+            metric_fn = lambda _m: proxy()  # noqa: E731
+        else:
+            metric_fn = evaluate
+        with torch.no_grad():
+            emu.restore()
+            float_metric = float(metric_fn(model))
+        log.info("float32 %s = %.6g", metric_name, float_metric)
+
+        cache: dict[tuple, dict] = {}
+        points: list[dict] = []
+
+        def evaluate_point(assign: dict[str, Candidate], source: str, predicted_val=None) -> dict:
+            keys = space.to_keys(assign)
+            k = tuple(sorted(keys.items()))
+            if k in cache:
+                return cache[k]
+            emu.apply(space.expand(assign))
+            with torch.no_grad():
+                m = float(metric_fn(model))
+            emu.restore()
+            if not math.isfinite(m):
+                m = float("inf") if not higher_is_better else float("-inf")
+            p = {"avg_bits": round(space.avg_bits(assign), 6), "metric": m,
+                 "loss": loss_of(m, float_metric, higher_is_better, ml.relative if ml else True),
+                 "source": source, "assignment": keys}
+            if predicted_val is not None:
+                p["predicted"] = predicted_val
+            cache[k] = p
+            points.append(p)
+            log.info("%-7s bits=%.4f %s=%.6g loss=%+.4g", source, p["avg_bits"], metric_name, m, p["loss"])
+            ui.point(p, metric_name)
+            return p
+
+        def feasible(p):
+            return ml is None or p["loss"] <= ml.value + 1e-12
+
+        # 1. uniform references
+        uniform = {}
+        for name, b in UNIFORM_REFERENCES:
+            c = Candidate.make(name, b)
+            emu.apply({s.key: c for s in space.sites})
+            with torch.no_grad():
+                m = float(metric_fn(model))
+            emu.restore()
+            uniform[c.key] = {"avg_bits": round(c.bits, 6), "metric": m,
+                              "loss": loss_of(m, float_metric, higher_is_better, ml.relative if ml else True)}
+            log.info("uniform %s: bits=%.4f %s=%.6g", c.key, c.bits, metric_name, m)
+
+        # 2. sensitivity (cached in out/sensitivity.json by a fingerprint of model, space, data)
+        fp = _fingerprint(model, space, batches)
+        sens_path = out / "sensitivity.json"
+        sens = None
+        if sens_path.exists():
+            try:
+                cached = json.loads(sens_path.read_text())
+                if cached.get("fingerprint") == fp:
+                    sens = cached["table"]
+                    log.info("sensitivity: reusing %s", sens_path)
+            except (json.JSONDecodeError, KeyError):
+                sens = None
+        if sens is None:
+            n = len(space.groups) * len(space.cands)
+            task = ui.task("sensitivity", n)
+            ts = time.time()
+            sens = ilp_mod.sensitivity(space, emu, proxy, progress=lambda: ui.advance(task))
+            log.info("sensitivity: %d evaluations of the calibration proxy in %.1f s", n, time.time() - ts)
+            sens_path.write_text(json.dumps({"fingerprint": fp, "table": sens}, indent=1, sort_keys=True))
+
+        # 3. ILP over the proxy budget (bisection in constraint mode, a grid in Pareto mode)
+        choices = {g: ilp_mod.dominated_pruned(space, sens, g) for g in space.groups}
+        p_min = ilp_mod.predicted(space, sens, ilp_mod.min_loss_assignment(space, sens))
+        cheapest = {g: choices[g][0] for g in space.groups}
+        p_max = max(ilp_mod.predicted(space, sens, cheapest), p_min)
+        lo_b = max(p_min, p_max * 1e-9, 1e-30)
+        ilp_task = ui.task("ILP", ilp_points)
+
+        def ilp_point(budget):
+            a = ilp_mod.ilp_assignment(space, sens, budget * (1 + 1e-9))
+            ui.advance(ilp_task)
+            if a is None:
+                return None
+            return evaluate_point(a, "ilp", ilp_mod.predicted(space, sens, a))
+
+        ilp_pts = []
+        if pareto or ml is None:
+            for i in range(ilp_points):
+                frac = i / max(ilp_points - 1, 1)
+                b = math.exp(math.log(lo_b) + frac * (math.log(p_max) - math.log(lo_b))) if p_max > lo_b else lo_b
+                p = ilp_point(b)
+                if p:
+                    ilp_pts.append(p)
+        else:
+            p = ilp_point(p_max)
+            if p:
+                ilp_pts.append(p)
+            if not (p and feasible(p)):
+                p = ilp_point(lo_b)
+                if p:
+                    ilp_pts.append(p)
+                if p and feasible(p) and p_max > lo_b:
+                    lo, hi = math.log(lo_b), math.log(p_max)
+                    for _ in range(max(ilp_points - 2, 0)):
+                        mid = (lo + hi) / 2
+                        q = ilp_point(math.exp(mid))
+                        if q is None:
+                            lo = mid
+                            continue
+                        ilp_pts.append(q)
+                        if feasible(q):
+                            lo = mid
+                        else:
+                            hi = mid
+        ui.finish(ilp_task)
+
+        # 4. Optuna, seeded with the ILP points
+        storage_url = storage or study_mod.default_storage(out)
+        name = study_name or f"masec-{by}-{'pareto' if pareto else 'max' + str(ml).replace('%', 'pct')}"
+        study = None
+        if trials > 0 or storage:
+            study = study_mod.make_study(storage_url, name, pareto=pareto, higher_is_better=higher_is_better,
+                                         seed=seed, n_groups=len(space.groups))
+            n_prev = len(study.trials)
+            added = study_mod.add_points(study, space, choices, ilp_pts, pareto, ml)
+            log.info("study %s at %s: %d earlier trials, %d ILP points added", name,
+                     report.mask_url(storage_url), n_prev, added)
+            task = ui.task("optuna", trials)
+            study_mod.run_trials(study, space, choices, evaluate_point, trials, pareto, ml,
+                                 callback=lambda st, tr: ui.advance(task))
+            for p in study_mod.study_points(study, space):
+                k = tuple(sorted(p["assignment"].items()))
+                if k not in cache:
+                    cache[k] = p
+                    points.append(p)
+                else:
+                    cache[k].setdefault("trial", p["trial"])
+                    cache[k].setdefault("worker", p["worker"])
+    finally:
+        emu.close()
+
+    # 5. choose
+    front = pareto_front(points, higher_is_better=higher_is_better)
+    feas = [p for p in points if feasible(p)]
+    if ml is not None and feas:
+        chosen = min(feas, key=lambda p: (p["avg_bits"], p["loss"]))
+    elif ml is not None:
+        chosen = min(points, key=lambda p: (p["loss"], p["avg_bits"]))
+        log.warning("no evaluated point is within --max-loss %s; chose the most accurate one (loss %.4g)",
+                    ml, chosen["loss"])
+    else:
+        chosen = report.knee(front)
+    chosen = dict(chosen)
+    chosen["within_max_loss"] = bool(feasible(chosen)) if ml is not None else None
+    chosen_assign = space.from_keys(chosen["assignment"])
+    site_assign = space.expand(chosen_assign)
+    spec = spec_from_assignment(space, site_assign)
+
+    wall = time.time() - t0
+    res = SearchResult(out, chosen, float_metric, points, front, spec, space, metric_name, higher_is_better, ml,
+                       wall, uniform)
+    res.files = report.write_all(res, sens, site_assign, storage_url if study is not None else None,
+                                 name if study is not None else None, by, seed, dump_precision)
+    ui.summary(res)
+    log.info("chosen: bits=%.4f %s=%.6g loss=%+.4g (float32 %.6g); %d points; %.1f s",
+             chosen["avg_bits"], metric_name, chosen["metric"], chosen["loss"], float_metric, len(points), wall)
+    return res

@@ -1,0 +1,288 @@
+"""The search space: which tensors get a format (sites), which formats they may get (candidates),
+and how sites are tied together (groups).
+
+* A **weight site** is one parameter tensor: the ``weight`` of an ``nn.Linear`` or ``nn.Embedding``
+  (a parameter shared by several modules, e.g. a tied embedding/classifier, is one site).
+* An **activation site** is one tensor that feeds ``nn.Linear`` inputs. With a torch.fx-traceable
+  model the site is named after the node producing it (walking back through view/reshape/transpose):
+  its module path for a module, its fx node name for a function (``mul_1``), the input's name for
+  a model input. Several linears fed by one tensor (q/k/v) share the site. The emulation quantizes
+  each of those linear inputs with the site's format. An untraceable model gets one activation
+  group for all linear inputs (written as ``[default] act``).
+* A **candidate** is an element type and a block size, e.g. ``mxfp4_e2m1:32``; its cost is the
+  format's bits per element (element bits + 8 / block size for MX).
+* **Grouping** (``by``): ``node`` gives each site its own choice, ``layer`` ties the weights (and
+  separately the activations) of one layer (``layers.3``), ``type`` ties all sites of one op.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+
+#: element types searched by default (OCP MX int and fp elements)
+ELEMENT_TYPES = ("mxint8", "mxint6", "mxint4", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4")
+BLOCK_SIZES = (16, 32, 64)
+GROUPINGS = ("type", "layer", "node")
+
+
+@lru_cache(maxsize=None)
+def get_format(name: str, block_size: int):
+    from masec.formats import parse_format
+
+    return parse_format(name, block_size=block_size)
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """An element type (canonical format name) and a block size."""
+
+    fmt: str
+    block: int
+
+    @classmethod
+    def make(cls, name: str, block: int) -> "Candidate":
+        return cls(get_format(name, block).name, int(block))
+
+    @classmethod
+    def parse(cls, key: str) -> "Candidate":
+        name, _, block = key.rpartition(":")
+        return cls.make(name, int(block))
+
+    @property
+    def key(self) -> str:
+        return f"{self.fmt}:{self.block}"
+
+    @property
+    def bits(self) -> float:
+        return float(get_format(self.fmt, self.block).bits_per_element)
+
+    @property
+    def format(self):
+        return get_format(self.fmt, self.block)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+def candidates(types=ELEMENT_TYPES, blocks=BLOCK_SIZES) -> list[Candidate]:
+    """Every (type, block) pair, sorted by bits then name (deterministic)."""
+    cands = {Candidate.make(t, b) for t in types for b in blocks}
+    return sorted(cands, key=lambda c: (c.bits, c.fmt, c.block))
+
+
+@dataclass
+class Site:
+    key: str                 # unique id: "weight:<path>" / "act:<path>"
+    kind: str                # "weight" | "act"
+    path: str | None         # module path (weights) / producing node's path (acts); None = untraceable
+    op: str                  # canonical op: linear/embedding for weights, the producer's op for acts
+    numel: int               # elements of the tensor (activations: per call on example_inputs)
+    aliases: tuple[str, ...] = ()     # other module paths sharing this weight
+    consumers: tuple[str, ...] = ()   # linear module paths whose input this activation is
+    layer: str = ""
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return ((self.path,) if self.path else ()) + self.aliases
+
+
+@dataclass
+class Space:
+    sites: list[Site]
+    groups: dict[str, list[str]]             # group key -> site keys (sorted)
+    cands: list[Candidate]
+    by: str
+    traced: bool = True
+    site_group: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.site_group = {s: g for g, ss in self.groups.items() for s in ss}
+        self.by_key = {s.key: s for s in self.sites}
+        self.total_numel = sum(s.numel for s in self.sites)
+
+    def group_numel(self, g: str) -> int:
+        return sum(self.by_key[s].numel for s in self.groups[g])
+
+    def group_kind(self, g: str) -> str:
+        return self.by_key[self.groups[g][0]].kind
+
+    def cands_for(self, g: str) -> list[Candidate]:
+        return self.cands
+
+    def expand(self, assignment: dict[str, Candidate]) -> dict[str, Candidate]:
+        """Group assignment -> site assignment."""
+        return {s: assignment[g] for g, ss in self.groups.items() for s in ss}
+
+    def avg_bits(self, assignment: dict[str, Candidate]) -> float:
+        """Average bits per element over all sites, weighted by tensor size (incl. the block scale)."""
+        tot = sum(self.group_numel(g) * c.bits for g, c in assignment.items())
+        return tot / max(self.total_numel, 1)
+
+    def uniform(self, cand: Candidate) -> dict[str, Candidate]:
+        return {g: cand for g in self.groups}
+
+    def to_keys(self, assignment: dict[str, Candidate]) -> dict[str, str]:
+        return {g: assignment[g].key for g in sorted(assignment)}
+
+    def from_keys(self, keys: dict[str, str]) -> dict[str, Candidate]:
+        return {g: Candidate.parse(keys[g]) for g in self.groups}
+
+
+# --------------------------------------------------------------------------------------------
+# discovery
+
+_SHAPE_FUNCS = {"view", "reshape", "transpose", "permute", "contiguous", "flatten", "squeeze", "unsqueeze",
+                "to", "float", "type_as", "clone", "detach"}
+
+
+def _module_ops() -> dict:
+    try:
+        from masec.frontend import MODULE_OPS
+        return dict(MODULE_OPS)
+    except Exception:  # pragma: no cover - frontend being rewritten
+        ops = {nn.Linear: "linear", nn.ReLU: "relu", nn.GELU: "gelu", nn.SiLU: "silu", nn.Softmax: "softmax",
+               nn.LayerNorm: "layer_norm", nn.Embedding: "embedding"}
+        if hasattr(nn, "RMSNorm"):
+            ops[nn.RMSNorm] = "rms_norm"
+        return ops
+
+
+def _function_ops() -> tuple[dict, dict]:
+    try:
+        from masec.frontend import FUNCTION_OPS, METHOD_OPS
+        return dict(FUNCTION_OPS), dict(METHOD_OPS)
+    except Exception:  # pragma: no cover
+        import torch.nn.functional as F
+        return ({F.linear: "linear", operator.add: "add", operator.mul: "mul", torch.matmul: "matmul",
+                 operator.matmul: "matmul", F.silu: "silu", F.softmax: "softmax"},
+                {"add": "add", "mul": "mul", "matmul": "matmul", "softmax": "softmax"})
+
+
+def _producer(gm, node, module_ops, func_ops, meth_ops):
+    """(path, op) of the node producing ``node`` (skipping shape-only ops)."""
+    seen = 0
+    while seen < 64:
+        seen += 1
+        if node.op == "call_method" and node.target in _SHAPE_FUNCS and node.args:
+            node = node.args[0]
+            continue
+        if node.op == "call_function" and getattr(node.target, "__name__", "") in _SHAPE_FUNCS and node.args:
+            node = node.args[0]
+            continue
+        break
+    if node.op == "placeholder":
+        return str(node.target), "input"
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        op = next((o for t, o in module_ops.items() if isinstance(mod, t)), type(mod).__name__.lower())
+        return str(node.target), op
+    if node.op == "call_function":
+        return node.name, func_ops.get(node.target, getattr(node.target, "__name__", "function"))
+    if node.op == "call_method":
+        return node.name, meth_ops.get(node.target, str(node.target))
+    return node.name, node.op
+
+
+def layer_of(path: str | None) -> str:
+    """The layer a path belongs to: up to the first numeric component (``layers.3``), else its first
+    component; ``model`` for top-level tensors."""
+    if not path:
+        return "model"
+    parts = path.split(".")
+    for i, p in enumerate(parts):
+        if p.isdigit():
+            return ".".join(parts[: i + 1])
+    return parts[0] if len(parts) > 1 else "model"
+
+
+def linear_producers(model: nn.Module) -> tuple[dict[str, tuple[str, str]] | None, str]:
+    """{linear module path: (producer path, producer op)} via torch.fx, or (None, reason)."""
+    import torch.fx as fx
+
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as exc:  # untraceable: one activation group
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    module_ops = _module_ops()
+    func_ops, meth_ops = _function_ops()
+    out: dict[str, tuple[str, str]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.Linear) and node.args:
+            arg = node.args[0]
+            if isinstance(arg, fx.Node):
+                out.setdefault(str(node.target), _producer(gm, arg, module_ops, func_ops, meth_ops))
+    return out, ""
+
+
+def discover_sites(model: nn.Module, example_inputs: tuple) -> tuple[list[Site], bool, str]:
+    """Weight and activation sites of ``model`` (activation sizes measured on ``example_inputs``)."""
+    weights: dict[int, Site] = {}
+    order: list[int] = []
+    linears: list[str] = []
+    for path, mod in model.named_modules(remove_duplicate=False):
+        if isinstance(mod, (nn.Linear, nn.Embedding)):
+            if isinstance(mod, nn.Linear) and path not in linears:
+                linears.append(path)
+            p = mod.weight
+            op = "linear" if isinstance(mod, nn.Linear) else "embedding"
+            if id(p) in weights:
+                s = weights[id(p)]
+                if path != s.path and path not in s.aliases:
+                    s.aliases = s.aliases + (path,)
+                continue
+            weights[id(p)] = Site(f"weight:{path}", "weight", path, op, p.numel(), layer=layer_of(path))
+            order.append(id(p))
+    # activation sizes: one forward with pre-hooks on every linear
+    sizes: dict[str, int] = {}
+    mods = dict(model.named_modules(remove_duplicate=False))
+    handles = []
+    for path in linears:
+        def hook(_m, args, path=path):
+            if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+                sizes.setdefault(path, args[0].numel())
+        handles.append(mods[path].register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    producers, why = linear_producers(model)
+    acts: dict[str, Site] = {}
+    for path in linears:
+        if path not in sizes:
+            continue  # never called on the example inputs
+        if producers is not None and path in producers:
+            ppath, pop = producers[path]
+            key = f"act:{ppath}"
+            if key not in acts:
+                acts[key] = Site(key, "act", ppath, pop, sizes[path], layer=layer_of(ppath if pop != "input" else None))
+            acts[key].consumers = acts[key].consumers + (path,)
+        else:
+            key = f"act:in:{path}"
+            acts[key] = Site(key, "act", None, "linear_input", sizes[path], consumers=(path,), layer=layer_of(path))
+    sites = [weights[i] for i in order] + list(acts.values())
+    return sites, producers is not None, why
+
+
+def build_space(sites: list[Site], by: str = "node", cands: list[Candidate] | None = None,
+                traced: bool = True) -> Space:
+    if by not in GROUPINGS:
+        raise ValueError(f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
+    groups: dict[str, list[str]] = {}
+    for s in sites:
+        if s.kind == "act" and s.path is None:
+            g = "act:linear_inputs"          # untraceable: one group, written as [default] act
+        elif by == "node":
+            g = s.key
+        elif by == "layer":
+            g = f"{s.kind}:{s.layer}"
+        else:
+            g = f"{s.kind}:{s.op}"
+        groups.setdefault(g, []).append(s.key)
+    groups = {g: sorted(v) for g, v in sorted(groups.items())}
+    return Space(sites, groups, cands if cands is not None else candidates(), by, traced)

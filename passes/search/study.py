@@ -1,0 +1,120 @@
+"""Optuna stage: a study over the per-group candidates, seeded with the ILP points.
+
+Storage is SQLite in the output folder by default (``sqlite:///DIR/study.db``); any Optuna RDB
+URL (PostgreSQL, MySQL) works, so several workers on several machines run trials of one study.
+Studies are created with ``load_if_exists`` and resume where they stopped.
+
+* Constraint mode (``max_loss`` set): TPE, one objective (average bits, minimized), the loss
+  beyond ``max_loss`` as an Optuna constraint (``trial.set_constraint``).
+* Pareto mode (``max_loss`` None): NSGA-II, two objectives (metric, average bits).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from masec.passes.search.space import Candidate, Space
+
+log = logging.getLogger("masec.search")
+
+CONSTRAINT_KEY = "loss_over_max"
+
+
+def default_storage(out_dir) -> str:
+    return f"sqlite:///{Path(out_dir).resolve() / 'study.db'}"
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_study(storage: str, study_name: str, *, pareto: bool, higher_is_better: bool, seed: int, n_groups: int):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if pareto:
+        sampler = optuna.samplers.NSGAIISampler(population_size=max(8, min(50, 2 * n_groups)), seed=seed)
+        directions = ["maximize" if higher_is_better else "minimize", "minimize"]
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
+        directions = ["minimize"]
+    st = storage
+    if storage.startswith("sqlite"):
+        # several local workers on one SQLite file: wait for the lock rather than fail
+        st = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
+    return optuna.create_study(storage=st, study_name=study_name, sampler=sampler, directions=directions,
+                               load_if_exists=True)
+
+
+def distributions(space: Space, choices: dict[str, list[Candidate]]):
+    import optuna
+
+    return {g: optuna.distributions.CategoricalDistribution([c.key for c in choices[g]]) for g in space.groups}
+
+
+def trial_values(point: dict, pareto: bool) -> list[float]:
+    return [point["metric"], point["avg_bits"]] if pareto else [point["avg_bits"]]
+
+
+def add_points(study, space: Space, choices, points: list[dict], pareto: bool, max_loss) -> int:
+    """Record already evaluated points (ILP) as completed trials, skipping any already present."""
+    import optuna
+
+    dists = distributions(space, choices)
+    have = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)}
+    n = 0
+    for p in points:
+        params = dict(p["assignment"])
+        if any(params[g] not in dists[g].choices for g in params):
+            continue
+        key = tuple(sorted(params.items()))
+        if key in have:
+            continue
+        have.add(key)
+        attrs = {k: p[k] for k in ("avg_bits", "metric", "loss", "source", "predicted") if k in p}
+        attrs["worker"] = worker_id()
+        constraints = None if max_loss is None else {CONSTRAINT_KEY: p["loss"] - max_loss.value}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
+                                                  values=trial_values(p, pareto), user_attrs=attrs,
+                                                  constraints=constraints))
+        n += 1
+    return n
+
+
+def run_trials(study, space: Space, choices, evaluate_point, n_trials: int, pareto: bool, max_loss,
+               callback=None) -> None:
+    """``n_trials`` new trials; ``evaluate_point(assignment, source)`` returns a point dict."""
+    if n_trials <= 0:
+        return
+
+    def objective(trial):
+        assign = {g: Candidate.parse(trial.suggest_categorical(g, [c.key for c in choices[g]]))
+                  for g in space.groups}
+        p = evaluate_point(assign, "optuna")
+        for k in ("avg_bits", "metric", "loss"):
+            trial.set_user_attr(k, p[k])
+        trial.set_user_attr("source", "optuna")
+        trial.set_user_attr("worker", worker_id())
+        if max_loss is not None:
+            trial.set_constraint(CONSTRAINT_KEY, p["loss"] - max_loss.value)
+        return tuple(trial_values(p, pareto)) if pareto else p["avg_bits"]
+
+    cbs = [callback] if callback else []
+    study.optimize(objective, n_trials=n_trials, callbacks=cbs, gc_after_trial=False)
+
+
+def study_points(study, space: Space) -> list[dict]:
+    """Every completed trial of the study (all workers, all sessions) as a point dict."""
+    import optuna
+
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        ua = t.user_attrs
+        if "avg_bits" not in ua or set(t.params) != set(space.groups):
+            continue
+        out.append({"avg_bits": float(ua["avg_bits"]), "metric": float(ua["metric"]), "loss": float(ua["loss"]),
+                    "source": ua.get("source", "optuna"), "trial": t.number, "worker": ua.get("worker"),
+                    "assignment": {g: t.params[g] for g in sorted(t.params)}})
+    return out
