@@ -1,0 +1,52 @@
+"""The FPGA parts registry: lookup by short or full name, a clear error for unknown parts, fits()."""
+import pytest
+
+from masec.errors import MasecError
+from masec.parts import PARTS, RESOURCES, fits, known_parts, lookup_part
+
+REQUIRED = {  # short name: full ordering string (issue 10)
+    "xc7z020": "xc7z020clg400-1", "xczu3eg": "xczu3eg-sbva484-1-e", "xczu9eg": "xczu9eg-ffvb1156-2-e",
+    "xcu50": "xcu50-fsvh2104-2-e", "xcu250": "xcu250-figd2104-2L-e", "xcu280": "xcu280-fsvh2892-2L-e",
+    "xcvu9p": "xcvu9p-flga2104-2L-e",
+}
+
+
+@pytest.mark.parametrize("short,full", sorted(REQUIRED.items()))
+def test_short_and_full_names_resolve_to_one_part(short, full):
+    p = lookup_part(short)
+    assert p is lookup_part(full) is lookup_part(full.upper()) is lookup_part(f" {short} ")
+    assert (p.name, p.part) == (short, full)
+    assert min(p.lut, p.ff, p.dsp, p.bram36) > 0 and p.ff == 2 * p.lut  # every CLB LUT has two flip-flops
+
+
+def test_vendor_figures():
+    # spot checks against the AMD product tables (DS190, DS891, DS890)
+    assert (lookup_part("xc7z020").lut, lookup_part("xc7z020").dsp, lookup_part("xc7z020").bram36) == (53200, 220, 140)
+    assert (lookup_part("xczu9eg").lut, lookup_part("xczu9eg").dsp, lookup_part("xczu9eg").bram36) == (274080, 2520, 912)
+    u250 = lookup_part("xcu250")
+    assert (u250.lut, u250.ff, u250.dsp, u250.bram36, u250.uram) == (1728000, 3456000, 12288, 2688, 1280)
+    assert lookup_part("xcvu9p").dsp == 6840 and lookup_part("xcu280").bram36 == 2016 and lookup_part("xcu50").uram == 640
+    assert lookup_part("xc7z020").family == "xc7" and {lookup_part(n).family for n in REQUIRED if n != "xc7z020"} == {"xcup"}
+
+
+def test_unknown_part_is_one_line_naming_the_known_parts():
+    with pytest.raises(MasecError) as exc:
+        lookup_part("xc7a35t")
+    msg = str(exc.value)
+    assert "\n" not in msg and "xc7a35t" in msg
+    for short, full in REQUIRED.items():
+        assert short in msg and full in msg
+    assert set(known_parts()) == set(PARTS) >= set(REQUIRED)
+
+
+def test_fits():
+    p = lookup_part("xc7z020")
+    ok = fits({"LUT": 26600, "FF": 0, "DSP": 220, "BRAM": 0.5}, p)
+    assert ok["fits"] and ok["part"] == "xc7z020clg400-1"
+    assert ok["utilization"] == {"LUT": 0.5, "FF": 0.0, "DSP": 1.0, "BRAM": round(0.5 / 140, 6)}
+    assert ok["limiting"] == "DSP" and list(ok["utilization"]) == list(RESOURCES)
+    over = fits({"DSP": 221}, "xc7z020")          # a part name works too; missing keys count 0
+    assert not over["fits"] and over["limiting"] == "DSP"
+    assert fits({"DSP": 221}, "xcu250")["fits"]
+    with pytest.raises(MasecError):
+        fits({"LUT": 1}, "nope")
