@@ -1,28 +1,34 @@
-"""Softmax over the last axis of an MX tensor (``mx_softmax``), with an optional causal mask.
+"""Softmax over the last axis of an MX tensor (``mx_softmax``): ``softmax(scale * x)`` with a constant
+score scale, an optional causal mask and an optional constant key (padding) mask.
 
 Algorithm: *online* softmax over one buffered row, two passes (docs/kernels/mx_softmax.md):
 
-* pass 1 (as the row streams in; every beat also goes into a row FIFO): u = x * log2(e) in fixed
-  point; a running **integer** maximum M = max ceil(u) (so rescaling the running sum when M grows is
+* pass 1 (as the row streams in; every beat also goes into a row FIFO): u = scale * x * log2(e) in
+  fixed point (one constant multiplier U_MUL * 2^-U_SH, :func:`u_constant`); a running **integer** maximum M = max ceil(u) (so rescaling the running sum when M grows is
   an exact right shift, no second exponential unit); running sum S = sum 2^(u - M) in fixed point;
   at the row end 1/S by a seed table + one Newton step;
 * pass 2 (the row read back): 2^(u - M) recomputed per lane and multiplied by 1/S, handed to the
   shared quantizer ``mx_quantize`` as exact (m, e) values.
 
 Everything below is the bit-exact model of the RTL. Masked entries (causal: column j > r + OFFSET,
-r the row index modulo ROWS; and padding, j >= N) output exact 0 and do not enter max or sum.
+r the row index modulo ROWS; key mask: key_mask[j] == 0; and padding, j >= N) output exact 0 and do
+not enter max or sum.
 
 Usage by the compiler::
 
     ctx, params, module = instance_config(n=64, fmt_in="mxint8", fmt_out="mxint8", lanes=8,
-                                          causal=True, rows=64, offset=0)
+                                          causal=True, rows=64, offset=0, scale=1 / math.sqrt(64),
+                                          key_mask=attention_mask_row)   # or None
     render("mx_softmax", module, **ctx)
-    codes_out, scales_out = softmax_model(codes, scales, elem_in, elem_out, n=64, causal=True,
-                                          rows=64, offset=0)
+    codes_out, scales_out = softmax_model(codes, scales, elem_in, elem_out, n=64, lanes=8, causal=True,
+                                          rows=64, offset=0, scale=1 / math.sqrt(64),
+                                          key_mask=attention_mask_row)
 """
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -34,7 +40,7 @@ from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
 # ----------------------------------------------------------------------------- design constants
 XI = 12           # integer bits of the fixed-point x (|x| saturates below 2^XI)
 XF = 12           # fraction bits of the fixed-point x (floor)
-LF = 16           # fraction bits of the log2(e) constant
+LF = 16           # U_MUL has LF + 1 significant bits: U_MUL in [2^LF, 2^(LF+1))
 UF = 12           # fraction bits of u = x * log2(e) (floor)
 FB = 6            # 2^f table: 2^FB intervals, linear interpolation on the remaining UF - FB bits
 EF = 16           # fraction bits of 2^f in [1, 2)
@@ -43,7 +49,46 @@ NB = 24           # mantissa bits of the normalized sum for the reciprocal
 LB = 7            # reciprocal seed table index bits (128 entries)
 YF = 16           # fraction bits of the reciprocal seed / result
 EW_OUT = 12       # signed exponent bits of the (m, e) lanes into mx_quantize
-L2E = round(math.log2(math.e) * (1 << LF))   # 94548
+L2E = round(math.log2(math.e) * (1 << LF))   # 94548 = U_MUL of scale 1.0 (U_SH = LF)
+SCALE_MIN, SCALE_MAX = 2.0 ** -16, 8.0       # supported score scales (U_SH in 13 .. 32)
+
+
+def u_constant(scale: float = 1.0) -> tuple[int, int]:
+    """``(U_MUL, U_SH)`` of the score scale: ``scale * log2(e) ~ U_MUL * 2^-U_SH`` with U_MUL normalized
+    to LF + 1 = 17 significant bits, so the constant's relative error is at most 2^-(LF+1) for every
+    scale (the same as L2E's for scale 1.0, which gives exactly ``(L2E, LF)``)::
+
+        c     = scale * log2(e)                       (float64)
+        U_SH  = LF - floor(log2(c))                    (c * 2^U_SH in [2^LF, 2^(LF+1)))
+        U_MUL = round(c * 2^U_SH)                      (2^(LF+1) after rounding -> 2^LF, U_SH - 1)
+    """
+    scale = float(scale)
+    if not (math.isfinite(scale) and SCALE_MIN <= scale <= SCALE_MAX):
+        raise ValueError(f"softmax scale {scale} must be in [2^-16, 8]")
+    _, ex = math.frexp(scale * math.log2(math.e))   # c = f * 2^ex, f in [1/2, 1)
+    sh = LF + 1 - ex
+    mul = round(math.ldexp(scale * math.log2(math.e), sh))
+    if mul == 1 << (LF + 1):
+        mul, sh = 1 << LF, sh - 1
+    return mul, sh
+
+
+def u_width(u_mul: int = L2E, u_sh: int = LF) -> int:
+    """Signed bits of u (the SV localparam UW): |u| <= ((2^(XI+XF) - 1) * U_MUL) >> U_SH, plus room for
+    ceil(u) = (u + 2^UF - 1) >> UF. 26 for scale 1.0."""
+    umax = (((1 << (XI + XF)) - 1) * u_mul) >> (XF + u_sh - UF)
+    return (umax + (1 << UF) - 1).bit_length() + 1
+
+
+def normalize_key_mask(key_mask, n: int) -> tuple[int, ...] | None:
+    """The key mask as a tuple of n 0/1 ints (column j kept iff 1), or None for "keep all" (None or all
+    ones: both give the unmasked kernel)."""
+    if key_mask is None:
+        return None
+    bits = tuple(int(bool(v)) for v in (key_mask.tolist() if isinstance(key_mask, torch.Tensor) else key_mask))
+    if len(bits) != n:
+        raise ValueError(f"key_mask has {len(bits)} entries, the row has {n}")
+    return None if all(bits) else bits
 
 
 def logn(n: int) -> int:
@@ -71,9 +116,9 @@ def x_fixed(xi: int, ex: int) -> int:
     return max(-lim, min(lim, v))
 
 
-def u_of(xfix: int) -> int:
-    """u = x * log2(e) with UF fraction bits (floor)."""
-    return (xfix * L2E) >> (XF + LF - UF)
+def u_of(xfix: int, u_mul: int = L2E, u_sh: int = LF) -> int:
+    """u = scale * x * log2(e) = (xfix * U_MUL) >> (XF + U_SH - UF): UF fraction bits (floor)."""
+    return (xfix * u_mul) >> (XF + u_sh - UF)
 
 
 def ceil_int(u: int) -> int:
@@ -103,16 +148,21 @@ def recip_unit(s: int, sf: int) -> tuple[int, int]:
     return y1, sf - sh - (NB - 1) - YF
 
 
-def keep_mask(n: int, nblk: int, b: int, row: int, causal: bool, rows: int, offset: int) -> list[bool]:
+def keep_mask(n: int, nblk: int, b: int, row: int, causal: bool, rows: int, offset: int,
+              key_mask: Sequence[int] | None = None) -> list[bool]:
+    """Kept columns of row ``row``: j < n, key_mask[j] (if given) and, causal, j <= row % rows + offset."""
     r = row % rows if causal else 0
-    return [j < n and (not causal or j <= r + offset) for j in range(nblk * b)]
+    return [j < n and (key_mask is None or bool(key_mask[j])) and (not causal or j <= r + offset)
+            for j in range(nblk * b)]
 
 
 # ----------------------------------------------------------------------------- the model
-def softmax_lanes(codes, scales, el, n: int, lanes: int, causal: bool = False, rows: int = 1, offset: int = 0):
+def softmax_lanes(codes, scales, el, n: int, lanes: int, causal: bool = False, rows: int = 1, offset: int = 0,
+                  scale: float = 1.0, key_mask=None):
     """Bit-exact ``(m, e)`` lanes that ``mx_softmax`` hands to its quantizer (rows of nblocks*B).
 
     ``lanes`` (P): pass 1 updates the running max once per beat of P lanes. Masked lanes: m = e = 0.
+    ``scale``: softmax(scale * x) (:func:`u_constant`); ``key_mask``: n entries, 0 = column masked.
     """
     rws, srows, lead, nblk, b = _rows(codes, scales)
     _check_geometry(n, nblk, b)
@@ -120,17 +170,19 @@ def softmax_lanes(codes, scales, el, n: int, lanes: int, causal: bool = False, r
         raise ValueError(f"lanes {lanes} must divide the block size {b}")
     if causal and rows < 1:
         raise ValueError("causal softmax needs rows >= 1")
+    mul, sh = u_constant(scale)
+    km = normalize_key_mask(key_mask, n)
     xe0 = unit_exp(el)
     ln = logn(n)
     sf = EF + ln
     m_rows, e_rows = [], []
     for ri, (rc, rs) in enumerate(zip(rws, srows)):
-        keep = keep_mask(n, nblk, b, ri, causal, rows, offset)
+        keep = keep_mask(n, nblk, b, ri, causal, rows, offset, km)
         us = []
         for j in range(nblk):
             ex = rs[j] - E8M0_BIAS + xe0
             for i in range(b):
-                us.append(u_of(x_fixed(decode_fixed(rc[j][i], el), ex)))
+                us.append(u_of(x_fixed(decode_fixed(rc[j][i], el), ex), mul, sh))
         # pass 1: per beat running integer max and rescaled sum
         have, mx, s = False, 0, 0
         for q in range(0, nblk * b, lanes):
@@ -169,7 +221,7 @@ def _exp2_t(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def softmax_lanes_t(codes, scales, el, n: int, lanes: int, causal: bool = False, rows: int = 1,
-                    offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                    offset: int = 0, scale: float = 1.0, key_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Vectorized (torch int64) :func:`softmax_lanes`: ``(m, e)`` of shape ``[rows, nblocks * B]``,
     bit-identical to the scalar model (test_vectorized_model_equals_scalar_model)."""
     c = torch.as_tensor(codes).to(torch.int64)
@@ -188,14 +240,19 @@ def softmax_lanes_t(codes, scales, el, n: int, lanes: int, causal: bool = False,
     left = xi << k.clamp(0, XI + XF)
     right = xi >> (-k).clamp(0, 63)
     v = torch.where(k > XI + XF, xi.sign() * lim, torch.where(k >= 0, left, right)).clamp(-lim, lim)
-    u = ((v * L2E) >> (XF + LF - UF)).reshape(nrows, nblk * b)
+    mul, sh = u_constant(scale)
+    u = ((v * mul) >> (XF + sh - UF)).reshape(nrows, nblk * b)
     cu = -((-u) >> UF)
     j = torch.arange(nblk * b)
+    cols = j < n
+    km = normalize_key_mask(key_mask, n)
+    if km is not None:
+        cols = cols & torch.tensor(km + (0,) * (nblk * b - n), dtype=torch.bool)
     if causal:
         r = (torch.arange(nrows) % rows).unsqueeze(-1)
-        keep = (j < n).unsqueeze(0) & (j.unsqueeze(0) <= r + offset)
+        keep = cols.unsqueeze(0) & (j.unsqueeze(0) <= r + offset)
     else:
-        keep = (j < n).unsqueeze(0).expand(nrows, -1)
+        keep = cols.unsqueeze(0).expand(nrows, -1)
     ln = logn(n)
     have = torch.zeros(nrows, dtype=torch.bool)
     mx = torch.zeros(nrows, dtype=torch.int64)
@@ -230,7 +287,7 @@ def softmax_lanes_t(codes, scales, el, n: int, lanes: int, causal: bool = False,
 
 
 def softmax_model(codes, scales, el, el_out, n: int, lanes: int, causal: bool = False, rows: int = 1,
-                  offset: int = 0):
+                  offset: int = 0, scale: float = 1.0, key_mask=None):
     """Bit-exact model of ``mx_softmax``: output ``(codes [..., nblocks, B], scales [..., nblocks])``.
 
     Args:
@@ -239,19 +296,22 @@ def softmax_model(codes, scales, el, el_out, n: int, lanes: int, causal: bool = 
         lanes: P of the instance (the running max is per beat).
         causal, rows, offset: row r (counted over all rows, modulo ``rows``) keeps columns
             j <= r + offset; masked entries output 0.
+        scale: softmax(scale * x), scale in [2^-16, 8] (e.g. 1/sqrt(head_dim)); 1.0 is the plain softmax.
+        key_mask: None, or n entries (sequence or tensor), 0 = column masked in every row (padding).
     """
     from masec.hw_templates.kernels.mx_quantize import quantize_blocks
 
     c = torch.as_tensor(codes)
     nblk, b = c.shape[-2], c.shape[-1]
-    m, e = softmax_lanes_t(codes, scales, el, n, lanes, causal, rows, offset)
+    m, e = softmax_lanes_t(codes, scales, el, n, lanes, causal, rows, offset, scale, key_mask)
     oc, os_ = quantize_blocks(m.reshape(-1, nblk, b), e.reshape(-1, nblk, b), el_out)
     return oc.reshape(c.shape), os_.reshape(c.shape[:-1])
 
 
-def softmax_reference(x: torch.Tensor, causal: bool = False, rows: int = 1, offset: int = 0) -> torch.Tensor:
-    """float64 softmax over the last axis with the same causal convention (masked -> 0)."""
-    x = x.to(torch.float64)
+def softmax_reference(x: torch.Tensor, causal: bool = False, rows: int = 1, offset: int = 0,
+                      scale: float = 1.0, key_mask=None) -> torch.Tensor:
+    """float64 softmax(scale * x) over the last axis with the same mask conventions (masked -> 0)."""
+    x = x.to(torch.float64) * float(scale)
     flat = x.reshape(-1, x.shape[-1])
     n = flat.shape[-1]
     if causal:
@@ -259,6 +319,9 @@ def softmax_reference(x: torch.Tensor, causal: bool = False, rows: int = 1, offs
         mask = torch.arange(n).unsqueeze(0) <= r + offset
     else:
         mask = torch.ones_like(flat, dtype=torch.bool)
+    km = normalize_key_mask(key_mask, n)
+    if km is not None:
+        mask = mask & torch.tensor(km, dtype=torch.bool).unsqueeze(0)
     y = torch.where(mask, flat, torch.tensor(float("-inf"), dtype=torch.float64)).softmax(-1)
     y = torch.nan_to_num(y, nan=0.0)   # fully masked rows -> 0
     return y.reshape(x.shape)
@@ -266,20 +329,43 @@ def softmax_reference(x: torch.Tensor, causal: bool = False, rows: int = 1, offs
 
 # ----------------------------------------------------------------------------- configuration
 def sim_params(n: int, el, el_out, lanes: int, block: int, causal: bool = False, rows: int = 1,
-               offset: int = 0) -> dict:
+               offset: int = 0, scale: float = 1.0) -> dict:
+    """SV parameters of an instance (the key mask is not one of them: see :func:`jinja_ctx`)."""
     from masec.hw_templates.kernels.mx_quantize import element_sv_params
 
+    mul, sh = u_constant(scale)
     return {"P": lanes, "B": block, "N": n, **elem_sv_params(el, "X"), **element_sv_params(el_out, "Y_"),
-            "CAUSAL": int(bool(causal)), "ROWS": max(1, rows), "OFFSET": int(offset)}
+            "CAUSAL": int(bool(causal)), "ROWS": max(1, rows), "OFFSET": int(offset), "U_MUL": mul, "U_SH": sh}
+
+
+def jinja_ctx(n: int, key_mask=None) -> dict:
+    """``{}`` without a key mask, else ``{"key_mask": (n 0/1 ints, column j at index j)}``: the template
+    renders it as the default of the N-bit SV parameter KEY_MASK, so no tool has to pass an N-bit
+    ``-G`` value or wide literal (Verilator's ``-G`` truncates decimals to 32 bits)."""
+    km = normalize_key_mask(key_mask, n)
+    return {} if km is None else {"key_mask": km}
+
+
+def module_name(n: int, key_mask=None) -> str:
+    """``mx_softmax``, or ``mx_softmax_km<10 hex digits of sha1 of the mask bits>`` for a key mask (one
+    rendered module per distinct mask; the same mask always gives the same name)."""
+    km = normalize_key_mask(key_mask, n)
+    if km is None:
+        return "mx_softmax"
+    return "mx_softmax_km" + hashlib.sha1("".join(map(str, km)).encode()).hexdigest()[:10]
 
 
 def instance_config(n: int, fmt_in, fmt_out, lanes: int, causal: bool = False, rows: int = 1, offset: int = 0,
-                    block_size: int | None = None) -> tuple[dict, dict, str]:
+                    block_size: int | None = None, *, scale: float = 1.0,
+                    key_mask=None) -> tuple[dict, dict, str]:
     """``(jinja_ctx, sv_params, module_name)`` of an ``mx_softmax`` instance over rows of ``n``.
 
-    The template needs no Jinja context (its tables are fixed); everything else is an SV parameter.
-    For attention scores ``[heads, T, T]`` with a causal mask: ``rows = T``, ``offset = 0`` (or the
-    KV-cache position for a decode step).
+    Render with ``render("mx_softmax", module_name, **jinja_ctx)``. Without a key mask the context is
+    empty and the module is ``mx_softmax``; with one, the mask is rendered into the module (KEY_MASK's
+    default) and the module is named after it (:func:`module_name`). Everything else is an SV
+    parameter. For attention scores ``[heads, T, T]`` with a causal mask: ``rows = T``, ``offset = 0``
+    (or the KV-cache position for a decode step); ``scale = 1 / sqrt(head_dim)`` folds the score
+    scale into the kernel; ``key_mask`` (n entries, 0 = padded key) masks columns in every row.
     """
     from masec.hw_templates.kernels.mx_norm import _resolve
 
@@ -289,21 +375,25 @@ def instance_config(n: int, fmt_in, fmt_out, lanes: int, causal: bool = False, r
         raise ValueError("input and output formats must share the block size")
     if lanes < 1 or fi.block_size % lanes:
         raise ValueError(f"lanes {lanes} must divide the block size {fi.block_size}")
-    return {}, sim_params(n, fi.element, fo.element, lanes, fi.block_size, causal, rows, offset), "mx_softmax"
+    return (jinja_ctx(n, key_mask), sim_params(n, fi.element, fo.element, lanes, fi.block_size, causal, rows,
+                                               offset, scale), module_name(n, key_mask))
 
 
-def _example(n: int, lanes: int, causal: bool) -> dict:
+def _example(n: int, lanes: int, causal: bool, scale: float = 1.0) -> dict:
     from masec.formats.element import INT8
 
-    return sim_params(n, INT8, INT8, lanes, 32, causal, n if causal else 1, 0)
+    return sim_params(n, INT8, INT8, lanes, 32, causal, n if causal else 1, 0, scale)
 
 
 SPECS = (KernelSpec(
     name="mx_softmax_u",
     template="mx_softmax_u.sv.j2",
-    doc="One lane of u = x * log2(e) for mx_softmax: MX code + scale -> fixed point (12.12, saturating) "
-        "times round(log2(e) * 2^16), 12 fraction bits; combinational.",
-    params=elem_param_specs("X", "element"),
+    doc="One lane of u = s * x * log2(e) for mx_softmax: MX code + scale -> fixed point (12.12, saturating) "
+        "times U_MUL * 2^-U_SH = round(s * log2(e) * 2^U_SH) * 2^-U_SH, 12 fraction bits; combinational.",
+    params=(*elem_param_specs("X", "element"),
+            ParamSpec("U_MUL", "round(s * log2(e) * 2^U_SH), in [2^16, 2^17) (u_constant)", L2E),
+            ParamSpec("U_SH", "shift of the constant: 16 - floor(log2(s * log2(e)))", LF),
+            ParamSpec("UW", "signed bits of u (u_width); the default is the minimum", 26)),
     model=f"{__name__}:u_of",
     examples=({"label": "int8", "ctx": {}, "params": {}},),
 ), KernelSpec(
@@ -316,8 +406,8 @@ SPECS = (KernelSpec(
 ), KernelSpec(
     name="mx_softmax",
     template="mx_softmax.sv.j2",
-    doc="Softmax over rows of N elements (online: integer running max, exact-shift rescale), optional "
-        "causal mask; base-2 exp with a 64-entry table + linear interpolation, 1/sum by seed + Newton; "
+    doc="softmax(s * x) over rows of N elements (online: integer running max, exact-shift rescale), constant "
+        "score scale s, optional causal and constant key masks; base-2 exp with a 64-entry table + linear interpolation, 1/sum by seed + Newton; "
         "row FIFO, 1 beat/cycle, output via mx_quantize.",
     params=(ParamSpec("P", "lanes per beat; divides B", 4),
             ParamSpec("B", "MX block size (power of two)", 32),
@@ -326,7 +416,11 @@ SPECS = (KernelSpec(
             *out_param_specs(),
             ParamSpec("CAUSAL", "1: row r keeps columns j <= r + OFFSET (others output 0)", 0),
             ParamSpec("ROWS", "rows per matrix: r = row counter modulo ROWS", 1),
-            ParamSpec("OFFSET", "causal offset (signed)", 0)),
+            ParamSpec("OFFSET", "causal offset (signed)", 0),
+            ParamSpec("U_MUL", "score scale s: round(s * log2(e) * 2^U_SH) (u_constant)", L2E),
+            ParamSpec("U_SH", "score scale s: 16 - floor(log2(s * log2(e)))", LF),
+            ParamSpec("KEY_MASK", "N bits, 0 = column masked in every row; default all ones or the rendered "
+                                  "Jinja key_mask (jinja_ctx)", None)),
     ports=(PortSpec("s_x", "in", "mx", "input rows, P lanes of X_BITS codes + E8M0 scale"),
            PortSpec("m_y", "out", "mx", "softmax rows, P lanes of Y_BITS codes + E8M0 scale")),
     deps=("mx_softmax_u", "mx_softmax_exp2", "mx_quantize", "stream_fifo"),
@@ -334,6 +428,9 @@ SPECS = (KernelSpec(
     model=f"{__name__}:softmax_model",
     examples=({"label": "N64 mxint8 P4 causal", "ctx": {}, "params": _example(64, 4, True)},
               {"label": "N64 mxint8 P16", "ctx": {}, "params": _example(64, 16, False)},
-              {"label": "N256 mxint8 P32 causal", "ctx": {}, "params": _example(256, 32, True)}),
+              {"label": "N256 mxint8 P32 causal", "ctx": {}, "params": _example(256, 32, True)},
+              {"label": "N72 mxint8 P8 causal scale 1/sqrt(8) key mask", "ctx": jinja_ctx(72, [1] * 60 + [0] * 12),
+               "params": _example(72, 8, True, 1 / math.sqrt(8))},
+              {"label": "N64 mxint8 P4 scale 4", "ctx": {}, "params": _example(64, 4, False, 4.0)}),
 ),
 )
