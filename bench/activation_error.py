@@ -28,7 +28,7 @@ from masec.hw_templates.kernels.mx_act import (DEFAULT_G, K_HI, K_LO, act_me, ac
                                                 reference_model)
 from masec.hw_templates.kernels.mx_eltwise import decode_sig_exp
 from masec.hw_templates.kernels.mx_relu import resolve_format
-from masec.models.llama2c import data_dir, forward, generate, stories260k, text_token_ids
+from masec.models.llama2c import data_file, forward, generate, stories260k, text_token_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [("mxint8", "mxint8"), ("mxfp8_e4m3", "mxfp8_e4m3"), ("mxfp4", "mxfp4"), ("mxint8", "mxfp8_e4m3"),
@@ -72,7 +72,7 @@ def real_activations(n_tokens: int):
     ck, tok = stories260k()
     # sanity: greedy continuation of the prompt (README: ", there was a little girl named Lily")
     continuation = generate(ck, tok, "Once upon a time", 8)
-    text = (data_dir() / "text" / "tinystories_valid.txt").read_text(encoding="utf-8")
+    text = data_file("text", "tinystories_valid.txt").read_text(encoding="utf-8")
     cap: dict = {}
     forward(ck, text_token_ids(tok, text, n_tokens), capture=cap)
     return torch.stack([cap[f"gate.{li}"] for li in range(ck.config.n_layers)]), continuation

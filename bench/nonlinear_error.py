@@ -34,7 +34,7 @@ import torch
 from masec.formats import parse_format
 from masec.hw_templates.kernels import mx_norm as MN
 from masec.hw_templates.kernels import mx_softmax as SM
-from masec.models.llama2c import data_dir, forward, stories260k, text_token_ids
+from masec.models.llama2c import data_file, forward, stories260k, text_token_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [("mxint8", "mxint8"), ("mxfp8_e4m3", "mxfp8_e4m3"), ("mxfp8_e4m3", "mxint8"), ("mxfp4", "mxfp8_e4m3")]
@@ -47,7 +47,7 @@ def capture(n_tokens: int):
     [L*H, T, T], norm inputs [K, T, dim], gammas [K, dim], betas [K, dim]) with K = 2 L + 1 norms
     (per layer the attention then the FFN norm, then the final norm)."""
     ck, tok = stories260k()
-    text = (data_dir() / "text" / "tinystories_valid.txt").read_text(encoding="utf-8")
+    text = data_file("text", "tinystories_valid.txt").read_text(encoding="utf-8")
     cap: dict = {}
     forward(ck, text_token_ids(tok, text, n_tokens), capture=cap)
     scores, norm_in, gammas, betas = [], [], [], []

@@ -1,15 +1,15 @@
 """llama2.c checkpoints ("v0" format) and tokenizers, e.g. the pretrained stories260K.
 
-Format (shared/data/README.md): 7 little-endian int32 ``dim, hidden_dim, n_layers, n_heads,
+Format (data/README.md): 7 little-endian int32 ``dim, hidden_dim, n_layers, n_heads,
 n_kv_heads, vocab_size, seq_len``, then float32 tensors: token embedding [vocab, dim]; per layer,
 stacked over layers: attention RMSNorm [L, dim], wq [L, dim, dim], wk/wv [L, kv_dim, dim],
 wo [L, dim, dim], FFN RMSNorm [L, dim], w1 [L, hidden, dim], w2 [L, dim, hidden],
 w3 [L, hidden, dim]; final RMSNorm [dim]; then RoPE tables (unused: recomputed, theta 10000).
 A negative vocab_size means an unshared classifier follows.
 
-    ck = load_checkpoint(data_dir() / "stories260k" / "stories260K.bin")
+    ck = load_checkpoint(data_file("stories260k", "stories260K.bin"))
     ck.config.dim, ck.layers[0]["w1"].shape     # 64, (172, 64)
-    tok = load_tokenizer(data_dir() / "stories260k" / "tok512.bin", ck.config.vocab_size)
+    tok = load_tokenizer(data_file("stories260k", "tok512.bin"), ck.config.vocab_size)
     tok.encode("Once upon a time", bos=True)
 """
 from __future__ import annotations
@@ -24,16 +24,25 @@ import torch
 from masec.errors import MasecError
 
 
+# compiler/models/llama2c.py -> the repository root (the ``masec`` package is the compiler/ folder).
+REPO_DATA = Path(__file__).resolve().parents[2] / "data"
+
+
 def data_dir() -> Path:
-    """The shared data folder: ``$MASEC_DATA``, else ``shared/data`` beside the repository checkout."""
-    if os.environ.get("MASEC_DATA"):
-        return Path(os.environ["MASEC_DATA"])
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        cand = parent / "shared" / "data"
-        if cand.is_dir():
-            return cand
-    return Path("/work/shared/data")
+    """The data folder: ``$MASEC_DATA`` when set, else the repository's own ``data/`` folder
+    (stories260k/stories260K.bin, stories260k/tok512.bin, text/tinystories_valid.txt)."""
+    env = os.environ.get("MASEC_DATA")
+    return Path(env) if env else REPO_DATA
+
+
+def data_file(*parts: str) -> Path:
+    """``data_dir() / parts...``; a missing file raises a MasecError that says what to set."""
+    path = data_dir().joinpath(*parts)
+    if not path.is_file():
+        where = "$MASEC_DATA" if os.environ.get("MASEC_DATA") else "the repository's data/ folder"
+        raise MasecError(f"{path}: no such data file in {where}; set MASEC_DATA to a folder that "
+                         f"holds {'/'.join(parts)} (the repository ships one in data/)")
+    return path
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,8 @@ class Checkpoint:
 def load_checkpoint(path) -> Checkpoint:
     path = Path(path)
     if not path.exists():
-        raise MasecError(f"{path}: no such llama2.c checkpoint (set MASEC_DATA to the shared data folder)")
+        raise MasecError(f"{path}: no such llama2.c checkpoint (set MASEC_DATA to a data folder "
+                         "holding stories260k/stories260K.bin, or pass an existing checkpoint path)")
     raw = path.read_bytes()
     dim, hidden, n_layers, n_heads, n_kv, vocab, seq = struct.unpack("<7i", raw[:28])
     cfg = Llama2cConfig(dim, hidden, n_layers, n_heads, n_kv, abs(vocab), seq, vocab > 0)
@@ -133,7 +143,11 @@ class Tokenizer:
 
 
 def load_tokenizer(path, vocab_size: int) -> Tokenizer:
-    raw = Path(path).read_bytes()
+    path = Path(path)
+    if not path.is_file():
+        raise MasecError(f"{path}: no such llama2.c tokenizer (set MASEC_DATA to a data folder "
+                         "holding stories260k/tok512.bin, or pass an existing tokenizer path)")
+    raw = path.read_bytes()
     pos = 4  # max_token_length
     vocab, scores = [], []
     for _ in range(vocab_size):
@@ -222,6 +236,6 @@ def linear_weights(ck: Checkpoint) -> dict[str, torch.Tensor]:
 
 
 def stories260k() -> tuple[Checkpoint, Tokenizer]:
-    """The pretrained stories260K and its tokenizer from the shared data folder."""
-    ck = load_checkpoint(data_dir() / "stories260k" / "stories260K.bin")
-    return ck, load_tokenizer(data_dir() / "stories260k" / "tok512.bin", ck.config.vocab_size)
+    """The pretrained stories260K and its tokenizer from the data folder (``data_dir()``)."""
+    ck = load_checkpoint(data_file("stories260k", "stories260K.bin"))
+    return ck, load_tokenizer(data_file("stories260k", "tok512.bin"), ck.config.vocab_size)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from masec.models.llama2c import data_dir, load_checkpoint, load_tokenizer
+from masec.models.llama2c import data_file, load_checkpoint, load_tokenizer
 
 LAYER = 0
 TEXT = "Once upon a time, there was a little girl"
@@ -33,7 +33,7 @@ class FeedForwardBlock(nn.Module):
 
 
 def _checkpoint():
-    return load_checkpoint(data_dir() / "stories260k" / "stories260K.bin")
+    return load_checkpoint(data_file("stories260k", "stories260K.bin"))
 
 
 def model() -> nn.Module:
@@ -50,6 +50,6 @@ def model() -> nn.Module:
 
 def example_inputs():
     ck = _checkpoint()
-    tok = load_tokenizer(data_dir() / "stories260k" / "tok512.bin", ck.config.vocab_size)
+    tok = load_tokenizer(data_file("stories260k", "tok512.bin"), ck.config.vocab_size)
     ids = tok.encode(TEXT, bos=True)
     return (ck.tok_embeddings[ids],)

@@ -1,6 +1,6 @@
 """The linear weights of the pretrained stories260K for the formats tests (real data), read with
-the shared llama2.c reader ``masec.models.llama2c`` from the shared data folder (``$MASEC_DATA``,
-else ``shared/data`` beside the checkout)."""
+the shared llama2.c reader ``masec.models.llama2c`` from the repository's data/ folder
+(``$MASEC_DATA`` when set)."""
 from __future__ import annotations
 
 from pathlib import Path

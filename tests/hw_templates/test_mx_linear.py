@@ -366,14 +366,11 @@ def test_lmul_accuracy_on_stories260k(fmt_name):
     """Perplexity of stories260K on TinyStories text with every weight linear computed by mx_linear's
     arithmetic (x and W in ``fmt_name``), exact products vs L-Mul; plus the per-linear error of L-Mul
     against the exact MX products. Prints the table used in docs/kernels/mx_linear.md."""
-    from masec.models.llama2c import data_dir, load_checkpoint, load_tokenizer
+    from masec.models.llama2c import data_file, load_checkpoint, load_tokenizer
 
-    d = data_dir()
-    if not (d / "stories260k" / "stories260K.bin").exists():
-        pytest.skip("shared data folder not available")
-    ck = load_checkpoint(d / "stories260k" / "stories260K.bin")
-    tok = load_tokenizer(d / "stories260k" / "tok512.bin", ck.config.vocab_size)
-    paras = [p for p in (d / "text" / "tinystories_valid.txt").read_text().split("\n\n") if p.strip()]
+    ck = load_checkpoint(data_file("stories260k", "stories260K.bin"))
+    tok = load_tokenizer(data_file("stories260k", "tok512.bin"), ck.config.vocab_size)
+    paras = [p for p in data_file("text", "tinystories_valid.txt").read_text(encoding="utf-8").split("\n\n") if p.strip()]
     ids = []
     for p in paras:
         ids += tok.encode(p.strip(), bos=True)

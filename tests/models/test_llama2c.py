@@ -1,4 +1,4 @@
-"""The llama2.c loader and float forward reproduce the verified facts of shared/data/README.md."""
+"""The llama2.c loader and float forward reproduce the verified facts of data/README.md."""
 import torch
 
 from masec.models.llama2c import forward, generate, linear_weights, stories260k
