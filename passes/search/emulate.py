@@ -66,7 +66,9 @@ class Emulator:
             if fmt is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
                 return None
             x = args[0]
-            return (fmt.quantize(x).to(x.dtype),) + tuple(args[1:])
+            with torch.no_grad():
+                q = fmt.quantize(x.detach()).to(x.dtype)
+            return (q,) + tuple(args[1:])
         return pre
 
     def _quantized(self, key: str, cand: Candidate) -> torch.Tensor:

@@ -94,17 +94,25 @@ def solve_mckp(costs: list[list[float]], losses: list[list[float]], budget: floa
     # scale the knapsack row so that its coefficients are O(1) for the solver's tolerances
     scale = max(float(flat_l.max(initial=0.0)), budget, 1e-300)
     h.addRow(-inf, budget / scale, n, np.arange(n, dtype=np.int32), flat_l / scale)
-    h.run()
-    status = h.getModelStatus()
-    if status not in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit):
-        return None
-    x = np.array(h.getSolution().col_value)
-    if x.size != n:
-        return None
-    choice = [int(cols[int(np.argmax(x[cols]))]) - cols[0] for cols in idx]
-    if sum(losses[i][j] for i, j in enumerate(choice)) > budget * (1 + 1e-9) + 1e-15:
-        return None
-    return choice
+    knap = len(idx)
+    b = budget
+    for _ in range(4):  # HiGHS works to a tolerance: tighten until the solution is within the budget
+        h.run()
+        status = h.getModelStatus()
+        if status not in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit):
+            return None
+        x = np.array(h.getSolution().col_value)
+        if x.size != n:
+            return None
+        choice = [int(np.argmax(x[cols])) for cols in idx]
+        used = sum(losses[i][j] for i, j in enumerate(choice))
+        if used <= budget * (1 + 1e-9) + 1e-15:
+            return choice
+        b = b - 2 * (used - budget) - 1e-9 * scale
+        if b < 0:
+            return None
+        h.changeRowBounds(knap, -inf, b / scale)
+    return None
 
 
 def ilp_assignment(space: Space, sens: dict[str, dict[str, float]], budget: float) -> dict[str, Candidate] | None:
@@ -114,6 +122,10 @@ def ilp_assignment(space: Space, sens: dict[str, dict[str, float]], budget: floa
     total = max(space.total_numel, 1)
     costs = [[space.group_numel(g) * c.bits / total for c in opts] for g, opts in zip(groups, options)]
     losses = [[max(sens[g][c.key], 0.0) for c in opts] for g, opts in zip(groups, options)]
+    p_min = sum(min(row) for row in losses)
+    if budget <= p_min * (1 + 1e-9):   # only the most accurate choices fit
+        choice = [min(range(len(row)), key=lambda j: (row[j], costs[i][j])) for i, row in enumerate(losses)]
+        return {g: opts[j] for g, opts, j in zip(groups, options, choice)} if budget >= p_min * (1 - 1e-9) else None
     choice = solve_mckp(costs, losses, budget)
     if choice is None:
         return None

@@ -260,7 +260,8 @@ def discover_sites(model: nn.Module, example_inputs: tuple) -> tuple[list[Site],
             ppath, pop = producers[path]
             key = f"act:{ppath}"
             if key not in acts:
-                acts[key] = Site(key, "act", ppath, pop, sizes[path], layer=layer_of(ppath if pop != "input" else None))
+                # a function node's name says nothing of its layer: use its first consumer's
+                acts[key] = Site(key, "act", ppath, pop, sizes[path], layer=layer_of(path))
             acts[key].consumers = acts[key].consumers + (path,)
         else:
             key = f"act:in:{path}"

@@ -1,0 +1,88 @@
+"""End to end: run_search writes every file, chooses the known-best point, resumes its study;
+the CLI entry point on a model file."""
+import json
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from masec.passes.search import load_precision
+from masec.passes.search.cli import main as cli_main
+from masec.passes.search.runner import run_search
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+import toy_model  # noqa: E402
+
+TYPES = ("mxint8", "mxint4", "mxfp6_e2m3", "mxfp4")
+BLOCKS = (32, 64)
+
+
+def search(out, trials, **kw):
+    kw.setdefault("types", TYPES)
+    kw.setdefault("blocks", BLOCKS)
+    return run_search(toy_model.model, toy_model.example_inputs, toy_model.evaluate, toy_model.calibration_data,
+                      out, metric_name="mse", max_loss="2%", trials=trials, storage=None, device="cpu",
+                      by="node", seed=3, progress=False, **kw)
+
+
+def test_end_to_end_and_resume(tmp_path):
+    out = tmp_path / "s"
+    res = search(out, trials=3)
+    for f in ("precision.toml", "search.json", "nodes.md", "pareto.png", "search.log", "study.db",
+              "sensitivity.json"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    doc = json.loads((out / "search.json").read_text())
+    assert doc["float32_metric"] == pytest.approx(toy_model.evaluate(toy_model.model))
+    assert doc["max_loss"] == "2%"
+    ch = doc["chosen"]
+    assert ch["within_max_loss"] and ch["loss"] <= 0.02
+    assert ch["metric"] <= doc["float32_metric"] * 1.02
+    # the known best: the scaled-down layers at 4 bits, the main layer and the input wider
+    assert ch["sites"]["weight:small1"].split(":")[0] in ("mxint4", "mxfp4_e2m1")
+    assert ch["sites"]["weight:small2"].split(":")[0] in ("mxint4", "mxfp4_e2m1")
+    assert ch["sites"]["weight:big"].split(":")[0] not in ("mxint4", "mxfp4_e2m1")
+    assert ch["avg_bits"] < doc["uniform"]["mxint8:32"]["avg_bits"]
+    assert all({"avg_bits", "metric", "assignment"} <= set(p) for p in doc["points"])
+    assert {p["source"] for p in doc["points"]} == {"ilp", "optuna"}
+    # precision.toml is the chosen point, in the compiler's schema
+    spec = load_precision(out / "precision.toml")
+    for site, key in ch["sites"].items():
+        kind, path = site.split(":", 1)
+        fmt, block = key.split(":")
+        assert spec.resolve("linear" if kind == "weight" else "input", path, "weight" if kind == "weight" else "out") \
+            == (fmt, int(block))
+    assert "| weight | `big` |" in (out / "nodes.md").read_text()
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    n1 = len(optuna.load_study(study_name="masec-node-max2pct", storage=f"sqlite:///{out}/study.db").trials)
+
+    # resume: the same folder continues the study (sensitivity reused, ILP points not added twice)
+    res2 = search(out, trials=2)
+    st = optuna.load_study(study_name="masec-node-max2pct", storage=f"sqlite:///{out}/study.db")
+    assert len(st.trials) == n1 + 2
+    assert "sensitivity: reusing" in (out / "search.log").read_text()
+    assert len(res2.points) >= len(res.points)
+    assert res2.chosen["avg_bits"] <= res.chosen["avg_bits"]
+
+
+def test_deterministic_and_cli(tmp_path, capsys):
+    a = search(tmp_path / "a", trials=0, ilp_points=4)
+    b = search(tmp_path / "b", trials=0, ilp_points=4)
+    assert a.chosen["assignment"] == b.chosen["assignment"] and a.chosen["metric"] == b.chosen["metric"]
+    assert (tmp_path / "a" / "precision.toml").read_text() == (tmp_path / "b" / "precision.toml").read_text()
+    assert not (tmp_path / "a" / "study.db").exists()   # trials=0 and no --storage: no study
+
+    rc = cli_main([str(HERE / "toy_model.py"), "--out", str(tmp_path / "c"), "--trials", "0", "--by", "type",
+                   "--types", "mxint8,mxfp4", "--block-sizes", "32", "--max-loss", "5%", "--no-progress"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "c" / "search.json").read_text())
+    assert doc["by"] == "type" and doc["metric_name"] == "mse" and doc["max_loss"] == "5%"
+    assert set(doc["space"]["groups"]) == {"weight:linear", "act:input"}
+
+    assert cli_main([str(HERE / "nope.py"), "--out", str(tmp_path / "d")]) == 2
+    assert "no such model file" in capsys.readouterr().err
+    assert cli_main([str(HERE / "toy_model.py"), "--out", str(tmp_path / "d"), "--types", "mxint99x"]) == 2
+    assert "--types" in capsys.readouterr().err
+    assert cli_main([str(HERE / "toy_model.py"), "--out", str(tmp_path / "d"), "--device", "cuda:7",
+                     "--no-progress"]) in (0, 2)

@@ -1,0 +1,145 @@
+"""Search space: candidates and their cost, sites found in a model, grouping, objectives."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from masec.passes.search.objectives import MaxLoss, loss_of, pareto_front
+from masec.passes.search.report import knee
+from masec.passes.search.space import Candidate, build_space, candidates, discover_sites, layer_of
+
+
+def test_candidates_and_bits():
+    cands = candidates()
+    assert len(cands) == 8 * 3
+    c = Candidate.make("mxfp4", 64)
+    assert c.fmt == "mxfp4_e2m1" and c.bits == 4 + 8 / 64 and c.key == "mxfp4_e2m1:64"
+    assert Candidate.parse(c.key) == c
+    assert Candidate.make("mxint6", 16).bits == 6 + 8 / 16
+    bits = [c.bits for c in cands]
+    assert bits == sorted(bits) and bits[0] == 4.125 and bits[-1] == 8.5
+
+
+class Block(nn.Module):
+    def __init__(self, d=32, h=64):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.w1 = nn.Linear(d, h)
+        self.w3 = nn.Linear(d, h)
+        self.w2 = nn.Linear(h, d)
+        self.wo = nn.Linear(d, d)
+
+    def forward(self, x):
+        n = self.norm(x)
+        y = self.w2(F.silu(self.w1(n)) * self.w3(n))
+        return x + self.wo(y.reshape(-1, y.shape[-1]).view(y.shape))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 32)
+        self.layers = nn.ModuleList([Block(), Block()])
+        self.head = nn.Linear(32, 50, bias=False)
+        self.head.weight = self.emb.weight  # tied
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x)
+
+
+def test_discover_sites_and_grouping():
+    net = Net().eval()
+    ids = torch.randint(0, 50, (2, 5))
+    sites, traced, _ = discover_sites(net, (ids,))
+    assert traced
+    by = {s.key: s for s in sites}
+    # the tied embedding/classifier weight is one site with an alias
+    assert by["weight:emb"].aliases == ("head",) and "weight:head" not in by
+    assert by["weight:emb"].numel == 50 * 32 and by["weight:emb"].op == "embedding"
+    # q/k/v-style fan-out: w1 and w3 read the norm's output -> one activation site
+    s = by["act:layers.0.norm"]
+    assert s.op == "layer_norm" and s.consumers == ("layers.0.w1", "layers.0.w3") and s.numel == 2 * 5 * 32
+    # the gate multiply is a function: named by its fx node
+    mul = [k for k in by if k.startswith("act:mul")]
+    assert len(mul) == 2 and by[mul[0]].op == "mul" and by[mul[0]].consumers == ("layers.0.w2",)
+    # wo's input goes through view/reshape back to w2
+    assert by["act:layers.0.w2"].consumers == ("layers.0.wo",) and by["act:layers.0.w2"].op == "linear"
+    assert by["act:layers.0.w2"].layer == "layers.0"
+    weights = [s for s in sites if s.kind == "weight"]
+    acts = [s for s in sites if s.kind == "act"]
+    assert len(weights) == 1 + 2 * 4 and len(acts) == 2 * 3 + 1
+
+    node = build_space(sites, "node")
+    assert len(node.groups) == len(sites)
+    layer = build_space(sites, "layer")
+    assert set(layer.groups) == {"weight:model", "weight:layers.0", "weight:layers.1", "act:layers.0",
+                                 "act:layers.1", "act:model"}
+    assert by["act:mul"].layer == "layers.0" and by["act:mul_1"].layer == "layers.1"
+    typ = build_space(sites, "type")
+    assert set(typ.groups) == {"weight:linear", "weight:embedding", "act:layer_norm", "act:mul", "act:linear",
+                                 "act:add"}
+    # act:layers.1.w2 feeds nothing in layers.0; the final head reads the last residual add
+    assert "act:add_1" in by and by["act:add_1"].consumers == ("head",)
+    with pytest.raises(ValueError):
+        build_space(sites, "row")
+
+
+def test_avg_bits_weighted_by_size():
+    net = Net().eval()
+    sites, _, _ = discover_sites(net, (torch.randint(0, 50, (2, 5)),))
+    space = build_space(sites, "type")
+    a = space.uniform(Candidate.make("mxint8", 32))
+    assert space.avg_bits(a) == pytest.approx(8.25)
+    a["weight:embedding"] = Candidate.make("mxint4", 32)
+    n_emb = 50 * 32
+    want = (n_emb * 4.25 + (space.total_numel - n_emb) * 8.25) / space.total_numel
+    assert space.avg_bits(a) == pytest.approx(want)
+    assert space.expand(a)["weight:emb"] == Candidate.make("mxint4", 32)
+
+
+class Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 8)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow
+            return self.b(self.a(x))
+        return self.b(self.a(-x))
+
+
+def test_untraceable_model_gets_one_activation_group():
+    sites, traced, why = discover_sites(Untraceable(), (torch.ones(2, 8),))
+    assert not traced and why
+    space = build_space(sites, "node")
+    assert "act:linear_inputs" in space.groups and len(space.groups["act:linear_inputs"]) == 2
+
+
+def test_layer_of():
+    assert layer_of("layers.3.attention.wq") == "layers.3"
+    assert layer_of("encoder.fc") == "encoder"
+    assert layer_of("fc1") == "model" and layer_of(None) == "model"
+
+
+def test_objectives():
+    assert MaxLoss.parse("2%") == MaxLoss(0.02, True)
+    assert MaxLoss.parse("0.5") == MaxLoss(0.5, False)
+    assert MaxLoss.parse(None) is None
+    with pytest.raises(Exception, match="max-loss"):
+        MaxLoss.parse("two percent")
+    assert loss_of(4.1, 4.0) == pytest.approx(0.025)
+    assert loss_of(0.9, 1.0, higher_is_better=True) == pytest.approx(0.1)
+    assert loss_of(4.1, 4.0, relative=False) == pytest.approx(0.1)
+    pts = [{"avg_bits": 4, "metric": 5.0, "loss": 0.25}, {"avg_bits": 5, "metric": 4.2, "loss": 0.05},
+           {"avg_bits": 6, "metric": 4.5, "loss": 0.12}, {"avg_bits": 8, "metric": 4.0, "loss": 0.0}]
+    front = pareto_front(pts)
+    assert [p["avg_bits"] for p in front] == [4, 5, 8]
+    assert knee(front)["avg_bits"] == 5
+    assert [p["avg_bits"] for p in pareto_front(pts, higher_is_better=True)] == [4]
+    assert not math.isnan(knee(front[:1])["avg_bits"])
