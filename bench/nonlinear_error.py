@@ -8,7 +8,11 @@ mx_layernorm is measured on the same norm inputs with the trained RMSNorm weight
 beta = 0.1 * (the other norm's weights of the layer) so that the beta path is exercised.
 
 Per kernel and (input, output) format pair the inputs are MX-quantized (block 32 along the
-reduced axis; gamma/beta in mxfp8_e4m3) and run through the kernel model. Columns:
+reduced axis; gamma/beta in mxfp8_e4m3) and run through the kernel model. mx_softmax runs in two
+forms: "prescaled" quantizes the scores q k^T / sqrt(head_dim) and runs softmax (scale 1);
+"folded" quantizes the raw q k^T (reconstructed as scores * sqrt(head_dim) in float64) and folds
+the 1/sqrt(head_dim) into the kernel (``scale=``). Both are compared with the same float softmax
+of the float scores. Columns:
 
 * approx_rel: the kernel's own approximation, the largest relative error of the exact values
   m * 2^e handed to the quantizer against the float64 function of the same quantized inputs
@@ -44,8 +48,8 @@ LANES = 8
 
 def capture(n_tokens: int):
     """Float32 forward of stories260K over the first ``n_tokens`` of real text; returns (scores
-    [L*H, T, T], norm inputs [K, T, dim], gammas [K, dim], betas [K, dim]) with K = 2 L + 1 norms
-    (per layer the attention then the FFN norm, then the final norm)."""
+    [L*H, T, T], norm inputs [K, T, dim], gammas [K, dim], betas [K, dim], head_dim) with K = 2 L + 1
+    norms (per layer the attention then the FFN norm, then the final norm)."""
     ck, tok = stories260k()
     text = data_file("text", "tinystories_valid.txt").read_text(encoding="utf-8")
     cap: dict = {}
@@ -59,7 +63,8 @@ def capture(n_tokens: int):
     norm_in.append(cap["final_norm_in"])
     gammas.append(ck.norm)
     betas.append(0.1 * ck.layers[0]["attention_norm"])
-    return torch.cat(scores), torch.stack(norm_in), torch.stack(gammas), torch.stack(betas)
+    return (torch.cat(scores), torch.stack(norm_in), torch.stack(gammas), torch.stack(betas),
+            ck.config.head_dim)
 
 
 def _enc(x: torch.Tensor, fmt):
@@ -87,19 +92,26 @@ def _row(kernel, fi_name, fo_name, fo, got_c, got_s, ideal_c, ideal_s, kern, ide
             "rel_rmse_ideal": float((ideal - true).pow(2).mean().sqrt()) / rms}
 
 
-def bench_softmax(scores: torch.Tensor, fi_name: str, fo_name: str) -> dict:
+def bench_softmax(scores: torch.Tensor, fi_name: str, fo_name: str, head_dim: int | None = None) -> dict:
+    """``head_dim`` None: the prescaled form (softmax of the quantized scores); else the folded form
+    (the quantized raw scores q k^T, kernel scale 1 / sqrt(head_dim))."""
     fi, fo = parse_format(fi_name, block_size=32), parse_format(fo_name, block_size=32)
     T = scores.shape[-1]
-    x = scores.reshape(-1, T)
+    true = SM.softmax_reference(scores.reshape(-1, T).double(), True, T, 0)
+    scale = 1.0 if head_dim is None else 1 / head_dim ** 0.5
+    x = scores.reshape(-1, T).double() * (1.0 if head_dim is None else head_dim ** 0.5)
     c, s = _enc(x, fi)
     xq = _dec(fi, c, s, x.shape, T)
-    m, e = SM.softmax_lanes_t(c, s, fi.element, T, LANES, causal=True, rows=T, offset=0)
-    kc, ks = SM.softmax_model(c, s, fi.element, fo.element, T, LANES, causal=True, rows=T, offset=0)
-    exact = SM.softmax_reference(xq, True, T, 0)
+    m, e = SM.softmax_lanes_t(c, s, fi.element, T, LANES, causal=True, rows=T, offset=0, scale=scale)
+    kc, ks = SM.softmax_model(c, s, fi.element, fo.element, T, LANES, causal=True, rows=T, offset=0, scale=scale)
+    exact = SM.softmax_reference(xq, True, T, 0, scale=scale)
     ic, is_ = _enc(exact, fo)
     lanes_val = (m.double() * torch.pow(2.0, e.double()))[:, :T]
-    return _row("mx_softmax", fi_name, fo_name, fo, kc, ks, ic, is_, _dec(fo, kc, ks, x.shape, T),
-                _dec(fo, ic, is_, x.shape, T), SM.softmax_reference(x.double(), True, T, 0), lanes_val, exact)
+    row = _row("mx_softmax", fi_name, fo_name, fo, kc, ks, ic, is_, _dec(fo, kc, ks, x.shape, T),
+               _dec(fo, ic, is_, x.shape, T), true, lanes_val, exact)
+    row["form"] = "prescaled" if head_dim is None else "folded"
+    row["scale"] = scale
+    return row
 
 
 def bench_norm(kind: str, xs: torch.Tensor, gammas: torch.Tensor, betas: torch.Tensor, fi_name: str, fo_name: str) -> dict:
@@ -145,24 +157,26 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "nonlinear_error.json")
     args = ap.parse_args(argv)
     t0 = time.time()
-    scores, xs, gammas, betas = capture(args.tokens)
+    scores, xs, gammas, betas, head_dim = capture(args.tokens)
     print(f"stories260K on {scores.shape[-1]} tokens of TinyStories validation text: {scores.shape[0]} "
           f"attention score matrices, {xs.shape[0]} norm inputs of [{xs.shape[1]}, {xs.shape[2]}]; "
           f"|score| max {scores.abs().max():.2f}, |norm input| max {xs.abs().max():.2f}")
     rows = []
     for fi, fo in PAIRS:
         rows.append(bench_softmax(scores, fi, fo))
+        rows.append(bench_softmax(scores, fi, fo, head_dim))
         rows.append(bench_norm("rmsnorm", xs, gammas, betas, fi, fo))
         rows.append(bench_norm("layernorm", xs, gammas, betas, fi, fo))
-    hdr = (f"{'kernel':13} {'in':>11} {'out':>11} {'elements':>9} {'approx_rel':>10} {'differ':>8} "
+    hdr = (f"{'kernel':13} {'form':>9} {'in':>11} {'out':>11} {'elements':>9} {'approx_rel':>10} {'differ':>8} "
            f"{'max_step':>8} {'rmse kern':>9} {'rmse ideal':>10}")
     print(hdr)
     print("-" * len(hdr))
-    for r in sorted(rows, key=lambda r: (r["kernel"], r["in"], r["out"])):
-        print(f"{r['kernel']:13} {r['in']:>11} {r['out']:>11} {r['elements']:>9} {r['approx_rel']:>10.2e} "
+    for r in sorted(rows, key=lambda r: (r["kernel"], r["in"], r["out"], r.get("form", ""))):
+        print(f"{r['kernel']:13} {r.get('form', ''):>9} {r['in']:>11} {r['out']:>11} {r['elements']:>9} {r['approx_rel']:>10.2e} "
               f"{r['differ']:>8.3%} {r['max_step']:>8} {r['rel_rmse_kernel']:>9.4f} {r['rel_rmse_ideal']:>10.4f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"tokens": args.tokens, "lanes": LANES, "param_format": PARAM_FMT,
+                                    "head_dim": head_dim,
                                     "data": "stories260K on tinystories_valid.txt (first paragraphs)",
                                     "rows": rows}, indent=1) + "\n")
     print(f"wrote {args.out} ({time.time() - t0:.0f} s)")
