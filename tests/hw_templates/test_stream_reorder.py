@@ -198,6 +198,12 @@ def test_reorder_bad_parameters_stop_elaboration(tmp_path):
     files = render_with_deps("stream_reorder", tmp_path)
     with pytest.raises(MasecError, match="must be >= 1"):
         lint(files, "stream_reorder", parameters={"N_OUT": 0})
+    script = ("from pyosys import libyosys as ys\nd = ys.Design()\n"
+              f"ys.run_pass('read_verilog -sv {files[-1]}', d)\n"
+              "ys.run_pass('chparam -set UNIT_BEATS 0 stream_reorder', d)\n"
+              "ys.run_pass('hierarchy -top stream_reorder', d)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0 and "must be >= 1" in proc.stdout + proc.stderr
 
 
 _SYNTH = r"""
