@@ -1,7 +1,8 @@
 """The compile driver: model file -> verified-RTL output folder.
 
-Pipeline: load + trace + normalize (frontend) -> shape_prop -> annotate_formats ->
-select_kernels -> bit-exact reference run -> design (top.sv wiring) -> render -> write.
+Pipeline: load + torch.export + canonicalize + normalize (frontend) -> shape_prop ->
+assign_formats -> select_kernels -> build_ir -> insert_forks -> size_fifos -> check_ir ->
+bit-exact reference run over the IR -> print (top.sv, vectors, scripts, report) -> write.
 Everything is written into a temporary sibling folder and moved into place only when complete,
 so a failed compile leaves nothing behind and never touches an existing folder without --force.
 """
@@ -15,14 +16,14 @@ from typing import Callable
 
 from masec import emit
 from masec.config import CompileConfig
-from masec.design import build_design
 from masec.errors import MasecError
-from masec.frontend import load_model_file, normalize, trace
-from masec.lowering import supported_ops
-from masec.reference import run_reference
+from masec.frontend import export, load_model_file, normalize
+from masec.hwir import run_reference
 from masec.passes.analysis.shape_prop import shape_prop
+from masec.passes.hw.build_ir import build_ir
+from masec.passes.hw.streams import insert_forks, size_fifos
 from masec.passes.manager import PassManager
-from masec.passes.transform.annotate_formats import annotate_formats
+from masec.passes.transform.assign_formats import assign_formats
 from masec.passes.transform.select_kernels import select_kernels
 
 
@@ -30,7 +31,7 @@ from masec.passes.transform.select_kernels import select_kernels
 class CompileResult:
     out: Path
     gm: object
-    design: object
+    ir: object
     rows: list[dict]     # the report table
     accuracy: list[dict]  # per output: hardware-exact vs float32
 
@@ -44,10 +45,35 @@ def check_out_dir(out: Path, force: bool) -> None:
 
 
 def frontend(config: CompileConfig):
+    """Load, export and canonicalize the model; every node gets its NodeMeta (op, source, path)."""
+    from masec.passes.transform.canonicalize import canonicalize
+
     model, inputs = load_model_file(config.model_file, config.model_name, config.inputs_name)
-    gm = trace(model, config.model_file)
-    normalize(gm, supported_ops(), config.model_file)
+    gm = export(model, inputs, config.model_file)
+    canonicalize(gm, inputs)
+    normalize(gm, config.model_file)
     return gm, inputs
+
+
+def lower(config: CompileConfig, progress: Callable[[str], None] | None = None):
+    """Model file -> (canonical graph, hardware IR, reference values, example inputs); writes nothing."""
+    say = progress or (lambda _msg: None)
+    say("export")
+    gm, inputs = frontend(config)
+    ir_box = {}
+    pm = (PassManager()
+          .add("shape_prop", lambda g, c: shape_prop(g, inputs))
+          .add("assign_formats", assign_formats)
+          .add("select_kernels", select_kernels)
+          .add("build_ir", lambda g, c: ir_box.setdefault("ir", build_ir(g, c)))
+          .add("insert_forks", lambda g, c: insert_forks(ir_box["ir"]))
+          .add("size_fifos", lambda g, c: size_fifos(ir_box["ir"]))
+          .add("check_ir", lambda g, c: ir_box["ir"].check()))
+    pm.run(gm, config, progress=say)
+    ir = ir_box["ir"]
+    say("reference")
+    values = run_reference(ir, inputs)
+    return gm, ir, values, inputs
 
 
 def compile_model(config: CompileConfig, progress: Callable[[str], None] | None = None) -> CompileResult:
@@ -55,29 +81,18 @@ def compile_model(config: CompileConfig, progress: Callable[[str], None] | None 
     out = Path(config.out)
     check_out_dir(out, config.force)
     say = progress or (lambda _msg: None)
-
-    say("trace")
-    gm, inputs = frontend(config)
-    pm = (PassManager()
-          .add("shape_prop", lambda g, c: shape_prop(g, inputs))
-          .add("annotate_formats", annotate_formats)
-          .add("select_kernels", select_kernels))
-    pm.run(gm, config, progress=say)
-    say("reference")
-    values = run_reference(gm, inputs)
-    say("design")
-    design = build_design(gm, config)
+    gm, ir, values, inputs = lower(config, say)
 
     say("write")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.masec-", dir=out.parent))
     try:
-        rows, acc = emit.write_tree(tmp, gm, design, values, inputs, config)
+        rows, acc = emit.write_tree(tmp, gm, ir, values, inputs, config)
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CompileResult(out, gm, design, rows, acc)
+    return CompileResult(out, gm, ir, rows, acc)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

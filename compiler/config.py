@@ -31,6 +31,8 @@ class CompileConfig:
     clock_ns: float = DEFAULT_CLOCK_NS
     seed: int = 1
     force: bool = False
+    precision_file: str = ""        # --precision FILE.toml (per-node formats); --format is the default
+    debug: bool = False
 
     def validated(self) -> "CompileConfig":
         from masec.formats import FormatError, parse_format
@@ -53,7 +55,21 @@ class CompileConfig:
             raise MasecError(f"--clock {self.clock_ns}: the clock period must be a positive number of ns")
         if not self.part.strip():
             raise MasecError("--part: give an FPGA part name, e.g. " + DEFAULT_PART)
-        return CompileConfig(**{**asdict(self), "format": parsed.name})
+        cfg = CompileConfig(**{**asdict(self), "format": parsed.name})
+        cfg.precision()   # validates the --precision file before any pass runs
+        return cfg
+
+    def precision(self):
+        from masec.precision import Precision
+
+        if self.precision_file:
+            return Precision.load(self.precision_file, self.format, self.block_size)
+        return Precision.uniform(self.format, self.block_size)
+
+    def precision_label(self) -> str:
+        if self.precision_file:
+            return f"{Path(self.precision_file).name} (default {self.format}, block {self.block_size})"
+        return f"{self.format}, block {self.block_size}"
 
     def tensor_format(self):
         from masec.meta import TensorFormat
@@ -63,5 +79,9 @@ class CompileConfig:
         d = asdict(self)
         d.pop("force")
         d.pop("out")
+        d.pop("debug")
         d["model_file"] = Path(self.model_file).name
+        if self.precision_file:
+            d["precision_file"] = Path(self.precision_file).name
+            d["precision"] = self.precision().to_json()
         return json.dumps(d, indent=2, sort_keys=True) + "\n"

@@ -1,6 +1,6 @@
 """Write a compiled design's output tree (see README "What compile writes").
 
-Everything is derived from the annotated graph, the design and the reference values, in a fixed
+Everything is derived from the hardware IR and the reference values, in a fixed
 order, with no timestamps: the same model and options give byte-identical files.
 """
 from __future__ import annotations
@@ -10,83 +10,98 @@ from pathlib import Path
 
 import masec
 from masec.errors import MasecError
+from masec.design import top_view
 from masec.hw_templates.render import render, render_script, render_template
-from masec.lowering import lowering_for
-from masec.meta import meta
-from masec.reference import accuracy, output_nodes
-from masec.sim.mxstream import mx_beats
+from masec.hwir import view_value
+from masec.reference import accuracy
+from masec.sim.mxstream import mx_stream, plain_stream
 from masec.sim.vectors import StreamVectors, VectorFile
 
 
-def _modules(gm, design) -> list:
+def _modules(ir, view) -> list:
     """Every SV module the design needs, each once, dependencies first, top last."""
+    from masec.hw_templates.manifest import dependency_closure, kernel
+
     mods: dict[str, object] = {}
 
     def add(r):
         if r.module in mods and mods[r.module].text != r.text:
-            raise MasecError(f"internal: two different renderings of module {r.module}")
+            raise MasecError(f"internal error: two different renderings of module {r.module}")
         mods.setdefault(r.module, r)
 
-    for inst in design.instances:
-        if "render" in inst:
-            kernel_name, module, ctx = inst["render"]
-            add(render(kernel_name, module, **ctx))
-    for node in gm.graph.nodes:
-        m = meta(node)
-        if m.kernel is not None:
-            for r in lowering_for(node).render(m.kernel):
-                add(r)
-    top = render_template("top.sv.j2", design.top, ports=design.ports, wires=design.wires,
-                          assigns=design.assigns, instances=design.instances)
-    add(top)
+    for dep in dependency_closure(("stream_fifo",)):
+        add(render(dep))
+    add(render("stream_fifo"))
+    for inst in ir.instances.values():
+        for r in inst.renders:
+            if r.module == inst.module:
+                for dep in dependency_closure(kernel(inst.kernel).deps):
+                    add(render(dep))
+            add(r)
+    add(render_template("top.sv.j2", view.top, inputs=view.inputs, outputs=view.outputs, edges=view.edges,
+                        instances=view.instances))
     return list(mods.values())
 
 
-def _vectors(gm, design, values, config) -> VectorFile:
+def port_beats(t, v) -> StreamVectors:
+    """The beats of value ``v`` on a stream of type ``t``."""
+    if t.is_mx:
+        return mx_stream(v.codes, v.scales, t.element_bits, t.lanes)
+    return plain_stream(v.values, t.int_bits, t.lanes)
+
+
+def _vectors(ir, values, config) -> VectorFile:
     inputs, outputs = {}, {}
-    for port in design.inputs:
-        v = values[port["node"]]
-        inputs[port["name"]] = StreamVectors(("data", "scale"), mx_beats(v.codes, v.scales, port["width"], port["lanes"]),
-                                             {"data": (port["lanes"], port["width"])})
-    for port in design.outputs:
-        v = values[port["node"]]
-        beats = mx_beats(v.codes, v.scales, port["width"], port["lanes"])
-        per_block = v.fmt.block_size // port["lanes"]
-        nblocks = v.codes.shape[1]
-        notes = [f"{port['node']}: row {i // (per_block * nblocks)}, block {(i // per_block) % nblocks}, "
-                 f"beat {i % per_block} of the block" for i in range(len(beats))]
-        outputs[port["name"]] = StreamVectors(("data", "scale"), beats, {"data": (port["lanes"], port["width"])}, notes)
-    ideal = max([meta(n).kernel.ideal_cycles for n in gm.graph.nodes if meta(n).kernel] +
+    for inst in ir.inputs:
+        t = inst.out_types[0]
+        inputs[inst.params["port"]] = port_beats(t, values[(inst.name, 0)])
+    for inst in ir.outputs:
+        t = inst.in_types[0]
+        v = view_value(values[(inst.name, 0)], t)
+        sv = port_beats(t, v)
+        if t.is_mx:
+            per_block = v.fmt.block_size // t.lanes
+            nblocks = v.codes.shape[1]
+            sv.notes = [f"{inst.node}: row {i // (per_block * nblocks)}, block {(i // per_block) % nblocks}, "
+                        f"beat {i % per_block} of the block" for i in range(len(sv.beats))]
+        outputs[inst.params["port"]] = sv
+    ideal = max([i.ideal_cycles for i in ir.instances.values()] +
                 [len(s.beats) for s in (*inputs.values(), *outputs.values())])
     return VectorFile(inputs, outputs, seed=config.seed, ideal_cycles=ideal)
 
 
-def report_rows(gm) -> list[dict]:
+def report_rows(ir) -> list[dict]:
     rows = []
-    for node in gm.graph.nodes:
-        m = meta(node)
-        k = m.kernel
+    for inst in ir.instances.values():
+        if inst.is_port:
+            continue
+        t = inst.out_types[0]
         rows.append({
-            "node": node.name, "op": m.op, "shape": list(m.shape or ()),
-            "format": m.formats["out"].name if "out" in m.formats else "",  # noqa: E501
-            "param_formats": {p: f.name for p, f in sorted(m.formats.items()) if p != "out"},
-            "kernel": k.kernel if k else "", "module": k.module if k else "",
-            "parameters": {a: b for a, b in k.params} if k else {},
-            "ideal_cycles": k.ideal_cycles if k else 0, "source": m.source,
+            "node": inst.node, "instance": inst.name, "op": inst.op, "shape": list(t.shape),
+            "format": f"{t.fmt.name}/B{t.fmt.block_size}" if t.fmt else f"int{t.int_bits}",
+            "in": [it.describe() for it in inst.in_types],
+            "param_formats": {p: f"{f.name}/B{f.block_size}" for p, f in sorted(inst.formats.items()) if p != "out"},
+            "kernel": inst.kernel, "module": inst.module, "lanes": t.lanes,
+            "parameters": {a: b for a, b in sorted(inst.params.items())},
+            "ideal_cycles": inst.ideal_cycles, "buffering": inst.buffering, "source": inst.source,
         })
     return rows
 
 
 def _report_md(rows, config, vectors: VectorFile, acc: list[dict]) -> str:
     lines = [f"# masec compile report: {Path(config.model_file).name}", "",
-             f"format {config.format}, block {config.block_size}, rounding {config.rounding}, "
+             f"precision {config.precision_label()}, rounding {config.rounding}, "
              f"parallelism {config.parallelism}, part {config.part}, clock {config.clock_ns} ns", "",
              "| node | op | shape | format | kernel | parameters | ideal cycles |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        params = ", ".join(f"{k}={v}" for k, v in r["parameters"].items() if not str(v).endswith(".mem")) or "-"
+        params = ", ".join(f"{k}={v}" for k, v in r["parameters"].items()
+                           if not str(v).endswith(".mem") and k.isupper() and not k.endswith(("_BITS", "_MBITS",
+                                                                                              "_BIAS", "_EMAX",
+                                                                                              "_MAX_CODE", "_IS_INT",
+                                                                                              "_EBITS")))
         fmts = r["format"] + "".join(f"; {p} {f}" for p, f in r["param_formats"].items())
-        lines.append(f"| {r['node']} | {r['op']} | {tuple(r['shape'])} | {fmts} | {r['kernel'] or '-'} | {params} | "
-                     f"{r['ideal_cycles'] or '-'} |")
+        lines.append(f"| {r['node']} | {r['op']} | {tuple(r['shape'])} | {fmts} | {r['kernel'] or '-'} | "
+                     f"{params or '-'} | {r['ideal_cycles'] or '-'} |")
     n_in = sum(len(s.beats) for s in vectors.inputs.values())
     n_out = sum(len(s.beats) for s in vectors.outputs.values())
     lines += ["", f"Test vectors: {n_in} input beats, {n_out} output beats; ideal {vectors.ideal_cycles} cycles "
@@ -98,43 +113,59 @@ def _report_md(rows, config, vectors: VectorFile, acc: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_tree(root: Path, gm, design, values, example_inputs, config) -> tuple[list[dict], list[dict]]:
+def write_tree(root: Path, gm, ir, values, example_inputs, config) -> tuple[list[dict], list[dict]]:
     root = Path(root)
     for sub in ("rtl", "tb", "vivado", "yosys", "report"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     version = masec.__version__
 
-    modules = _modules(gm, design)
+    view = top_view(ir)
+    modules = _modules(ir, view)
     sources = [f"rtl/{r.module}.sv" for r in modules]
     for r in modules:
         r.write(root / "rtl")
     mems: list[str] = []
-    for node in gm.graph.nodes:
-        if meta(node).kernel is None:
-            continue
-        for fname, lines in sorted(lowering_for(node).memories(gm, node).items()):
+    for inst in ir.instances.values():
+        for fname, lines in sorted(inst.memories.items()):
             (root / "rtl" / fname).write_text("\n".join(lines) + "\n")
             mems.append(f"rtl/{fname}")
     (root / "rtl" / "filelist.f").write_text("\n".join(Path(s).name for s in sources) + "\n")
 
-    vectors = _vectors(gm, design, values, config)
+    vectors = _vectors(ir, values, config)
     vectors.write(root / "tb" / "vectors.json")
-    build = {"top": design.top, "sources": sources, "memories": mems, "inputs": design.inputs,
-             "outputs": design.outputs, "masec_version": version}
+    ports = {"inputs": [], "outputs": []}
+    for inst in ir.inputs:
+        t = inst.out_types[0]
+        ports["inputs"].append({"name": inst.params["port"], "node": inst.node, "lanes": t.lanes,
+                                "width": t.element_bits, "format": t.fmt.name if t.fmt else f"int{t.int_bits}",
+                                "block_size": t.fmt.block_size if t.fmt else 0, "shape": list(t.shape)})
+    for inst in ir.outputs:
+        t = inst.in_types[0]
+        ports["outputs"].append({"name": inst.params["port"], "node": inst.node, "lanes": t.lanes,
+                                 "width": t.element_bits, "format": t.fmt.name if t.fmt else f"int{t.int_bits}",
+                                 "block_size": t.fmt.block_size if t.fmt else 0, "shape": list(t.shape)})
+    instances = [{"name": f"u_{i.name}", "module": i.module, "kernel": i.kernel, "node": i.node,
+                  "params": {k: v for k, v in sorted(i.params.items())}}
+                 for i in ir.instances.values() if not i.is_port]
+    instances += [{"name": f"u_fifo_{e['name']}", "module": "stream_fifo", "kernel": "stream_fifo", "node": "",
+                   "params": {"WIDTH": e["width"], "DEPTH": e["depth"], "RAM_STYLE": e["ram_style"]}}
+                  for e in view.edges]
+    build = {"top": view.top, "sources": sources, "memories": mems, **ports, "instances": instances,
+             "masec_version": version}
     (root / "masec_build.json").write_text(json.dumps(build, indent=2, sort_keys=True) + "\n")
     (root / "tb" / "run_tb.py").write_text(_RUN_TB)
 
-    ctx = {"top": design.top, "version": version, "sources": sources, "mems": mems, "part": config.part,
+    ctx = {"top": view.top, "version": version, "sources": sources, "mems": mems, "part": config.part,
            "clock_ns": config.clock_ns, "mhz": round(1000.0 / config.clock_ns, 3)}
     for tmpl, dest in (("build.tcl.j2", "vivado/build.tcl"), ("constraints.xdc.j2", "vivado/constraints.xdc"),
                        ("synth.ys.j2", "yosys/synth.ys"), ("Makefile.j2", "Makefile")):
         (root / dest).write_text(render_script(tmpl, **ctx))
 
-    rows = report_rows(gm)
-    acc = accuracy(gm, example_inputs, values)
+    rows = report_rows(ir)
+    acc = accuracy(gm, ir, example_inputs, values)
     (root / "report" / "report.json").write_text(json.dumps(
         {"config": json.loads(config.to_json()), "nodes": rows, "ideal_cycles": vectors.ideal_cycles,
-         "outputs": [n.name for n in output_nodes(gm)], "accuracy": acc}, indent=2, sort_keys=True) + "\n")
+         "outputs": [i.node for i in ir.outputs], "accuracy": acc}, indent=2, sort_keys=True) + "\n")
     (root / "report" / "report.md").write_text(_report_md(rows, config, vectors, acc))
     (root / "masec_config.json").write_text(config.to_json())
     return rows, acc

@@ -1,4 +1,4 @@
-"""Frontend: load the user's ``model.py``, trace it with torch.fx, normalize every node's op.
+"""Frontend: load the user's ``model.py``, capture it with ``torch.export``, name every node's op.
 
 The model-file contract (README "Your model file"): ``model.py`` defines ``model`` (an
 ``nn.Module`` or a zero-argument callable returning one) and ``example_inputs`` (a tensor, a
@@ -10,7 +10,7 @@ Every node leaves with ``node.meta["masec"] = NodeMeta(op=<canonical op>, source
 from __future__ import annotations
 
 import importlib.util
-import operator
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -22,24 +22,6 @@ import torch.nn.functional as F
 
 from masec.errors import MasecError, UnsupportedOpError
 from masec.meta import NodeMeta, set_meta
-
-#: nn.Module types -> canonical op
-MODULE_OPS: dict[type, str] = {
-    nn.Linear: "linear", nn.ReLU: "relu", nn.GELU: "gelu", nn.SiLU: "silu", nn.Softmax: "softmax",
-    nn.LayerNorm: "layer_norm", nn.Embedding: "embedding", nn.Identity: "identity",
-}
-if hasattr(nn, "RMSNorm"):
-    MODULE_OPS[nn.RMSNorm] = "rms_norm"
-
-#: functions / methods -> canonical op
-FUNCTION_OPS: dict[object, str] = {
-    F.linear: "linear", F.relu: "relu", torch.relu: "relu", F.gelu: "gelu", F.silu: "silu",
-    operator.add: "add", torch.add: "add", operator.mul: "mul", torch.mul: "mul",
-    operator.matmul: "matmul", torch.matmul: "matmul", F.softmax: "softmax", torch.softmax: "softmax",
-    F.layer_norm: "layer_norm", F.embedding: "embedding",
-}
-METHOD_OPS: dict[str, str] = {"relu": "relu", "add": "add", "mul": "mul", "matmul": "matmul", "softmax": "softmax"}
-
 
 def _user_frame(stack_trace: str | None, model_file: str = "") -> str:
     """The innermost frame of the user's code in an fx stack trace, as 'file:line: code'.
@@ -113,66 +95,66 @@ def load_model_file(path, model_name: str = "model", inputs_name: str = "example
     return model.eval(), tuple(inputs)
 
 
-class _Tracer(fx.Tracer):
-    def __init__(self):
-        super().__init__()
-        self.record_stack_traces = True
+def export(model: nn.Module, inputs: tuple, path: str = "model.py") -> fx.GraphModule:
+    """``torch.export`` the model with static shapes from ``inputs``; an fx GraphModule whose
+    parameters and buffers are ``get_attr`` nodes and whose nodes carry the user's stack traces."""
+    import torch.export
 
-
-def trace(model: nn.Module, path: str = "model.py") -> fx.GraphModule:
-    """Symbolically trace ``model``; an untraceable model raises MasecError naming the line."""
-    tracer = _Tracer()
     try:
-        graph = tracer.trace(model)
+        with torch.no_grad():
+            ep = torch.export.export(model, tuple(inputs), strict=False)
     except Exception as exc:
         tb = traceback.extract_tb(exc.__traceback__)
-        user = [f for f in tb if "site-packages" not in f.filename and "/torch/" not in f.filename
-                and "masec" not in f.filename]
+        target = str(Path(path).resolve())
+        user = [f for f in tb if str(Path(f.filename).resolve()) == target] or \
+               [f for f in tb if "site-packages" not in f.filename and "/torch/" not in f.filename
+                and "/masec/" not in f.filename and "compiler/" not in f.filename]
         where = f" at {Path(user[-1].filename).name}:{user[-1].lineno} ({user[-1].line})" if user else ""
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise MasecError(f"{path}: torch.fx cannot trace the model{where}: {reason}. "
-                         f"Data-dependent Python control flow (if/for on tensor values) is not traceable; "
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MasecError(f"{path}: torch.export cannot capture the model{where}: {type(exc).__name__}: {reason}. "
+                         f"Data-dependent Python control flow (if/for on tensor values) cannot be compiled; "
                          f"rewrite it with tensor ops") from None
-    return fx.GraphModule(model, graph, model.__class__.__name__)
+    gm = ep.module()
+    return gm
 
 
-def canonical_op(gm: fx.GraphModule, node: fx.Node) -> str | None:
-    if node.op == "placeholder":
-        return "input"
-    if node.op == "output":
-        return "output"
-    if node.op == "get_attr":
-        return "constant"
-    if node.op == "call_module":
-        sub = gm.get_submodule(node.target)
-        for cls in type(sub).__mro__:
-            if cls in MODULE_OPS:
-                return MODULE_OPS[cls]
-        return None
-    if node.op == "call_function":
-        return FUNCTION_OPS.get(node.target)
-    if node.op == "call_method":
-        return METHOD_OPS.get(node.target)
-    return None
+def user_source(node, path: str = "") -> str:
+    return _user_frame(node.meta.get("stack_trace"), path)
 
 
-def describe_target(gm: fx.GraphModule, node: fx.Node) -> str:
-    if node.op == "call_module":
-        return f"{type(gm.get_submodule(node.target)).__name__} module `{node.target}`"
-    if node.op == "call_function":
-        return f"function {getattr(node.target, '__name__', node.target)}"
-    return f"{node.op} {node.target}"
+def module_path(node) -> str:
+    """The dotted path of the innermost user module that produced ``node`` ('' at top level)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    path = re.sub(r"^L\['self'\]\.?", "", path)
+    path = re.sub(r"\[(\d+)\]", r".\1", path).replace("._modules['", ".").replace("']", "")
+    return path.strip(".")
 
 
-def normalize(gm: fx.GraphModule, supported: set[str], path: str = "model.py") -> fx.GraphModule:
-    """Give every node its canonical op; raise UnsupportedOpError for the first op masec cannot build."""
+def normalize(gm: fx.GraphModule, path: str = "model.py") -> fx.GraphModule:
+    """Give every node its ``NodeMeta(op, source, path)``; raise UnsupportedOpError naming the first
+    node that is not a canonical op after the rewrites."""
+    from masec.lowering import supported_ops
+    from masec.ops import OPS, op_of
+
+    supported = supported_ops() | {name for name, d in OPS.items() if d.layout}
     for node in gm.graph.nodes:
-        op = canonical_op(gm, node)
-        source = _user_frame(node.stack_trace, path)
+        if node.op == "placeholder":
+            op = "input"
+        elif node.op == "output":
+            op = "output"
+        elif node.op == "get_attr":
+            op = "constant"
+        else:
+            op = op_of(node)
+        source = user_source(node, path)
         if op is None or (op not in supported and op not in ("input", "output", "constant")):
             where = f" at {source}" if source else ""
+            what = getattr(node.target, "__name__", str(node.target))
             raise UnsupportedOpError(
-                f"{path}: node `{node.name}` ({describe_target(gm, node)}){where} is not supported; "
+                f"{path}: node `{node.name}` ({what}){where} is not supported; "
                 f"supported ops: {', '.join(sorted(supported))}")
-        set_meta(node, NodeMeta(op=op, source=source))
+        set_meta(node, NodeMeta(op=op, source=source, path=module_path(node)))
     return gm

@@ -48,6 +48,7 @@ class KernelChoice:
 class NodeMeta:
     op: str                                   # canonical op ("input", "linear", "relu", "output", ...)
     source: str = ""                          # user's source line, when known
+    path: str = ""                            # module path of the user module that made it ("layers.0.attention.wq")
     shape: tuple[int, ...] | None = None      # output shape
     dtype: str | None = None
     formats: dict = field(default_factory=dict)   # port -> TensorFormat ("out", "weight", "bias", "in0" ...)

@@ -51,10 +51,23 @@ class Lowering:
     kernel: str = ""
     in_ports: tuple[str, ...] = ("s_x",)   # kernel input stream per tensor argument, in order
     out_port: str = "m_y"
+    buffering: str = "row"                 # "tensor": reads a whole input before its first output
 
     def tensor_args(self, node) -> list:
-        """The node's tensor inputs, in the order of ``in_ports``."""
-        return [a for a in node.args if hasattr(a, "op")]
+        """The node's stream inputs, in the order of ``in_ports`` (from the op's declaration)."""
+        from masec.ops import OPS
+
+        return [node.args[i] for i in OPS[self.op].streams]
+
+    @staticmethod
+    def const(gm, node):
+        """The tensor behind a ``get_attr`` argument (a parameter or folded constant), or None."""
+        if node is None:
+            return None
+        obj = gm
+        for part in node.target.split("."):
+            obj = getattr(obj, part)
+        return obj
 
     def choose(self, gm, node, config) -> KernelChoice:
         raise NotImplementedError(f"{type(self).__name__} must choose a kernel")

@@ -5,8 +5,6 @@ through the shared MX output quantizer to the node's format.
 """
 from __future__ import annotations
 
-import torch.fx as fx
-
 from masec.errors import MasecError
 from masec.hw_templates.kernels import mx_eltwise
 from masec.lowering.base import Lowering, MXValue, register
@@ -16,14 +14,6 @@ from masec.meta import KernelChoice, meta
 class _Eltwise(Lowering):
     in_ports = ("s_x", "s_y")
     out_port = "m_z"
-
-    def tensor_args(self, node) -> list:
-        args = list(node.args[:2])
-        if (len(args) != 2 or not all(isinstance(a, fx.Node) and a.op != "get_attr" for a in args)
-                or node.kwargs):
-            raise MasecError(f"node `{node.name}` ({self.op}): masec adds/multiplies two tensors of the same "
-                             f"shape; a constant operand or keyword arguments are not supported")
-        return args
 
     def choose(self, gm, node, config) -> KernelChoice:
         m = meta(node)

@@ -26,6 +26,12 @@ def shape_prop(gm, example_inputs) -> dict[str, tuple[int, ...]]:
         if node.op == "output":
             continue  # the output node's shapes are those of its arguments
         tm = node.meta.get("tensor_meta")
+        if node.op == "get_attr" and tm is None:
+            v = gm
+            for part in node.target.split("."):
+                v = getattr(v, part)
+            set_meta(node, meta(node).with_(shape=tuple(v.shape), dtype=str(v.dtype).replace("torch.", "")))
+            continue
         if tm is None or not hasattr(tm, "shape"):
             raise PassError(f"node `{node.name}` does not produce a single tensor; masec streams one tensor per edge")
         shape = tuple(int(s) for s in tm.shape)

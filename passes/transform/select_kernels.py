@@ -13,10 +13,16 @@ from masec.meta import meta, set_meta
 
 
 def select_kernels(gm, config):
+    from dataclasses import replace
+
+    from masec.ops import OPS
+    from masec.passes.hw.build_ir import effective_lanes
+
+    config = replace(config, parallelism=effective_lanes(gm, config.parallelism))
     changed = False
     for node in gm.graph.nodes:
         m = meta(node)
-        if node.op in ("placeholder", "output", "get_attr"):
+        if node.op in ("placeholder", "output", "get_attr") or OPS[m.op].layout:
             continue
         try:
             choice = lowering_for(node).choose(gm, node, config)

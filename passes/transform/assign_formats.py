@@ -1,0 +1,139 @@
+"""assign_formats: give every tensor port of every canonical node its MX number format.
+
+Reads ``NodeMeta.op``/``.path``/``.shape`` and the config's :class:`masec.precision.Precision`
+(``--precision FILE.toml`` or ``--format``). Writes ``NodeMeta.formats``: ``"out"`` for every
+float activation (model inputs and node outputs), ``"weight"``/``"bias"`` for parameter ports.
+
+Rules beyond the precision file, each forced by what the hardware streams:
+
+* Layout ops (``view``, ``gather_rows``) and ``relu`` pass codes through: their output has their
+  input's format.
+* Block sizes are tied where kernels stream two tensors block for block: through layout ops, the
+  operands and result of ``add``/``mul``, the input and output of one-input kernels
+  (norms, activations, softmax, RoPE), and a linear's weight with its input. A tied group takes
+  the smallest requested block; a ``view`` that changes the last axis (head split/merge) needs a
+  block dividing both last dims, so the group's block shrinks to the largest power of two that
+  does (e.g. head_dim 8 -> blocks of 8 for q, k, v and the attention output).
+* Only formats with hardware kernels are accepted (OCP MX with E8M0 scales); others are refused
+  naming the node.
+
+    gm, changed = assign_formats(gm, config)   # changed is False the second time
+"""
+from __future__ import annotations
+
+from masec.errors import MasecError
+from masec.meta import TensorFormat, meta, set_meta
+from masec.ops import OPS
+
+_TRANSPARENT = {"view", "gather_rows", "relu"}
+_TIED_IO = {"rms_norm", "layer_norm", "gelu", "silu", "softmax", "rope", "relu", "view", "gather_rows"}
+
+
+def _pow2_divisor(n: int) -> int:
+    return n & -n
+
+
+def _check_hw_format(name: str, block: int, rounding: str, where: str) -> str:
+    from masec.formats import FormatError, parse_format
+    from masec.formats.mx import MXFormat
+
+    try:
+        f = parse_format(name, block_size=block, rounding=rounding)
+    except (FormatError, ValueError) as exc:
+        raise MasecError(f"{where}: format {name!r}: {exc}") from None
+    if not isinstance(f, MXFormat):
+        raise MasecError(f"{where}: format {name!r} has no hardware kernels yet (masec builds OCP MX formats "
+                         f"with E8M0 block scales: mxint<k>, mxfp_e<E>m<M>, mxfp8_e4m3, mxfp4 ...); "
+                         f"it is available in masec.formats for software studies")
+    return f.name
+
+
+def assign_formats(gm, config):
+    prec = config.precision()
+    rounding = config.rounding
+    nodes = list(gm.graph.nodes)
+    want: dict = {}
+    parent: dict = {}
+
+    def find(a):
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def tie(a, b):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[ra] = rb
+
+    block_of: dict = {}   # tensor key -> requested block
+    cap: dict = {}        # tensor key -> largest block the layout allows
+    for node in nodes:
+        m = meta(node)
+        names = tuple(x for x in (m.path, node.name) if x)
+        where = f"node `{node.name}` ({m.op}{', ' + m.source if m.source else ''})"
+        f = {}
+        if node.op == "placeholder":
+            if m.dtype and not m.dtype.startswith("float"):
+                want[node] = {}
+                continue
+            fmt, block = prec.resolve("input", names, "act")
+            f["out"] = (_check_hw_format(fmt, block, rounding, where), block)
+        elif m.op in OPS:
+            if m.op not in _TRANSPARENT:
+                fmt, block = prec.resolve(m.op, names, "act")
+                f["out"] = (_check_hw_format(fmt, block, rounding, where), block)
+            for _, port in OPS[m.op].params:
+                if port in ("weight", "bias"):
+                    fmt, block = prec.resolve(m.op, names, "weight")
+                    f[port] = (_check_hw_format(fmt, block, rounding, where), block)
+        if m.op == "embedding":
+            f["out"] = f["weight"]   # the kernel streams the table's own codes
+        want[node] = f
+        for port, (_, block) in f.items():
+            block_of[(node, port)] = block
+
+    # ties
+    for node in nodes:
+        m = meta(node)
+        if m.op not in OPS:
+            continue
+        streams = [node.args[i] for i in OPS[m.op].streams]
+        if m.op in _TIED_IO:
+            tie((node, "out"), (streams[0], "out"))
+        if m.op in ("add", "mul"):
+            tie((streams[0], "out"), (node, "out"))
+            tie((streams[1], "out"), (node, "out"))
+        if m.op == "linear":
+            tie((node, "weight"), (streams[0], "out"))
+        if m.op == "embedding":
+            tie((node, "weight"), (node, "out"))
+        if m.op == "view":
+            a, b = meta(streams[0]).shape[-1], m.shape[-1]
+            if a != b:
+                cap[(node, "out")] = min(_pow2_divisor(a), _pow2_divisor(b))
+    groups: dict = {}
+    for key in list(block_of) + list(cap):
+        groups.setdefault(find(key), []).append(key)
+    group_block = {}
+    for root, keys in groups.items():
+        blocks = [block_of[k] for k in keys if k in block_of]
+        caps = [cap[k] for k in keys if k in cap]
+        group_block[root] = min(blocks + caps) if blocks + caps else 32
+
+    changed = False
+    for node in nodes:
+        m = meta(node)
+        formats = {}
+        if m.op in _TRANSPARENT:
+            src = meta(node.args[0]).formats.get("out")
+            if src is None:
+                raise MasecError(f"node `{node.name}` ({m.op}): its input has no MX format (an integer stream "
+                                 f"can only feed an embedding)")
+            formats["out"] = TensorFormat(src.name, group_block[find((node, "out"))], -1, src.rounding)
+        for port, (fmt, _) in want.get(node, {}).items():
+            formats[port] = TensorFormat(fmt, group_block[find((node, port))], -1, rounding)
+        if m.formats != formats:
+            set_meta(node, m.with_(formats=formats))
+            changed = True
+    return gm, changed
