@@ -52,6 +52,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--block-sizes", default=None, help="comma-separated block sizes (default: 16,32,64)")
     p.add_argument("--calib-batches", type=int, default=8, help="calibration batches used (default: 8)")
     p.add_argument("--ilp-points", type=int, default=8, help="ILP budgets evaluated (default: 8)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads during the search (default: torch's; 1 is fastest for small models)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or summary table")
     return p
 
@@ -147,7 +149,8 @@ def search_main(args: argparse.Namespace) -> int:
                metric_name=ins["metric_name"], max_loss=max_loss, trials=args.trials, storage=args.storage,
                device=args.device, by=args.by, seed=args.seed, progress=not args.no_progress,
                higher_is_better=ins["higher_is_better"], study_name=args.study, pareto=args.pareto or None,
-               types=types, blocks=blocks, calib_batches=args.calib_batches, ilp_points=args.ilp_points)
+               types=types, blocks=blocks, calib_batches=args.calib_batches, ilp_points=args.ilp_points,
+               threads=args.threads)
     return 0
 
 

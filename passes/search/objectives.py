@@ -67,11 +67,39 @@ class Proxy:
     Independent quantization noise powers add, so this is the additive sensitivity model's unit.
     """
 
-    def __init__(self, model, batches: list[tuple]):
+    def __init__(self, model, batches: list[tuple], merge: bool = True):
         self.model = model
         self.batches = batches
-        self.ref = [self._run(b) for b in batches]
+        self.merged = False
+        if merge and len(batches) > 1:
+            self._try_merge()
+        self.ref = [self._run(b) for b in self.batches]
         self.energy = sum(float((t.double() ** 2).sum()) for r in self.ref for t in r) or 1.0
+
+    @torch.no_grad()
+    def _try_merge(self):
+        """Concatenate equally shaped batches along dim 0 (one forward instead of many) when the
+        model gives the same outputs that way (blocks run along the last axis, so quantization is
+        unchanged)."""
+        b0 = self.batches[0]
+        if not all(len(b) == len(b0) and all(isinstance(t, torch.Tensor) and isinstance(u, torch.Tensor)
+                                             and t.shape == u.shape and t.dim() >= 1 for t, u in zip(b, b0))
+                   for b in self.batches):
+            return
+        merged = tuple(torch.cat([b[i] for b in self.batches], 0) for i in range(len(b0)))
+        try:
+            one = self._run(merged)
+        except Exception:  # noqa: BLE001 - the model does not take a batch: keep the batches
+            return
+        parts = [self._run(b) for b in self.batches]
+        if len(one) != len(parts[0]):
+            return
+        for i, t in enumerate(one):
+            want = torch.cat([p[i] for p in parts], 0)
+            if t.shape != want.shape or not torch.allclose(t, want, rtol=1e-4, atol=1e-5):
+                return
+        self.batches = [merged]
+        self.merged = True
 
     @torch.no_grad()
     def _run(self, batch) -> list[torch.Tensor]:

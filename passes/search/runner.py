@@ -108,7 +108,7 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
                device: str = "cpu", by: str = "node", seed: int = 0, progress: bool = True,
                higher_is_better: bool = False, study_name: str | None = None, pareto: bool | None = None,
                types=ELEMENT_TYPES, blocks=BLOCK_SIZES, calib_batches: int = 8, ilp_points: int = 8,
-               console=None) -> SearchResult:
+               threads: int | None = None, console=None) -> SearchResult:
     """Search the formats of ``model``'s weights and activations; write the results into ``out_dir``.
 
     ``evaluate(model) -> float`` is the metric (lower is better unless ``higher_is_better``); without
@@ -116,7 +116,23 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
     (relative to the float32 metric) or a number (absolute change); ``None`` means Pareto mode.
     ``pareto=True`` runs NSGA-II on (metric, bits) and still chooses the cheapest point within
     ``max_loss``. ``trials``: new Optuna trials in this run (0: sensitivity + ILP only).
+    ``threads``: torch CPU threads during the search (restored after; small models run fastest
+    with 1, and a loaded machine makes more threads much slower).
     """
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials,
+                       storage, device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks,
+                       calib_batches, ilp_points, console)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials, storage,
+            device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks, calib_batches,
+            ilp_points, console):
     t0 = time.time()
     torch.manual_seed(seed)
     out = Path(out_dir)
@@ -165,6 +181,7 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
     emu = Emulator(model, space, device=device)
     try:
         proxy = Proxy(model, batches)   # the emulator moves inputs to the device and outputs back
+        log.info("calibration: %d batches%s", len(batches), " (merged into one forward)" if proxy.merged else "")
         if evaluate is None:
             metric_name = "output_rel_mse"
             higher_is_better = False

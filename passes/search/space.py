@@ -218,8 +218,28 @@ def linear_producers(model: nn.Module) -> tuple[dict[str, tuple[str, str]] | Non
     return out, ""
 
 
+_CLASS_OPS = {"rmsnorm": "rms_norm", "layernorm": "layer_norm", "silu": "silu", "gelu": "gelu", "relu": "relu",
+              "softmax": "softmax", "embedding": "embedding", "linear": "linear"}
+
+
+def _module_op(mod, module_ops) -> str:
+    for t, o in module_ops.items():
+        if isinstance(mod, t):
+            return o
+    name = type(mod).__name__.lower().replace("_", "")
+    return _CLASS_OPS.get(name, type(mod).__name__.lower())
+
+
+def _tensor_key(t: torch.Tensor):
+    return (t.data_ptr(), t.numel(), t.dtype, t.device)
+
+
 def discover_sites(model: nn.Module, example_inputs: tuple) -> tuple[list[Site], bool, str]:
-    """Weight and activation sites of ``model`` (activation sizes measured on ``example_inputs``)."""
+    """Weight and activation sites of ``model`` (activation sizes measured on ``example_inputs``).
+
+    Activation producers come from torch.fx; for a model fx cannot trace, from one forward pass:
+    a linear input that is (a view of) some module's output is named after that module; the rest
+    (outputs of functions) share one group."""
     weights: dict[int, Site] = {}
     order: list[int] = []
     linears: list[str] = []
@@ -236,27 +256,46 @@ def discover_sites(model: nn.Module, example_inputs: tuple) -> tuple[list[Site],
                 continue
             weights[id(p)] = Site(f"weight:{path}", "weight", path, op, p.numel(), layer=layer_of(path))
             order.append(id(p))
-    # activation sizes: one forward with pre-hooks on every linear
+    # one forward: activation sizes at every linear, and which module produced each linear input
+    module_ops = _module_ops()
     sizes: dict[str, int] = {}
+    runtime_producer: dict[str, tuple[str, str]] = {}
+    produced: dict[tuple, tuple[str, str]] = {}
+    keep_alive: list[torch.Tensor] = []
     mods = dict(model.named_modules(remove_duplicate=False))
     handles = []
     for path in linears:
-        def hook(_m, args, path=path):
+        def pre(_m, args, path=path):
             if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
                 sizes.setdefault(path, args[0].numel())
-        handles.append(mods[path].register_forward_pre_hook(hook))
+                hit = produced.get(_tensor_key(args[0]))
+                if hit is not None:
+                    runtime_producer.setdefault(path, hit)
+        handles.append(mods[path].register_forward_pre_hook(pre))
+    for path, mod in mods.items():
+        if not path:
+            continue
+
+        def post(m, _args, out, path=path):
+            if isinstance(out, torch.Tensor) and out.is_floating_point():
+                keep_alive.append(out)
+                produced.setdefault(_tensor_key(out), (path, _module_op(m, module_ops)))
+        handles.append(mod.register_forward_hook(post))
     try:
         with torch.no_grad():
             model(*example_inputs)
     finally:
         for h in handles:
             h.remove()
+    keep_alive.clear()
     producers, why = linear_producers(model)
+    if producers is None:
+        producers = runtime_producer
     acts: dict[str, Site] = {}
     for path in linears:
         if path not in sizes:
             continue  # never called on the example inputs
-        if producers is not None and path in producers:
+        if path in producers:
             ppath, pop = producers[path]
             key = f"act:{ppath}"
             if key not in acts:
@@ -267,7 +306,7 @@ def discover_sites(model: nn.Module, example_inputs: tuple) -> tuple[list[Site],
             key = f"act:in:{path}"
             acts[key] = Site(key, "act", None, "linear_input", sizes[path], consumers=(path,), layer=layer_of(path))
     sites = [weights[i] for i in order] + list(acts.values())
-    return sites, producers is not None, why
+    return sites, why == "", why
 
 
 def build_space(sites: list[Site], by: str = "node", cands: list[Candidate] | None = None,

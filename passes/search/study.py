@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
+import time
 from pathlib import Path
 
 from masec.passes.search.space import Candidate, Space
@@ -40,12 +42,19 @@ def make_study(storage: str, study_name: str, *, pareto: bool, higher_is_better:
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
         directions = ["minimize"]
-    st = storage
-    if storage.startswith("sqlite"):
-        # several local workers on one SQLite file: wait for the lock rather than fail
-        st = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.create_study(storage=st, study_name=study_name, sampler=sampler, directions=directions,
-                               load_if_exists=True)
+    kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
+    # workers starting together race to create the schema and the study: retry a few times
+    for attempt in range(6):
+        try:
+            st = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+            return optuna.create_study(storage=st, study_name=study_name, sampler=sampler, directions=directions,
+                                       load_if_exists=True)
+        except Exception as exc:  # noqa: BLE001 - re-raised after the last attempt
+            if attempt == 5 or isinstance(exc, ValueError):
+                raise
+            log.warning("creating study %s failed (%s: %s); retrying", study_name, type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "")
+            time.sleep(0.5 + random.random())
 
 
 def distributions(space: Space, choices: dict[str, list[Candidate]]):

@@ -24,7 +24,7 @@ def search(out, trials, **kw):
     kw.setdefault("blocks", BLOCKS)
     return run_search(toy_model.model, toy_model.example_inputs, toy_model.evaluate, toy_model.calibration_data,
                       out, metric_name="mse", max_loss="2%", trials=trials, storage=None, device="cpu",
-                      by="node", seed=3, progress=False, **kw)
+                      by="node", seed=3, progress=False, threads=1, **kw)
 
 
 def test_end_to_end_and_resume(tmp_path):
@@ -74,7 +74,7 @@ def test_deterministic_and_cli(tmp_path, capsys):
     assert not (tmp_path / "a" / "study.db").exists()   # trials=0 and no --storage: no study
 
     rc = cli_main([str(HERE / "toy_model.py"), "--out", str(tmp_path / "c"), "--trials", "0", "--by", "type",
-                   "--types", "mxint8,mxfp4", "--block-sizes", "32", "--max-loss", "5%", "--no-progress"])
+                   "--types", "mxint8,mxfp4", "--block-sizes", "32", "--max-loss", "5%", "--no-progress", "--threads", "1"])
     assert rc == 0
     doc = json.loads((tmp_path / "c" / "search.json").read_text())
     assert doc["by"] == "type" and doc["metric_name"] == "mse" and doc["max_loss"] == "5%"
