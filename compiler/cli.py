@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--format", default="mx",
                    help=f"number format of every tensor: an MX format name (mxint8, mxint4, mxfp8_e4m3, mxfp8_e5m2, "
                         f"mxfp6_e3m2, mxfp6_e2m3, mxfp4, mxint<k>, mxfp_e<E>m<M>); `mx` = {DEFAULT_MX_FORMAT}")
+    c.add_argument("--precision", dest="precision_file", default="",
+                   help="TOML file of per-node formats ([default], [op.<name>], [node.\"<module path>\"]); "
+                        "--format is its default (see README, 'Mixed precision')")
     c.add_argument("--block-size", type=int, default=32, help="MX block size (power of two; default 32)")
     c.add_argument("--rounding", default="even", choices=("even", "away", "trunc"),
                    help="element rounding when quantizing inputs and weights (default: even = RNE)")
@@ -40,11 +43,26 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"clock period in ns for the constraints (default: {DEFAULT_CLOCK_NS})")
     c.add_argument("--seed", type=int, default=1, help="seed of the testbench's random gaps/backpressure (default 1)")
     c.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    c.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
 
     s = sub.add_parser("sim", help="simulate a compiled design (Verilator + cocotb), compare with the reference")
     s.add_argument("out", help="a folder written by `masec compile`")
     s.add_argument("--seed", type=int, default=None, help="override the testbench seed")
     s.add_argument("--waves", action="store_true", help="write an FST waveform (sim_build/dump.fst)")
+    s.add_argument("--prompt", default=None, help="text to run through the RTL (needs `tokenizer` in model.py)")
+    s.add_argument("--generate", type=int, default=0, metavar="N",
+                   help="with --prompt: generate N tokens greedily from the RTL's logits")
+    s.add_argument("--debug", action="store_true",
+                   help="also monitor every internal stream and name the first node that differs; "
+                        "tracebacks of internal errors")
+
+    from masec.passes.search.cli import add_search_arguments
+    from masec.synth import add_synth_arguments
+
+    add_search_arguments(sub.add_parser("search", help="choose every node's MX format on real data (precision.toml)"))
+    add_synth_arguments(sub.add_parser("synth", help="synthesize a compiled design with Yosys (per kernel, cached)"))
+    for name in ("search", "synth"):
+        sub.choices[name].add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     return p
 
 
@@ -54,16 +72,17 @@ def _compile(args, console: Console) -> int:
     cfg = CompileConfig(model_file=args.model_file, out=args.out, format=args.format, block_size=args.block_size,
                         rounding=args.rounding, model_name=args.model_name, inputs_name=args.inputs_name,
                         parallelism=args.parallelism, part=args.part, clock_ns=args.clock_ns, seed=args.seed,
-                        force=args.force)
+                        force=args.force, precision_file=args.precision_file, debug=args.debug)
     with console.status("compiling") as status:
         res = compile_model(cfg, progress=lambda step: status.update(f"compiling: {step}"))
     t = Table(title=f"masec compile {Path(args.model_file).name} -> {res.out}")
     for col in ("node", "op", "shape", "format", "kernel", "ideal cycles"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for r in res.rows:
-        if r["op"] == "output":
+        if r["op"] in ("output", "fork"):
             continue
-        t.add_row(r["node"], r["op"], str(tuple(r["shape"])), r["format"], r["kernel"] or "-",
+        fmts = r["format"] + "".join(f" {p}:{f}" for p, f in r["param_formats"].items())
+        t.add_row(r["node"], r["op"], "x".join(map(str, r["shape"])), fmts, r["kernel"] or "-",
                   str(r["ideal_cycles"] or "-"))
     console.print(t)
     for a in res.accuracy:
@@ -73,11 +92,45 @@ def _compile(args, console: Console) -> int:
     return 0
 
 
+def _generate(args, console: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from masec.simulate import generate
+
+    n = max(args.generate, 1)
+    with Progress(TextColumn("RTL generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[text]}"), console=console) as bar:
+        task = bar.add_task("gen", total=n, text="")
+        res = generate(Path(args.out), args.prompt, n, seed=args.seed,
+                       progress=lambda k, text: bar.update(task, completed=k, text=repr(text[-40:])))
+    t = Table(title=f"masec sim {args.out} --prompt {args.prompt!r} --generate {n}")
+    for col in ("token", "RTL", "float32 model", "RTL cycles", "logits vs reference"):
+        t.add_column(col)
+    from masec.frontend import load_model_namespace
+    from masec.simulate import _compiled_config
+
+    cfg = _compiled_config(Path(args.out))
+    tok = load_model_namespace(cfg.model_file, cfg.model_name, cfg.inputs_name)[2].tokenizer
+    for k, (a, b, s) in enumerate(zip(res.rtl_ids, res.float_ids, res.steps)):
+        t.add_row(str(k + 1), repr(tok.decode([a])), repr(tok.decode([b])), str(s["cycles"]),
+                  "[green]exact[/]" if s["ok"] else "[red]differ[/]")
+    console.print(t)
+    console.print(f"RTL:     {res.rtl_text!r}")
+    console.print(f"float32: {res.float_text!r}")
+    console.print("[green]PASS[/]: every logit of every step matches the bit-exact reference")
+    return 0
+
+
 def _sim(args, console: Console) -> int:
     from masec.simulate import simulate
 
+    if args.prompt is not None:
+        return _generate(args, console)
+    if args.generate:
+        raise MasecError("--generate N needs --prompt TEXT")
+
     with console.status("building with Verilator and simulating (random gaps + backpressure, then full rate)"):
-        s = simulate(Path(args.out), seed=args.seed, waves=args.waves)
+        s = simulate(Path(args.out), seed=args.seed, waves=args.waves, debug=args.debug)
     res = s.result
     t = Table(title=f"masec sim {args.out}  (seed {s.seed}; replay: masec sim {args.out} --seed {s.seed})")
     for col in ("test", "vectors (in/out beats)", "cycles", "ideal", "results/cycle", "result"):
@@ -95,15 +148,45 @@ def _sim(args, console: Console) -> int:
     return 0
 
 
+def _search(args, console: Console) -> int:
+    from masec.passes.search.cli import search_main
+
+    return search_main(args)
+
+
+def _synth(args, console: Console) -> int:
+    from masec.synth import synth_main
+
+    return synth_main(args)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     console = Console(soft_wrap=True)  # never break paths or commands across lines
     try:
-        return {"compile": _compile, "sim": _sim}[args.cmd](args, console)
+        return {"compile": _compile, "sim": _sim, "search": _search, "synth": _synth}[args.cmd](args, console)
     except MasecError as exc:
         msg = " ".join(str(exc).split()) if "\n" not in str(exc).strip() else str(exc).strip().splitlines()[0]
         print(f"masec: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("masec: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a masec bug: say so, name where, traceback under --debug
+        import traceback
+
+        from masec.errors import InternalError
+
+        root = exc.__cause__ if isinstance(exc, InternalError) and exc.__cause__ else exc
+        tb = traceback.extract_tb(root.__traceback__)
+        where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+        what = str(exc) if isinstance(exc, InternalError) else f"{type(exc).__name__}: {exc}"
+        print(f"masec: internal error{where}: {' '.join(what.split())[:500]}"
+              f"{'' if getattr(args, 'debug', False) else ' (rerun with --debug for the traceback)'}",
+              file=sys.stderr)
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

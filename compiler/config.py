@@ -44,17 +44,24 @@ class CompileConfig:
             raise MasecError(f"--format {self.format!r}: {exc}") from None
         except ValueError as exc:
             raise MasecError(f"--format {self.format!r} / --block-size {self.block_size}: {exc}") from None
-        if not hasattr(parsed, "element"):
-            raise MasecError(f"--format {self.format!r}: the RTL backend supports MX formats "
-                             f"(mxint<k>, mxfp_e<E>m<M>, mxfp8_e4m3, mxfp4 ...); {fmt} has no MX element")
+        from masec.formats.mx import MXFormat
+
+        if not isinstance(parsed, MXFormat):
+            raise MasecError(f"--format {self.format!r}: no hardware kernels for this format yet; masec builds OCP "
+                             f"MX formats with E8M0 block scales (mxint<k>, mxfp_e<E>m<M>, mxfp8_e4m3, mxfp4 ...); "
+                             f"{fmt} is available in masec.formats for software studies")
         b = self.block_size
         p = self.parallelism
         if p < 1 or p & (p - 1) or b % p:
             raise MasecError(f"--parallelism {p}: must be a power of two that divides the block size {b}")
         if not self.clock_ns > 0:
             raise MasecError(f"--clock {self.clock_ns}: the clock period must be a positive number of ns")
-        if not self.part.strip():
-            raise MasecError("--part: give an FPGA part name, e.g. " + DEFAULT_PART)
+        from masec.parts import lookup_part
+
+        try:
+            lookup_part(self.part)
+        except MasecError as exc:
+            raise MasecError(f"--part: {exc}") from None
         cfg = CompileConfig(**{**asdict(self), "format": parsed.name})
         cfg.precision()   # validates the --precision file before any pass runs
         return cfg
@@ -75,8 +82,15 @@ class CompileConfig:
         from masec.meta import TensorFormat
         return TensorFormat(self.format, self.block_size, -1, self.rounding)
 
-    def to_json(self) -> str:
+    def to_json(self, out_dir=None) -> str:
+        """The resolved configuration; file paths relative to ``out_dir`` (deterministic, no absolute paths)."""
+        import os
+
         d = asdict(self)
+        if out_dir is not None:
+            d["model_path"] = os.path.relpath(Path(self.model_file).resolve(), Path(out_dir).resolve())
+            if self.precision_file:
+                d["precision_path"] = os.path.relpath(Path(self.precision_file).resolve(), Path(out_dir).resolve())
         d.pop("force")
         d.pop("out")
         d.pop("debug")

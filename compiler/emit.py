@@ -70,6 +70,25 @@ def _vectors(ir, values, config) -> VectorFile:
     return VectorFile(inputs, outputs, seed=config.seed, ideal_cycles=ideal)
 
 
+def taps(ir, values) -> list[dict]:
+    """Expected beats on every kernel's output edge (producer side), in topological order, for
+    ``masec sim --debug``: the first edge whose beats differ names the node that went wrong."""
+    eid = {id(e): f"e{k}" for k, e in enumerate(ir.edges)}
+    out = []
+    for inst in ir.topo():
+        if inst.is_port or inst.kernel == "stream_fork":
+            continue
+        for e in sorted(ir.out_edges(inst.name), key=lambda e: e.src[1]):
+            t = e.type
+            sv = port_beats(t, view_value(values[(inst.name, e.src[1])], t))
+            bus = [(b[1] << t.data_bits) | b[0] if t.is_mx else b[0] for b in sv.beats]
+            label = f"node `{inst.node}` ({inst.op}" + (f", module {inst.path}" if inst.path else "") + \
+                (f", {inst.source}" if inst.source else "") + f"; instance u_{inst.name})"
+            out.append({"signal": f"{eid[id(e)]}_p", "label": label, "beats": bus, "lanes": t.lanes,
+                        "width": t.element_bits})
+    return out
+
+
 def report_rows(ir) -> list[dict]:
     rows = []
     for inst in ir.instances.values():
@@ -167,7 +186,7 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config) -> tuple[list
         {"config": json.loads(config.to_json()), "nodes": rows, "ideal_cycles": vectors.ideal_cycles,
          "outputs": [i.node for i in ir.outputs], "accuracy": acc}, indent=2, sort_keys=True) + "\n")
     (root / "report" / "report.md").write_text(_report_md(rows, config, vectors, acc))
-    (root / "masec_config.json").write_text(config.to_json())
+    (root / "masec_config.json").write_text(config.to_json(Path(config.out)))
     return rows, acc
 
 

@@ -16,3 +16,8 @@ class UnsupportedOpError(MasecError):
 
 class PassError(MasecError):
     """A compiler pass failed; the message names the pass and the node."""
+
+
+class InternalError(Exception):
+    """A masec bug, re-raised with the pass (and node) it happened in; the CLI prints
+    "internal error", exits 1 and shows the original traceback under ``--debug``."""

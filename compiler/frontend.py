@@ -53,6 +53,11 @@ def _user_frame(stack_trace: str | None, model_file: str = "") -> str:
 
 def load_model_file(path, model_name: str = "model", inputs_name: str = "example_inputs"):
     """Import ``path`` and return ``(module, inputs_tuple)``; raise MasecError naming what is wrong."""
+    return load_model_namespace(path, model_name, inputs_name)[:2]
+
+
+def load_model_namespace(path, model_name: str = "model", inputs_name: str = "example_inputs"):
+    """``(nn.Module, inputs_tuple, imported module)``: the third gives optional names (``tokenizer``)."""
     path = Path(path)
     if not path.exists():
         raise MasecError(f"{path}: no such model file")
@@ -92,7 +97,24 @@ def load_model_file(path, model_name: str = "model", inputs_name: str = "example
     if not (isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs)):
         raise MasecError(f"{path}: `{inputs_name}` must be a tensor or a tuple of tensors "
                          f"(or a zero-argument callable returning them)")
-    return model.eval(), tuple(inputs)
+    checked = []
+    for i, t in enumerate(inputs):
+        what = f"{path}: `{inputs_name}`[{i}] (shape {tuple(t.shape)}, {str(t.dtype).replace('torch.', '')})"
+        if t.numel() == 0:
+            raise MasecError(f"{what} is empty; give example inputs with at least one element (they fix the "
+                             f"shapes the hardware is built for)")
+        if t.is_floating_point():
+            if not torch.isfinite(t).all():
+                raise MasecError(f"{what} contains NaN or Inf; masec's MX kernels compute finite values only "
+                                 f"(docs/formats.md), so give finite example inputs")
+            t = t.to(torch.float32)
+        elif t.dtype == torch.bool or t.is_complex():
+            raise MasecError(f"{what}: inputs must be float tensors (activations) or integer tensors (token ids "
+                             f"into an embedding)")
+        else:
+            t = t.to(torch.int64)
+        checked.append(t)
+    return model.eval(), tuple(checked), module
 
 
 def export(model: nn.Module, inputs: tuple, path: str = "model.py") -> fx.GraphModule:
@@ -157,4 +179,31 @@ def normalize(gm: fx.GraphModule, path: str = "model.py") -> fx.GraphModule:
                 f"{path}: node `{node.name}` ({what}){where} is not supported; "
                 f"supported ops: {', '.join(sorted(supported))}")
         set_meta(node, NodeMeta(op=op, source=source, path=module_path(node)))
+    _name_by_module(gm)
     return gm
+
+
+def _name_by_module(gm: fx.GraphModule) -> None:
+    """Rename compute nodes after the user's modules: ``layers_0_attention_wq`` for the linear of
+    ``layers.0.attention.wq``; ``layers_0_attention_softmax`` (``_1``, ...) where a module holds
+    several ops. Report rows, SV instances and memory files then read like the model."""
+    from masec.meta import meta
+
+    compute = [n for n in gm.graph.nodes if n.op == "call_function"]
+    by_path: dict[str, list] = {}
+    for n in compute:
+        by_path.setdefault(meta(n).path, []).append(n)
+    for path, nodes in by_path.items():
+        if not path:
+            continue
+        stem = re.sub(r"[^A-Za-z0-9_]", "_", path)
+        if len(nodes) == 1:
+            nodes[0]._rename(stem)
+            continue
+        counts: dict[str, int] = {}
+        for n in nodes:
+            op = meta(n).op
+            k = counts.get(op, 0)
+            counts[op] = k + 1
+            n._rename(f"{stem}_{op}" + (f"_{k}" if k else ""))
+    gm.recompile()

@@ -119,6 +119,7 @@ class Instance:
     latency: int = 0                       # extra cycles from first input to first output (model)
     renders: tuple = ()                    # Rendered SV modules this instance needs
     comment: str = ""
+    path: str = ""                         # user module path ("layers.0.attention.wq") when known
 
     @property
     def is_port(self) -> bool:

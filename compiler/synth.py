@@ -56,6 +56,7 @@ class Instance:
     name: str
     module: str
     params: tuple[tuple[str, str], ...]
+    node: str = ""     # the graph node it computes, when masec_build.json says
 
     def report_params(self) -> dict:
         """Parameters as JSON values: decimal integers as ints, string literals unquoted, others as text."""
@@ -148,6 +149,10 @@ def _sv_literal(v) -> str:
     raise MasecError(f"masec_build.json: unsupported parameter value {v!r} (integers and strings only)")
 
 
+def _sv_params(params: dict) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, _sv_literal(v)) for k, v in params.items()))
+
+
 def _json_value(text: str):
     t = text.strip()
     if re.fullmatch(r"-?\d+", t):
@@ -161,13 +166,13 @@ def design_instances(out: Path, build: dict) -> list[Instance]:
     """The kernel instances of the design.
 
     From ``masec_build.json``'s ``"instances"`` when the compiler writes it —
-    ``[{"name": "u_fc1", "module": "mx_linear", "params": {"IN": 64, "W_MEM": "fc1_w.mem"}}, ...]``,
-    integers as JSON numbers, SV string parameters as JSON strings — else parsed from the top
-    level's source (``rtl/<top>.sv``).
+    ``[{"name": "u_fc1", "module": "mx_linear", "node": "fc1", "params": {"IN": 64, "W_MEM": "fc1_w.mem"}}]``,
+    integers as JSON numbers, SV string parameters as JSON strings (other keys are ignored) — else
+    parsed from the top level's source (``rtl/<top>.sv``; ``node`` is then empty).
     """
     if build.get("instances"):
-        return [Instance(i["name"], i["module"], tuple(sorted((k, _sv_literal(v)) for k, v in i.get("params", {}).items())))
-                for i in build["instances"]]
+        return [Instance(i["name"], i["module"], _sv_params(i.get("params", {})),
+                         i.get("node") or "") for i in build["instances"]]
     top_file = _module_files(out, build).get(build["top"])
     if top_file is None:
         raise MasecError(f"{out}: no source defines the top module {build['top']!r} (masec_build.json sources)")
@@ -526,16 +531,17 @@ def _report(build: dict, plan: list[Job], instances: list[Instance], results: di
     kernels = []
     for j in sorted(plan, key=lambda j: (j.module, j.instances[0])):
         r = results[j.key]
-        kernels.append({"id": j.key[:16], "module": j.module, "params": Instance("", j.module, j.params).report_params(),
-                        "instances": list(j.instances), "cells": {k: v for k, v in r["cells"].items()
-                                                                   if not k.startswith("$")},
+        kernels.append({"id": j.key[:16], "module": j.module,
+                        "params": Instance("", j.module, j.params).report_params(), "instances": list(j.instances),
+                        "cells": {k: v for k, v in r["cells"].items() if not k.startswith("$")},
                         **classify(r["cells"]), "logic_depth": r["logic_depth"]})
     rows, total = [], dict.fromkeys(RESOURCES, 0)
     for inst in instances:
         j = by_ident[(inst.module, inst.params)]
         c = classify(results[j.key]["cells"])
-        rows.append({"name": inst.name, "module": inst.module, "params": inst.report_params(), "kernel": j.key[:16],
-                     **{k: c[k] for k in RESOURCES}, "logic_depth": results[j.key]["logic_depth"]})
+        rows.append({"name": inst.name, "node": inst.node, "module": inst.module, "params": inst.report_params(),
+                     "kernel": j.key[:16], **{k: c[k] for k in RESOURCES},
+                     "logic_depth": results[j.key]["logic_depth"]})
         for k in RESOURCES:
             total[k] += c[k]
     total = {k: _num(v) for k, v in total.items()}
@@ -568,7 +574,8 @@ def report_markdown(rep: dict) -> str:
               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k in rep["kernels"]:
         lines.append(f"| {k['id'][:8]} | {k['module']} | {', '.join(k['instances'])} | "
-                     + " | ".join(_fmt(k[c]) for c in (*RESOURCES, "LUTRAM", "SRL", "CARRY")) + f" | {k['logic_depth']} |")
+                     + " | ".join(_fmt(k[c]) for c in (*RESOURCES, "LUTRAM", "SRL", "CARRY"))
+                     + f" | {k['logic_depth']} |")
     lines += ["", "LUT = LUT1..LUT6, FF = flip-flops, DSP = DSP48 slices, BRAM = 36 Kb block RAMs (RAMB18 = 0.5). "
               "Logic depth = LUT levels on the longest path between registers. Yosys estimates before place and "
               "route; Vivado will differ.", ""]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from masec.errors import MasecError, PassError
+from masec.errors import InternalError, MasecError, PassError
 
 
 @dataclass
@@ -32,8 +32,8 @@ class PassManager:
                 if isinstance(exc, PassError) or not isinstance(exc, MasecError):
                     raise type(exc)(f"pass {name} (after {', '.join(done) or 'none'}): {exc}") from None
                 raise
-            except Exception as exc:  # an internal error: keep the pass context
-                raise PassError(f"pass {name} (after {', '.join(done) or 'none'}) failed: "
+            except Exception as exc:  # a masec bug: keep the pass context, exit 1 in the CLI
+                raise InternalError(f"pass {name} (after {', '.join(done) or 'none'}) failed: "
                                 f"{type(exc).__name__}: {exc}") from exc
             done.append(name)
         return results

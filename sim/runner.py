@@ -33,7 +33,7 @@ class SimResult:
 
 
 def build(sources, toplevel: str, build_dir: Path, parameters: dict | None = None,
-          waves: bool = False, includes=()):
+          waves: bool = False, includes=(), public: bool = False):
     """Compile ``sources`` with Verilator into ``build_dir`` (incremental); return the cocotb runner."""
     use_verilator()
     from cocotb_tools.runner import get_runner
@@ -43,6 +43,8 @@ def build(sources, toplevel: str, build_dir: Path, parameters: dict | None = Non
     args = list(SIM_BUILD_ARGS)
     if waves:
         args += ["--trace-fst", "--trace-structs"]
+    if public:   # internal signals visible to cocotb (localization taps)
+        args += ["--public-flat-rw"]
     runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel, build_dir=str(build_dir),
                  parameters=parameters, build_args=args, includes=[str(i) for i in includes],
                  waves=waves, log_file=str(Path(build_dir) / "build.log"))
@@ -51,12 +53,12 @@ def build(sources, toplevel: str, build_dir: Path, parameters: dict | None = Non
 
 def run_stream_test(sources, toplevel: str, vectors: VectorFile, build_dir: Path,
                     parameters: dict | None = None, waves: bool = False, seed: int | None = None,
-                    testcase: list[str] | None = None, includes=()) -> SimResult:
+                    testcase: list[str] | None = None, includes=(), public: bool = False) -> SimResult:
     """Build and run :mod:`masec.sim.stream_test` on ``toplevel`` with ``vectors``."""
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     try:
-        runner = build(sources, toplevel, build_dir, parameters, waves, includes)
+        runner = build(sources, toplevel, build_dir, parameters, waves, includes, public)
     except (SystemExit, RuntimeError) as exc:  # cocotb's runner exits or raises on a failed build
         log = (build_dir / "build.log")
         tail = log.read_text()[-4000:] if log.exists() else ""

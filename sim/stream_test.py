@@ -70,6 +70,16 @@ async def _run(dut, gap_prob: float, stall_prob: float, label: str) -> dict:
                 errors.append(_describe_mismatch(name, sv, i, data, sv.beats[i]))
         return check
 
+    taps = [_Tap(dut, t, clk) for t in vec.taps]
+    for tap in taps:
+        cocotb.start_soon(tap.run())
+
+    def first_tap_mismatch() -> str:
+        bad = [t for t in taps if t.mismatch]
+        if not bad:
+            return ""
+        return "; first internal stream that differs (topological order): " + bad[0].mismatch
+
     n_in = max([len(v.beats) for v in vec.inputs.values()] or [0])
     n_out = max([len(v.beats) for v in vec.outputs.values()] or [0])
     ideal = vec.ideal_cycles or max(n_in, n_out)
@@ -77,10 +87,18 @@ async def _run(dut, gap_prob: float, stall_prob: float, label: str) -> dict:
     for k, src in sources.items():
         cocotb.start_soon(src.run(vec.inputs[k].beats))
     tasks = [cocotb.start_soon(s.run(len(vec.outputs[k].beats), checker(k))) for k, s in sinks.items()]
-    for t in tasks:
-        await with_timeout(t, timeout * 10, "ns")
-        if errors:
-            break
+    try:
+        for t in tasks:
+            await with_timeout(t, timeout * 10, "ns")
+            if errors:
+                break
+    except Exception as exc:  # a timeout: say which internal stream went wrong first, if monitored
+        if taps:
+            raise AssertionError(f"{type(exc).__name__}: {exc}{first_tap_mismatch()}") from None
+        raise
+    if errors and taps:
+        await ClockCycles(clk, 1)
+        errors[0] += first_tap_mismatch()
     cycles = max([s.cycle_of_beat[-1] for s in sinks.values() if s.cycle_of_beat] or [0])
     result = {"test": label, "seed": seed, "ok": not errors, "cycles": cycles, "ideal_cycles": ideal,
               "input_beats": n_in, "output_beats": n_out,
@@ -93,6 +111,40 @@ async def _run(dut, gap_prob: float, stall_prob: float, label: str) -> dict:
         await s.expect_idle(32)
     dut._log.info("masec %s: %d output beats in %d cycles (ideal %d): PASS", label, n_out, cycles, ideal)
     return result
+
+
+class _Tap:
+    """Passive monitor of one internal edge (``<signal>_valid/_ready/_bus``): compares every
+    transferred beat with the reference and remembers the first difference."""
+
+    def __init__(self, dut, tap: dict, clk):
+        self.tap, self.clk = tap, clk
+        sig = tap["signal"]
+        self.valid = getattr(dut, f"{sig}_valid")
+        self.ready = getattr(dut, f"{sig}_ready")
+        self.bus = getattr(dut, f"{sig}_bus")
+        self.mismatch = ""
+        self.count = 0
+
+    async def run(self):
+        from cocotb.triggers import ReadOnly
+
+        beats, lanes, width = self.tap["beats"], self.tap["lanes"], self.tap["width"]
+        while self.count < len(beats) and not self.mismatch:
+            await RisingEdge(self.clk)
+            await ReadOnly()
+            if int(self.valid.value) and int(self.ready.value):
+                got, exp = int(self.bus.value), beats[self.count]
+                if got != exp:
+                    data_bits = lanes * width
+                    gl = unpack_lanes(got & ((1 << data_bits) - 1), lanes, width)
+                    el = unpack_lanes(exp & ((1 << data_bits) - 1), lanes, width)
+                    lane = next((i for i in range(lanes) if gl[i] != el[i]), None)
+                    where = (f"element {self.count * lanes + lane} of the stream (beat {self.count}, lane {lane}): "
+                             f"expected code 0x{el[lane]:x}, got 0x{gl[lane]:x}" if lane is not None else
+                             f"beat {self.count}: scale expected 0x{exp >> data_bits:x}, got 0x{got >> data_bits:x}")
+                    self.mismatch = f"{self.tap['label']}, {where}"
+                self.count += 1
 
 
 @cocotb.test()

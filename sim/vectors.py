@@ -49,12 +49,19 @@ class VectorFile:
     stall_prob: float = 0.3
     timeout_cycles: int = 0  # 0: derived from the beat counts
     ideal_cycles: int = 0    # 0: the largest beat count of any stream; kernels that compute longer say so
+    #: internal streams to monitor (localization, ``masec sim --debug``): in topological order,
+    #: {"signal": "e12_p", "label": "node `x` (linear, layers.0.attention.wq)", "beats": [bus, ...],
+    #:  "lanes": P, "width": W}
+    taps: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"seed": self.seed, "gap_prob": self.gap_prob, "stall_prob": self.stall_prob,
-                "timeout_cycles": self.timeout_cycles, "ideal_cycles": self.ideal_cycles,
-                "inputs": {k: v.to_json() for k, v in sorted(self.inputs.items())},
-                "outputs": {k: v.to_json() for k, v in sorted(self.outputs.items())}}
+        d = {"seed": self.seed, "gap_prob": self.gap_prob, "stall_prob": self.stall_prob,
+             "timeout_cycles": self.timeout_cycles, "ideal_cycles": self.ideal_cycles,
+             "inputs": {k: v.to_json() for k, v in sorted(self.inputs.items())},
+             "outputs": {k: v.to_json() for k, v in sorted(self.outputs.items())}}
+        if self.taps:
+            d["taps"] = self.taps
+        return d
 
     def write(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n")
@@ -65,7 +72,7 @@ class VectorFile:
         return cls({k: StreamVectors.from_json(v) for k, v in d["inputs"].items()},
                    {k: StreamVectors.from_json(v) for k, v in d["outputs"].items()},
                    d.get("seed", 1), d.get("gap_prob", 0.3), d.get("stall_prob", 0.3),
-                   d.get("timeout_cycles", 0), d.get("ideal_cycles", 0))
+                   d.get("timeout_cycles", 0), d.get("ideal_cycles", 0), d.get("taps", []))
 
 
 def pack_lanes(values, width: int) -> int:

@@ -88,7 +88,7 @@ def _reorder_instance(node, src_t: StreamType) -> Instance:
                     ideal_cycles=max(src_t.beats, out_t.beats), buffering="tensor",
                     latency=src_t.beats, renders=(render("stream_reorder", module, **ctx),),
                     comment=f"{node.name}: corner turn {src_t.shape} -> {tuple(shape)} in block RAM"
-                            + (f" ({m.source})" if m.source else ""))
+                            + (f" ({m.source})" if m.source else ""), path=m.path)
 
 
 def build_ir(gm, config) -> HwGraph:
@@ -147,7 +147,7 @@ def build_ir(gm, config) -> HwGraph:
             ident(node.name), choice.kernel, choice.module, choice.ctx_dict, choice.params_dict, low.in_ports,
             (low.out_port,), in_types, (out_t,), model, node.name, m.op, m.source, dict(m.formats),
             low.memories(gm, node), choice.ideal_cycles, low.buffering, 0, tuple(low.render(choice)),
-            f"{node.name}: {m.op} -> {m.formats['out'].name}" + (f" ({m.source})" if m.source else "")))
+            f"{node.name}: {m.op} -> {m.formats['out'].name}" + (f" ({m.source})" if m.source else ""), m.path))
         for k, a in enumerate(args):
             port, t = src[a]
             ir.connect(port, (inst.name, k), t)
