@@ -21,12 +21,14 @@ def test_short_and_full_names_resolve_to_one_part(short, full):
 
 def test_vendor_figures():
     # spot checks against the AMD product tables (DS190, DS891, DS890)
-    assert (lookup_part("xc7z020").lut, lookup_part("xc7z020").dsp, lookup_part("xc7z020").bram36) == (53200, 220, 140)
-    assert (lookup_part("xczu9eg").lut, lookup_part("xczu9eg").dsp, lookup_part("xczu9eg").bram36) == (274080, 2520, 912)
+    z7, zu9 = lookup_part("xc7z020"), lookup_part("xczu9eg")
+    assert (z7.lut, z7.ff, z7.dsp, z7.bram36) == (53200, 106400, 220, 140)
+    assert (zu9.lut, zu9.ff, zu9.dsp, zu9.bram36) == (274080, 548160, 2520, 912)
     u250 = lookup_part("xcu250")
     assert (u250.lut, u250.ff, u250.dsp, u250.bram36, u250.uram) == (1728000, 3456000, 12288, 2688, 1280)
-    assert lookup_part("xcvu9p").dsp == 6840 and lookup_part("xcu280").bram36 == 2016 and lookup_part("xcu50").uram == 640
-    assert lookup_part("xc7z020").family == "xc7" and {lookup_part(n).family for n in REQUIRED if n != "xc7z020"} == {"xcup"}
+    assert lookup_part("xcvu9p").dsp == 6840 and lookup_part("xcu280").bram36 == 2016
+    assert lookup_part("xcu50").uram == 640
+    assert z7.family == "xc7" and {lookup_part(n).family for n in REQUIRED if n != "xc7z020"} == {"xcup"}
 
 
 def test_unknown_part_is_one_line_naming_the_known_parts():
