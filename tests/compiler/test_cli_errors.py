@@ -34,15 +34,34 @@ def assert_nothing_written(parent: Path):
     ("no model name", [MODELS / "names.py"], ["defines no `model`", "--model"]),
     ("no inputs name", [MODELS / "names.py", "--model", "my_net"], ["defines no `example_inputs`", "--inputs"]),
     ("import fails", [MODELS / "broken_import.py"], ["broken_import.py:4", "NameError"]),
-    ("untraceable", [MODELS / "untraceable.py"], ["cannot trace", "untraceable.py:11", "x.sum() > 0"]),
-    ("unsupported op", [MODELS / "unsupported.py"], ["`sin`", "function sin", "unsupported.py:11", "supported ops:"]),
+    pytest.param("untraceable", [MODELS / "untraceable.py"], ["cannot capture", "untraceable.py:11", "x.sum() > 0"],
+                 marks=pytest.mark.xfail(strict=True, reason=(
+                     "compiler/frontend.py export(): torch.export's own log (a 'W... symbolic_shapes.py: Unable to "
+                     "find user code' warning and two dumps of the partial graph) reaches stderr before masec's "
+                     "one-line error"))),
+    ("unsupported op", [MODELS / "unsupported.py"], ["`sin`", "unsupported.py:11", "torch.sin(self.fc(x))",
+                                                     "supported ops:", "linear", "softmax"]),
     ("unknown format", [MLP, "--format", "mxfloat9"], ["--format 'mxfloat9'"]),
+    # formats without hardware kernels are refused, not compiled to E8M0 hardware that computes another format
+    ("nvfp4", [MLP, "--format", "nvfp4"], ["--format 'nvfp4'", "no hardware kernels"]),
+    ("m2xfp4_w", [MLP, "--format", "m2xfp4_w"], ["--format 'm2xfp4_w'", "no hardware kernels"]),
+    ("bitmod_fp4", [MLP, "--format", "bitmod_fp4"], ["--format 'bitmod_fp4'", "no hardware kernels"]),
+    ("fp_e4m3", [MLP, "--format", "fp_e4m3"], ["--format 'fp_e4m3'", "no hardware kernels"]),
+    ("unknown part", [MLP, "--part", "xc9bogus"], ["--part", "xc9bogus"]),
+    ("empty input", ["empty.py"], ["empty.py", "is empty"]),
+    ("nan input", ["nan.py"], ["nan.py", "NaN or Inf"]),
+    ("int64 input into a linear", ["ids.py"], ["`relu_1`", "integer stream", "embedding"]),
     ("bad parallelism", [MLP, "--parallelism", "3"], ["--parallelism 3"]),
     ("parallelism above block", [MLP, "--parallelism", "64"], ["--parallelism 64"]),
 ])
 def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, case, args, needles):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "model.txt").write_text("model = None\n")
+    head = "import torch\nmodel = torch.nn.Linear(32, 32)\nexample_inputs = "
+    (tmp_path / "empty.py").write_text(head + "torch.zeros(0, 32)\n")
+    (tmp_path / "nan.py").write_text(head + "torch.full((2, 32), float('inf'))\n")
+    (tmp_path / "ids.py").write_text("import torch\nmodel = torch.nn.ReLU()\n"
+                                     "example_inputs = torch.arange(32).reshape(2, 16)\n")
     outs = tmp_path / "outs"
     outs.mkdir()
     code, err = run(capsys, "compile", *args, "--out", outs / "rtl")
