@@ -52,6 +52,10 @@ def add_search_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--block-sizes", default=None, help="comma-separated block sizes (default: 16,32,64)")
     p.add_argument("--calib-batches", type=int, default=8, help="calibration batches used (default: 8)")
     p.add_argument("--ilp-points", type=int, default=8, help="ILP budgets evaluated (default: 8)")
+    p.add_argument("--proxy", choices=("auto", "mse", "kl"), default=None,
+                   help="sensitivity distance on the calibration data: mse (relative output error), kl (softmax KL "
+                        "of logits), auto = kl for [batch, seq, vocab] outputs (default: the file's search_proxy, "
+                        "else auto)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads during the search (default: torch's; 1 is fastest for small models)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or summary table")
@@ -119,8 +123,8 @@ def load_search_inputs(path, model_name="model", inputs_name="example_inputs", m
     if calib is not None and not hasattr(calib, "__iter__"):
         raise MasecError(f"{path}: `{calibration}` must be an iterable of input tuples")
     return {"model": model.eval(), "example_inputs": tuple(inputs), "evaluate": evaluate,
-            "calibration_data": calib, "higher_is_better": bool(getattr(module, "higher_is_better", False)),
-            "metric_name": str(getattr(module, "metric_name", metric if evaluate is not None else "output_rel_mse"))}
+            "calibration_data": calib, "search_proxy": str(getattr(module, "search_proxy", "auto")), "higher_is_better": bool(getattr(module, "higher_is_better", False)),
+            "metric_name": str(getattr(module, "metric_name", None) or ("metric" if evaluate is not None else "output_rel_mse"))}
 
 
 def _csv(text):
@@ -150,7 +154,7 @@ def search_main(args: argparse.Namespace) -> int:
                device=args.device, by=args.by, seed=args.seed, progress=not args.no_progress,
                higher_is_better=ins["higher_is_better"], study_name=args.study, pareto=args.pareto or None,
                types=types, blocks=blocks, calib_batches=args.calib_batches, ilp_points=args.ilp_points,
-               threads=args.threads)
+               threads=args.threads, proxy=args.proxy or ins["search_proxy"])
     return 0
 
 

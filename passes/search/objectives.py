@@ -4,6 +4,7 @@ calibration proxy used by the sensitivity analysis, and the Pareto front.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -61,20 +62,35 @@ def _flat_tensors(out) -> list[torch.Tensor]:
     return []
 
 
-class Proxy:
-    """Relative output error on calibration data: sum ||y_q - y_f||^2 / sum ||y_f||^2 over batches.
+PROXIES = ("auto", "mse", "kl")
 
-    Independent quantization noise powers add, so this is the additive sensitivity model's unit.
+
+class Proxy:
+    """How far the quantized model's outputs are from float32's on the calibration data.
+
+    ``mse``: relative output error, sum ||y_q - y_f||^2 / sum ||y_f||^2 over batches (independent
+    quantization noise powers add, so this suits the additive sensitivity model).
+    ``kl``: mean KL(softmax(y_f) || softmax(y_q)) over the last axis (logits; tracks perplexity
+    and accuracy far better than the logits' MSE). ``auto``: ``kl`` when the model returns one
+    float tensor of 3 or more dimensions ([batch, seq, vocab] logits), else ``mse``.
     """
 
-    def __init__(self, model, batches: list[tuple], merge: bool = True):
+    def __init__(self, model, batches: list[tuple], merge: bool = True, kind: str = "auto"):
+        if kind not in PROXIES:
+            raise MasecError(f"--proxy {kind!r}: use one of {', '.join(PROXIES)}")
         self.model = model
         self.batches = batches
         self.merged = False
         if merge and len(batches) > 1:
             self._try_merge()
         self.ref = [self._run(b) for b in self.batches]
+        if kind == "auto":
+            kind = "kl" if all(len(r) == 1 and r[0].dim() >= 3 and r[0].shape[-1] > 1 for r in self.ref) else "mse"
+        self.kind = kind
         self.energy = sum(float((t.double() ** 2).sum()) for r in self.ref for t in r) or 1.0
+        if kind == "kl":
+            self.ref_logp = [[torch.log_softmax(t.double(), -1) for t in r] for r in self.ref]
+            self.count = sum(t[..., 0].numel() for r in self.ref for t in r)
 
     @torch.no_grad()
     def _try_merge(self):
@@ -108,6 +124,13 @@ class Proxy:
 
     @torch.no_grad()
     def __call__(self) -> float:
+        if self.kind == "kl":
+            kl = 0.0
+            for b, ref in zip(self.batches, self.ref_logp):
+                for y, lp in zip(self._run(b), ref):
+                    lq = torch.log_softmax(y.double(), -1)
+                    kl += float((lp.exp() * (lp - lq)).sum())
+            return kl / max(self.count, 1) if math.isfinite(kl) else 1e30
         err = 0.0
         for b, ref in zip(self.batches, self.ref):
             for y, r in zip(self._run(b), ref):

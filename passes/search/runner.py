@@ -59,11 +59,12 @@ def _as_tuple(b):
     raise MasecError(f"calibration_data must yield input tuples (or tensors), got {type(b).__name__}")
 
 
-def _fingerprint(model: nn.Module, space: Space, batches) -> str:
+def _fingerprint(model: nn.Module, space: Space, batches, proxy_kind: str) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([[s.key, s.numel, s.op] for s in space.sites]).encode())
     h.update(json.dumps([c.key for c in space.cands]).encode())
     h.update(json.dumps(space.groups, sort_keys=True).encode())
+    h.update(str(proxy_kind).encode())
     for name, p in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(p.detach().float().cpu().contiguous().numpy().tobytes()[:1 << 16])
@@ -108,7 +109,7 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
                device: str = "cpu", by: str = "node", seed: int = 0, progress: bool = True,
                higher_is_better: bool = False, study_name: str | None = None, pareto: bool | None = None,
                types=ELEMENT_TYPES, blocks=BLOCK_SIZES, calib_batches: int = 8, ilp_points: int = 8,
-               threads: int | None = None, console=None) -> SearchResult:
+               threads: int | None = None, proxy: str = "auto", console=None) -> SearchResult:
     """Search the formats of ``model``'s weights and activations; write the results into ``out_dir``.
 
     ``evaluate(model) -> float`` is the metric (lower is better unless ``higher_is_better``); without
@@ -116,6 +117,7 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
     (relative to the float32 metric) or a number (absolute change); ``None`` means Pareto mode.
     ``pareto=True`` runs NSGA-II on (metric, bits) and still chooses the cheapest point within
     ``max_loss``. ``trials``: new Optuna trials in this run (0: sensitivity + ILP only).
+    ``proxy``: the sensitivity analysis's output distance, ``auto`` / ``mse`` / ``kl`` (objectives.Proxy).
     ``threads``: torch CPU threads during the search (restored after; small models run fastest
     with 1, and a loaded machine makes more threads much slower).
     """
@@ -125,14 +127,14 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
     try:
         return _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials,
                        storage, device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks,
-                       calib_batches, ilp_points, console)
+                       calib_batches, ilp_points, proxy, console)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials, storage,
             device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks, calib_batches,
-            ilp_points, console):
+            ilp_points, proxy_kind, console):
     t0 = time.time()
     torch.manual_seed(seed)
     out = Path(out_dir)
@@ -151,7 +153,7 @@ def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_n
     try:
         return _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage,
                     device, by, seed, higher_is_better, study_name, pareto, types, blocks, calib_batches,
-                    ilp_points, ui, t0)
+                    ilp_points, proxy_kind, ui, t0)
     finally:
         ui.stop()
         log.removeHandler(handler)
@@ -159,7 +161,7 @@ def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_n
 
 
 def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage, device, by,
-         seed, higher_is_better, study_name, pareto, types, blocks, calib_batches, ilp_points, ui, t0):
+         seed, higher_is_better, study_name, pareto, types, blocks, calib_batches, ilp_points, proxy_kind, ui, t0):
     model.eval()
     example_inputs = _as_tuple(example_inputs)
     log.info("search: by=%s max_loss=%s trials=%d device=%s seed=%d pareto=%s", by, ml, trials, device, seed, pareto)
@@ -180,10 +182,11 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
 
     emu = Emulator(model, space, device=device)
     try:
-        proxy = Proxy(model, batches)   # the emulator moves inputs to the device and outputs back
-        log.info("calibration: %d batches%s", len(batches), " (merged into one forward)" if proxy.merged else "")
+        proxy = Proxy(model, batches, kind=proxy_kind)  # the emulator moves inputs to the device, outputs back
+        log.info("calibration: %d batches%s; sensitivity proxy: %s", len(batches),
+                 " (merged into one forward)" if proxy.merged else "", proxy.kind)
         if evaluate is None:
-            metric_name = "output_rel_mse"
+            metric_name = f"output_{proxy.kind}"
             higher_is_better = False
             metric_fn = lambda _m: proxy()  # noqa: E731
         else:
@@ -234,7 +237,7 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
             log.info("uniform %s: bits=%.4f %s=%.6g", c.key, c.bits, metric_name, m)
 
         # 2. sensitivity (cached in out/sensitivity.json by a fingerprint of model, space, data)
-        fp = _fingerprint(model, space, batches)
+        fp = _fingerprint(model, space, batches, proxy.kind)
         sens_path = out / "sensitivity.json"
         sens = None
         if sens_path.exists():
