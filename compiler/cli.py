@@ -133,11 +133,17 @@ def _sim(args, console: Console) -> int:
         s = simulate(Path(args.out), seed=args.seed, waves=args.waves, debug=args.debug)
     res = s.result
     t = Table(title=f"masec sim {args.out}  (seed {s.seed}; replay: masec sim {args.out} --seed {s.seed})")
-    for col in ("test", "vectors (in/out beats)", "cycles", "ideal", "results/cycle", "result"):
+    import json
+
+    rep = Path(args.out) / "report" / "report.json"
+    pred = json.loads(rep.read_text()).get("predicted_cycles") if rep.exists() else None
+    for col in ("test", "vectors (in/out beats)", "cycles", "predicted", "bottleneck ideal", "results/cycle",
+                "result"):
         t.add_column(col)
     for r in res.runs:
         per = r["output_elements"] / r["cycles"] if r["cycles"] else 0.0
-        t.add_row(r["test"], f"{r['input_beats']}/{r['output_beats']}", str(r["cycles"]), str(r["ideal_cycles"]),
+        t.add_row(r["test"], f"{r['input_beats']}/{r['output_beats']}", str(r["cycles"]),
+                  str(pred) if pred and r["test"] == "full_rate" else "-", str(r["ideal_cycles"]),
                   f"{per:.3f}", "[green]PASS[/]" if r["ok"] else "[red]FAIL[/]")
     console.print(t)
     if not res.ok:
