@@ -37,6 +37,8 @@ from masec.errors import MasecError
 aten = torch.ops.aten
 
 _META_KEYS = ("stack_trace", "nn_module_stack")
+#: an additive mask value at or below this drops the key (exp underflows to 0 in float32)
+MASK_NEG = -1e4
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -502,12 +504,15 @@ def softmax_folds(ctx: _Ctx, n: fx.Node) -> bool:
         if not ctx.is_const(m):
             return False
         mv = ctx.val(m)
-        if not (torch.all((mv == 0) | (mv == float("-inf")))):
+        # 0 keeps; -inf, or a huge negative (HF's (1 - mask) * -10000 / finfo.min), drops: after it
+        # exp() underflows to exactly 0 in float32 for any score below ~1e4
+        if not torch.all((mv == 0) | (mv <= MASK_NEG)):
             return False
-        drop = mv == float("-inf")
+        drop = mv <= MASK_NEG
     elif _is(x, aten.masked_fill.Scalar, aten.masked_fill.Tensor):
         s, m, v = x.args
-        if not ctx.is_const(m) or _scalar(ctx, v) != float("-inf"):
+        fill = _scalar(ctx, v)
+        if not ctx.is_const(m) or fill is None or fill > MASK_NEG:
             return False
         drop = ctx.val(m).to(torch.bool)
     else:
