@@ -104,6 +104,25 @@ def spec_from_assignment(space: Space, site_assign: dict[str, Candidate],
     return spec
 
 
+def _optuna_choices(space: Space, sens, pruned, ilp_pts, pareto, feasible) -> dict[str, list[Candidate]]:
+    """Optuna's choices per group. Pareto mode: every non-dominated candidate. Constraint mode: a
+    neighbourhood of the cheapest feasible ILP point (its candidate and the next cheaper and the
+    next more accurate non-dominated ones), where random and TPE samples are mostly near-feasible."""
+    if pareto:
+        return pruned
+    feas = [p for p in ilp_pts if feasible(p)]
+    if not feas:
+        return pruned
+    best = min(feas, key=lambda p: (p["avg_bits"], p["loss"]))
+    out = {}
+    for g in space.groups:
+        c = Candidate.parse(best["assignment"][g])
+        opts = pruned[g]
+        i = opts.index(c) if c in opts else 0
+        out[g] = opts[max(0, i - 1): i + 2]
+    return out
+
+
 def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data=None, out_dir="out/search", *,
                metric_name: str = "metric", max_loss="2%", trials: int = 20, storage: str | None = None,
                device: str = "cpu", by: str = "node", seed: int = 0, progress: bool = True,
@@ -310,6 +329,13 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
             study = study_mod.make_study(storage_url, name, pareto=pareto, higher_is_better=higher_is_better,
                                          seed=seed, n_groups=len(space.groups))
             n_prev = len(study.trials)
+            opt_choices = _optuna_choices(space, sens, choices, ilp_pts, pareto, feasible)
+            saved = study.user_attrs.get("choices")
+            if saved and set(saved) == set(space.groups):
+                opt_choices = {g: [Candidate.parse(k) for k in saved[g]] for g in space.groups}
+            else:
+                study.set_user_attr("choices", {g: [c.key for c in opt_choices[g]] for g in space.groups})
+            choices = opt_choices
             added = study_mod.add_points(study, space, choices, ilp_pts, pareto, ml)
             log.info("study %s at %s: %d earlier trials, %d ILP points added", name,
                      report.mask_url(storage_url), n_prev, added)

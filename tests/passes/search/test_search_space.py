@@ -146,3 +146,29 @@ def test_objectives():
     assert knee(front)["avg_bits"] == 5
     assert [p["avg_bits"] for p in pareto_front(pts, higher_is_better=True)] == [4]
     assert not math.isnan(knee(front[:1])["avg_bits"])
+
+
+def test_kl_proxy_for_logits():
+    from masec.passes.search.objectives import Proxy
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(40, 16)
+            self.head = nn.Linear(16, 40)
+
+        def forward(self, ids):
+            return self.head(self.emb(ids))          # [batch, seq, vocab] logits
+
+    torch.manual_seed(0)
+    lm = LM().eval()
+    batches = [(torch.randint(0, 40, (1, 6)),) for _ in range(3)]
+    p = Proxy(lm, batches)
+    assert p.kind == "kl" and p.merged and p() == pytest.approx(0.0, abs=1e-12)
+    with torch.no_grad():
+        lm.head.weight.mul_(1.1)
+    assert p() > 0
+    assert Proxy(lm, batches, kind="mse").kind == "mse"
+    assert Proxy(nn.Linear(4, 4), [(torch.ones(2, 4),)]).kind == "mse"   # 2-D output: mse
+    with pytest.raises(Exception, match="proxy"):
+        Proxy(lm, batches, kind="l1")
