@@ -1,6 +1,6 @@
 import pytest
 
-from masec.errors import MasecError, PassError
+from masec.errors import InternalError, MasecError, PassError
 from masec.passes.manager import PassManager
 
 
@@ -14,9 +14,11 @@ def test_runs_in_order_and_names_the_failing_pass():
     def boom(gm, cfg):
         raise ZeroDivisionError("x")
 
-    with pytest.raises(PassError, match=r"pass boom \(after ok\) failed: ZeroDivisionError"):
+    with pytest.raises(InternalError, match=r"pass boom \(after ok\) failed: ZeroDivisionError") as exc:
         PassManager().add("ok", ok).add("boom", boom).run(None, None)
     assert seen == ["ok"]
+    assert not isinstance(exc.value, MasecError)          # a masec bug is no user error (exit 1, not 2)
+    assert isinstance(exc.value.__cause__, ZeroDivisionError)   # the traceback stays available for --debug
 
 
 def test_user_errors_keep_their_type_and_gain_the_pass_name():
