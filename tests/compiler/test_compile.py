@@ -9,7 +9,7 @@ from masec.backend import compile_model, frontend
 from masec.cli import main
 from masec.config import CompileConfig
 from masec.passes.analysis.shape_prop import shape_prop
-from masec.passes.transform.annotate_formats import annotate_formats
+from masec.passes.transform.assign_formats import assign_formats
 from masec.passes.transform.select_kernels import select_kernels
 from masec.sim.runner import lint
 from masec.sim.vectors import VectorFile
@@ -64,7 +64,8 @@ def test_fanout_and_two_outputs_simulate(tmp_path, seed):
     compile_to(FANOUT, out, seed=seed)
     build = json.loads((out / "masec_build.json").read_text())
     assert [o["name"] for o in build["outputs"]] == ["m_y0", "m_y1"]
-    assert "stream_fork" in (out / "rtl" / "top.sv").read_text()
+    top = (out / "rtl" / "top.sv").read_text()
+    assert "stream_fork" in top and "stream_fifo" in top
     assert_sim_passes(out, seed)
 
 
@@ -103,7 +104,7 @@ def test_transforms_are_idempotent():
     cfg = CompileConfig(model_file=str(MLP), out="unused").validated()
     gm, inputs = frontend(cfg)
     shape_prop(gm, inputs)
-    for transform in (annotate_formats, select_kernels):
+    for transform in (assign_formats, select_kernels):
         gm, changed = transform(gm, cfg)
         assert changed
         gm, changed = transform(gm, cfg)
@@ -119,7 +120,7 @@ def test_scripts_carry_part_and_clock(tmp_path):
     ys = (out / "yosys" / "synth.ys").read_text()
     assert "synth_xilinx -top top" in ys
     report = json.loads((out / "report" / "report.json").read_text())
-    assert {r["op"] for r in report["nodes"]} >= {"input", "relu", "output"}
+    assert {r["op"] for r in report["nodes"]} >= {"relu", "fork"}
 
 
 @pytest.mark.skipif(not __import__("masec.toolchain").toolchain.fst_headers_present(),
@@ -136,6 +137,7 @@ def test_sim_waves_writes_an_fst_trace(tmp_path, capsys):
 def test_functional_linear_on_parameters_simulates(tmp_path, seed):
     out = tmp_path / "fl"
     res = compile_to(Path(__file__).parent / "models" / "functional_linear.py", out, seed=seed)
-    assert [r["op"] for r in res.rows] == ["input", "constant", "constant", "linear", "relu", "output"]
-    assert (out / "rtl" / "linear_w.mem").exists() and (out / "rtl" / "linear_b.mem").exists()
+    assert [r["op"] for r in res.rows] == ["linear", "relu"]
+    (lin,) = [r for r in res.rows if r["op"] == "linear"]
+    assert (out / "rtl" / lin["parameters"]["W_MEM"]).exists() and (out / "rtl" / lin["parameters"]["B_MEM"]).exists()
     assert_sim_passes(out, seed)
