@@ -2,7 +2,7 @@
 assignment, each with average bits (weights and linear-input activations, incl. block scales) and
 perplexity on held-out TinyStories (the model file's evaluate(); calibration on other text).
 
-    python3 bench/search.py                    # small budget: 10 Optuna trials, max loss 2 %
+    python3 bench/search.py                    # small budget: 20 Optuna trials, max loss 2 %
     python3 bench/search.py --trials 40 --max-loss 2% --by node --out out/bench_search
 
 Prints a table and writes bench/results/search.json. The search's own files (precision.toml,
@@ -27,6 +27,7 @@ from table import print_table  # noqa: E402
 
 from masec.passes.search.cli import load_search_inputs  # noqa: E402
 from masec.passes.search.emulate import Emulator  # noqa: E402
+from masec.passes.search.ilp import ilp_min_loss_at_bits  # noqa: E402
 from masec.passes.search.runner import run_search  # noqa: E402
 from masec.passes.search.space import Candidate, build_space, discover_sites  # noqa: E402
 
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-file", default=str(ROOT / "examples" / "stories260k" / "model.py"))
     ap.add_argument("--out", default=str(ROOT / "out" / "bench_search"))
-    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--max-loss", default="2%")
     ap.add_argument("--by", default="node", choices=("type", "layer", "node"))
     ap.add_argument("--seed", type=int, default=0)
@@ -89,6 +90,19 @@ def main(argv=None) -> int:
         rows.append({"point": f"best searched point at <= {fp4['avg_bits']:.3f} bits", "avg_bits": best_at_fp4["avg_bits"],
                      "perplexity": best_at_fp4["metric"], "seconds": None})
 
+    # the dual knapsack at uniform mxfp4's bits: lowest predicted error within 4.25 average bits
+    sens = json.loads((out / "sensitivity.json").read_text())["table"]
+    with Emulator(model, res.space) as emu:
+        for cap in (fp4["avg_bits"], 5.0):
+            a = ilp_min_loss_at_bits(res.space, sens, cap)
+            if a is None:
+                continue
+            t = time.time()
+            emu.apply(res.space.expand(a))
+            ppl = float(evaluate(model))
+            emu.restore()
+            rows.append({"point": f"ILP, least predicted error at <= {cap:.2f} bits", "avg_bits": res.space.avg_bits(a),
+                         "perplexity": ppl, "seconds": round(time.time() - t, 1)})
     for r in rows:
         r["vs_float32"] = r["perplexity"] / f32 - 1.0
     print_table(f"stories260K precision search (perplexity on held-out TinyStories, "

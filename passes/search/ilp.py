@@ -139,3 +139,17 @@ def predicted(space: Space, sens, assignment: dict[str, Candidate]) -> float:
 def min_loss_assignment(space: Space, sens) -> dict[str, Candidate]:
     """Per group the candidate with the lowest proxy (ties: fewer bits)."""
     return {g: min(space.cands, key=lambda c: (sens[g][c.key], c.bits, c.key)) for g in space.groups}
+
+
+def ilp_min_loss_at_bits(space: Space, sens: dict[str, dict[str, float]], max_bits: float) -> dict[str, Candidate] | None:
+    """The dual knapsack: the assignment with the lowest predicted proxy whose average bits are
+    <= ``max_bits`` (None when even the cheapest candidates exceed it)."""
+    groups = list(space.groups)
+    options = [dominated_pruned(space, sens, g) for g in groups]
+    total = max(space.total_numel, 1)
+    costs = [[space.group_numel(g) * c.bits / total for c in opts] for g, opts in zip(groups, options)]
+    losses = [[max(sens[g][c.key], 0.0) for c in opts] for g, opts in zip(groups, options)]
+    choice = solve_mckp(losses, costs, max_bits)
+    if choice is None:
+        return None
+    return {g: opts[j] for g, opts, j in zip(groups, options, choice)}

@@ -111,7 +111,10 @@ def run_trials(study, space: Space, choices, evaluate_point, n_trials: int, pare
         return tuple(trial_values(p, pareto)) if pareto else p["avg_bits"]
 
     cbs = [callback] if callback else []
-    study.optimize(objective, n_trials=n_trials, callbacks=cbs, gc_after_trial=False)
+    try:
+        study.optimize(objective, n_trials=n_trials, callbacks=cbs, gc_after_trial=False)
+    except KeyboardInterrupt:  # keep what was found; rerunning with the same study continues it
+        log.warning("interrupted: writing the results so far; rerun the same command to continue the study")
 
 
 def study_points(study, space: Space) -> list[dict]:

@@ -110,3 +110,15 @@ def test_emulator_quantizes_weights_and_activations():
         assert (y == want).all()
     assert (model.big.weight == w0).all()
     assert not model.big._forward_pre_hooks
+
+
+def test_dual_knapsack_at_a_bits_budget(toy_sens):
+    space, sens = toy_sens
+    cap = 5.0
+    a = ilp.ilp_min_loss_at_bits(space, sens, cap)
+    assert a is not None and space.avg_bits(a) <= cap + 1e-9
+    best = min(ilp.predicted(space, sens, dict(zip(space.groups, combo)))
+               for combo in itertools.product(space.cands, repeat=len(space.groups))
+               if space.avg_bits(dict(zip(space.groups, combo))) <= cap + 1e-9)
+    assert ilp.predicted(space, sens, a) == pytest.approx(best, rel=1e-6)
+    assert ilp.ilp_min_loss_at_bits(space, sens, 3.0) is None
