@@ -204,8 +204,9 @@ def read_build(out: Path) -> dict:
     return build
 
 
-def _dependency_files(module: str, files: dict[str, Path]) -> list[Path]:
-    """The source files ``module`` needs: its own and, transitively, those of modules it names."""
+def _dependency_files(module: str, files: dict[str, Path], sources: list[Path]) -> list[Path]:
+    """The source files ``module`` needs, in ``sources`` order: its own, transitively those of the
+    modules it names, and every source that defines no module (packages, shared declarations)."""
     texts = {m: _strip_comments(p.read_text()) for m, p in files.items()}
     need, todo = set(), [module]
     while todo:
@@ -214,7 +215,8 @@ def _dependency_files(module: str, files: dict[str, Path]) -> list[Path]:
             continue
         need.add(m)
         todo += [o for o in texts if o not in need and re.search(rf"\b{re.escape(o)}\b", texts[m])]
-    return sorted({files[m] for m in need}, key=lambda p: list(files.values()).index(p))
+    keep = {files[m] for m in need} | (set(sources) - set(files.values()))
+    return [p for p in sources if p in keep]
 
 
 def _sha(data: bytes) -> str:
@@ -259,7 +261,7 @@ def _plan(out: Path, build: dict, instances: list[Instance], family: str, yosys_
         if ident in jobs:
             jobs[ident].instances.append(inst.name)
             continue
-        deps = _dependency_files(inst.module, files)
+        deps = _dependency_files(inst.module, files, [out / src for src in build["sources"]])
         texts = "".join(p.read_text() for p in deps) + "".join(v for _, v in inst.params)
         mems = sorted(n for n, p in rtl_files.items() if p.suffix not in (".sv", ".v", ".svh", ".f") and n in texts)
         ident_doc = {"schema": SCHEMA, "yosys": yosys_version, "family": family, "module": inst.module,
