@@ -33,6 +33,7 @@ import torch.fx as fx
 
 from masec import ops
 from masec.errors import MasecError
+from masec.passes.transform.rope_half import rope_half_at_matmul
 
 aten = torch.ops.aten
 
@@ -96,6 +97,13 @@ class _Ctx:
         with self.gm.graph.inserting_before(like):
             node = self.gm.graph.call_function(fn, tuple(args), kwargs or {})
         node.meta.update({k: like.meta[k] for k in _META_KEYS if k in like.meta})
+        try:  # its value from its arguments' values: no whole-graph propagation for a new node
+            args_v = fx.node.map_arg(tuple(args), lambda a: self.vals[a])
+            kwargs_v = fx.node.map_arg(kwargs or {}, lambda a: self.vals[a])
+            with torch.no_grad():
+                self.vals[node] = fn(*args_v, **kwargs_v)
+        except KeyError:
+            pass
         return node
 
     def replace(self, old: fx.Node, new: fx.Node) -> bool:
@@ -278,6 +286,58 @@ def gelu_written_out(ctx: _Ctx, n: fx.Node) -> bool:
     return False
 
 
+def gelu_tanh_written_out(ctx: _Ctx, n: fx.Node) -> bool:
+    """``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x**3)))`` (any association; GPT-2's
+    ``gelu_new``) -> gelu_tanh."""
+    if not _is(n, aten.tanh.default):
+        return False
+    inner = n.args[0]
+    if not _is(inner, aten.mul.Tensor):
+        return False
+    c = _scalar(ctx, inner.args[1]) if _scalar(ctx, inner.args[1]) is not None else _scalar(ctx, inner.args[0])
+    poly = inner.args[0] if _scalar(ctx, inner.args[1]) is not None else inner.args[1]
+    if c is None or abs(c - math.sqrt(2 / math.pi)) > 1e-6 or not _is(poly, aten.add.Tensor):
+        return False
+    x = None
+    for xx, cube in ((poly.args[0], poly.args[1]), (poly.args[1], poly.args[0])):
+        if not _is(cube, aten.mul.Tensor):
+            continue
+        k = _scalar(ctx, cube.args[1]) if _scalar(ctx, cube.args[1]) is not None else _scalar(ctx, cube.args[0])
+        p3 = cube.args[0] if _scalar(ctx, cube.args[1]) is not None else cube.args[1]
+        if k is None or abs(k - 0.044715) > 1e-9:
+            continue
+        if _is(p3, aten.pow.Tensor_Scalar) and p3.args[0] is xx and p3.args[1] in (3, 3.0):
+            x = xx
+            break
+    if x is None:
+        return False
+
+    def half_x(m):   # m = x * 0.5 (either order)
+        return _is(m, aten.mul.Tensor) and ((m.args[0] is x and _scalar(ctx, m.args[1]) == 0.5)
+                                            or (m.args[1] is x and _scalar(ctx, m.args[0]) == 0.5))
+
+    cur, seen_x, seen_half, seen_one = n, False, False, False
+    for _ in range(4):
+        if len(cur.users) != 1:
+            break
+        u = next(iter(cur.users))
+        other = u.args[1] if u.args[0] is cur else u.args[0]
+        if _is(u, aten.add.Tensor, aten.add.Scalar) and _scalar(ctx, other) == 1.0 and not seen_one:
+            seen_one = True
+        elif _is(u, aten.mul.Tensor) and other is x and not seen_x:
+            seen_x = True
+        elif _is(u, aten.mul.Tensor) and _scalar(ctx, other) == 0.5 and not seen_half:
+            seen_half = True
+        elif _is(u, aten.mul.Tensor) and half_x(other) and not seen_x and not seen_half and len(other.users) == 1:
+            seen_x = seen_half = True
+        else:
+            break
+        cur = u
+        if seen_x and seen_half and seen_one:
+            return ctx.replace(cur, ctx.call(ops.gelu_tanh, (x,), cur))
+    return False
+
+
 def rope_interleaved(ctx: _Ctx, n: fx.Node) -> bool:
     """llama2.c / Meta RoPE on interleaved pairs:
     ``a, b = x.reshape(..., -1, 2).unbind(-1); stack([a*c - b*s, a*s + b*c], -1).flatten(k)`` -> rope."""
@@ -390,7 +450,8 @@ def split_projection(ctx: _Ctx, n: fx.Node) -> bool:
     return True
 
 
-PATTERNS = (rms_norm_written_out, silu_written_out, gelu_written_out, rope_interleaved, sdpa, split_projection)
+PATTERNS = (rms_norm_written_out, silu_written_out, gelu_written_out, rope_interleaved, sdpa, split_projection,
+            gelu_tanh_written_out, rope_half_at_matmul)
 
 
 # ------------------------------------------------------------------- phase 4: direct ops and folds
@@ -411,9 +472,12 @@ def direct(ctx: _Ctx, n: fx.Node) -> bool:
     if t in _DIRECT_UNARY:
         return ctx.replace(n, ctx.call(_DIRECT_UNARY[t], (n.args[0],), n))
     if t is aten.gelu.default:
-        if n.kwargs.get("approximate", n.args[1] if len(n.args) > 1 else "none") != "none":
-            return False  # tanh GELU has no kernel yet: reported as unsupported
-        return ctx.replace(n, ctx.call(ops.gelu, (n.args[0],), n))
+        approx = n.kwargs.get("approximate", n.args[1] if len(n.args) > 1 else "none")
+        if approx not in ("none", "tanh"):
+            return False
+        return ctx.replace(n, ctx.call(ops.gelu if approx == "none" else ops.gelu_tanh, (n.args[0],), n))
+    if t is aten.addmm.default:
+        return _addmm(ctx, n)
     if t is aten.linear.default:
         w = n.args[1]
         b = n.args[2] if len(n.args) > 2 else None
@@ -450,7 +514,7 @@ def direct(ctx: _Ctx, n: fx.Node) -> bool:
         a, b = n.args
         if all(isinstance(v, fx.Node) and not ctx.is_const(v) for v in (a, b)) and ctx.shape(a) == ctx.shape(b):
             return ctx.replace(n, ctx.call(ops.add if t is aten.add.Tensor else ops.mul, (a, b), n))
-        return False
+        return _const_operand(ctx, n)
     if t in (aten.matmul.default, aten.mm.default, aten.bmm.default):
         a, b = n.args
         if ctx.is_const(b) and ctx.val(b).dim() == 2:
@@ -462,6 +526,60 @@ def direct(ctx: _Ctx, n: fx.Node) -> bool:
             return ctx.replace(n, ctx.call(ops.matmul, (a, src, True), n))
         return ctx.replace(n, ctx.call(ops.matmul, (a, b, False), n))
     return False
+
+
+def _addmm(ctx: _Ctx, n: fx.Node) -> bool:
+    """``addmm(bias, x2d, W)`` with constant ``W [in, out]`` and bias (HF GPT-2's ``Conv1D``) ->
+    ``linear(x, W^T, bias)``; when ``x2d`` is ``x`` viewed to 2-D and the result is viewed back to
+    ``x``'s leading axes, the linear takes ``x`` and replaces that view."""
+    bias, x2d, w = n.args[:3]
+    if n.kwargs.get("beta", 1) != 1 or n.kwargs.get("alpha", 1) != 1 or not ctx.is_const(w) or not ctx.is_const(bias):
+        return False
+    if ctx.val(w).dim() != 2 or ctx.val(bias).shape != (ctx.val(w).shape[1],):
+        return False
+    wt = ctx.const(ctx.val(w).t().contiguous(), n)
+    x, out = x2d, n
+    views = (aten.view.default, aten.reshape.default, aten._unsafe_view.default, ops.view)
+    users = list(n.users)
+    if _is(x2d, *views) and len(users) == 1 and _is(users[0], *views):
+        src = x2d.args[0]
+        if ctx.shape(src)[-1] == ctx.shape(x2d)[-1] and \
+                ctx.shape(users[0]) == tuple(ctx.shape(src)[:-1]) + (ctx.shape(n)[-1],):
+            x, out = src, users[0]
+    return ctx.replace(out, ctx.call(ops.linear, (x, wt, bias), out))
+
+
+def _feeds_softmax(n: fx.Node) -> bool:
+    """``n`` reaches a softmax through single-user scale/mask ops (left for ``softmax_folds``)."""
+    cur = n
+    for _ in range(4):
+        if len(cur.users) != 1:
+            return False
+        cur = next(iter(cur.users))
+        if _is(cur, aten.softmax.int, aten._softmax.default, ops.softmax):
+            return True
+        if not _is(cur, aten.add.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.masked_fill.Scalar,
+                   aten.masked_fill.Tensor, aten.where.self):
+            return False
+    return False
+
+
+def _const_operand(ctx: _Ctx, n: fx.Node) -> bool:
+    """add/mul of a stream and a constant tensor (GPT-2's ``x + wpe(arange(T))``, a constant gain)
+    -> ``add``/``mul`` with the constant broadcast to the stream's shape (streamed from a ROM).
+    Scalars and masks/scales in front of a softmax are left to the folds."""
+    a, b = n.args
+    if not all(isinstance(v, fx.Node) for v in (a, b)) or ctx.is_const(a) == ctx.is_const(b):
+        return False
+    x, c = (a, b) if ctx.is_const(b) else (b, a)
+    cv = ctx.val(c)
+    if not isinstance(cv, torch.Tensor) or not cv.is_floating_point() or cv.numel() < 2:
+        return False
+    if ctx.shape(n) != ctx.shape(x) or _feeds_softmax(n):
+        return False
+    full = ctx.const(torch.broadcast_to(cv, ctx.shape(x)).contiguous(), n)
+    args = (x, full) if c is b else (full, x)
+    return ctx.replace(n, ctx.call(ops.add if n.target is aten.add.Tensor else ops.mul, args, n))
 
 
 def _last_two_swapped(ctx: _Ctx, b):
@@ -604,19 +722,18 @@ def compose_layout(ctx: _Ctx, n: fx.Node) -> bool:
 
 # ----------------------------------------------------------------------------------------- driver
 
-def _run(ctx: _Ctx, rules, limit: int = 100000) -> bool:
+def _run(ctx: _Ctx, rules, limit: int = 1000) -> bool:
+    """Sweep the graph applying ``rules`` until a whole sweep changes nothing."""
     changed_any = False
     for _ in range(limit):
         changed = False
         for n in list(ctx.gm.graph.nodes):
-            if n.graph is None or n not in ctx.gm.graph.nodes:
+            if n.graph is None or n._erased:
                 continue
             for rule in rules:
                 if rule(ctx, n):
                     changed = changed_any = True
                     break
-            if changed:
-                break
         if not changed:
             return changed_any
     raise MasecError("internal error: canonicalize did not reach a fixed point")
