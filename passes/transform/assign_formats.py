@@ -26,7 +26,7 @@ from masec.meta import TensorFormat, meta, set_meta
 from masec.ops import OPS
 
 _TRANSPARENT = {"view", "gather_rows", "relu"}
-_TIED_IO = {"rms_norm", "layer_norm", "gelu", "silu", "softmax", "rope", "relu", "view", "gather_rows"}
+_TIED_IO = {"rms_norm", "layer_norm", "gelu", "silu", "softmax", "rope", "relu", "view", "gather_rows", "gelu_tanh"}
 
 
 def _pow2_divisor(n: int) -> int:
@@ -46,6 +46,15 @@ def _check_hw_format(name: str, block: int, rounding: str, where: str) -> str:
                          f"with E8M0 block scales: mxint<k>, mxfp_e<E>m<M>, mxfp8_e4m3, mxfp4 ...); "
                          f"it is available in masec.formats for software studies")
     return f.name
+
+
+def _stream_consumer(node):
+    """The first canonical node that reads constant ``node`` as a stream argument, or None."""
+    for u in node.users:
+        op = meta(u).op
+        if op in OPS and any(u.args[i] is node for i in OPS[op].streams if i < len(u.args)):
+            return u
+    return None
 
 
 def assign_formats(gm, config):
@@ -79,12 +88,19 @@ def assign_formats(gm, config):
                 continue
             fmt, block = prec.resolve("input", names, "act")
             f["out"] = (_check_hw_format(fmt, block, rounding, where), block)
+        elif node.op == "get_attr" and _stream_consumer(node) is not None:
+            # a constant streamed into a kernel (stream_rom): the act format of its consumer
+            u = _stream_consumer(node)
+            un = tuple(x for x in (meta(u).path, u.name) if x)
+            fmt, block = prec.resolve(meta(u).op, un, "act")
+            f["out"] = (_check_hw_format(fmt, block, rounding, where), block)
         elif m.op in OPS:
             if m.op not in _TRANSPARENT:
                 fmt, block = prec.resolve(m.op, names, "act")
                 f["out"] = (_check_hw_format(fmt, block, rounding, where), block)
-            for _, port in OPS[m.op].params:
-                if port in ("weight", "bias"):
+            for pos, port in OPS[m.op].params:
+                present = len(node.args) > pos and node.args[pos] is not None
+                if port in ("weight", "bias") and present:
                     fmt, block = prec.resolve(m.op, names, "weight")
                     f[port] = (_check_hw_format(fmt, block, rounding, where), block)
         if m.op == "embedding":
