@@ -35,6 +35,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-loss", default="2%",
                    help="accuracy budget: a percentage of the float32 metric (2%%) or an absolute change (0.05); "
                         "'none' = Pareto mode without a budget (default: 2%%)")
+    p.add_argument("--max-bits", type=float, default=None,
+                   help="bits mode: the best metric within this many average bits per element (incl. block "
+                        "scales); --max-loss is then only reported")
     p.add_argument("--pareto", action="store_true",
                    help="Pareto mode: NSGA-II on (metric, bits); still chooses the cheapest point within --max-loss")
     p.add_argument("--trials", type=int, default=20, help="new Optuna trials in this run (default: 20; 0 = ILP only)")
@@ -154,7 +157,7 @@ def search_main(args: argparse.Namespace) -> int:
                device=args.device, by=args.by, seed=args.seed, progress=not args.no_progress,
                higher_is_better=ins["higher_is_better"], study_name=args.study, pareto=args.pareto or None,
                types=types, blocks=blocks, calib_batches=args.calib_batches, ilp_points=args.ilp_points,
-               threads=args.threads, proxy=args.proxy or ins["search_proxy"])
+               threads=args.threads, proxy=args.proxy or ins["search_proxy"], max_bits=args.max_bits)
     return 0
 
 

@@ -93,8 +93,9 @@ class UI:
         t.add_row(f"[bold]chosen ({c['source']})", f"[bold]{c['avg_bits']:.3f}", f"[bold]{c['metric']:.5g}",
                   f"[bold]{fmt_loss(c['loss'])}")
         self.console.print(t)
+        budget = f"max bits {res.max_bits:g}" if res.max_bits is not None else f"max loss {res.max_loss}"
         self.console.print(f"{len(res.points)} points, {len(res.pareto)} on the Pareto front, "
-                           f"max loss {res.max_loss}, {res.wall_s:.1f} s; wrote {res.out_dir}/precision.toml")
+                           f"{budget}, {res.wall_s:.1f} s; wrote {res.out_dir}/precision.toml")
 
 
 def nodes_table(res, sens, site_assign) -> str:
@@ -141,6 +142,8 @@ def plot(res, path: Path) -> None:
         sign = -1 if res.higher_is_better else 1
         lim = (res.float32_metric + sign * res.max_loss.value * (abs(res.float32_metric) if res.max_loss.relative else 1))
         ax.axhline(lim, ls="--", c="tab:red", lw=0.8, label=f"max loss {res.max_loss}")
+    if res.max_bits is not None:
+        ax.axvline(res.max_bits, ls="--", c="tab:purple", lw=0.8, label=f"max bits {res.max_bits:g}")
     c = res.chosen
     ax.scatter([c["avg_bits"]], [c["metric"]], marker="*", s=160, c="tab:red", zorder=5, label="chosen")
     finite = [p["metric"] for p in res.points if math.isfinite(p["metric"])] + [res.float32_metric] + \
@@ -185,6 +188,7 @@ def write_all(res, sens, site_assign, storage_url, study_name, by, seed, dump_pr
         "max_loss": None if res.max_loss is None else str(res.max_loss),
         "max_loss_value": None if res.max_loss is None else res.max_loss.value,
         "max_loss_relative": None if res.max_loss is None else res.max_loss.relative,
+        "max_bits": res.max_bits,
         "loss_definition": "(metric - float32_metric) / |float32_metric| (sign flipped when higher is better)"
         if res.max_loss is None or res.max_loss.relative else "metric - float32_metric (sign flipped when higher is better)",
         "chosen": {**res.chosen,

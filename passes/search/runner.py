@@ -49,6 +49,7 @@ class SearchResult:
     wall_s: float
     uniform: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
+    max_bits: float | None = None
 
 
 def _as_tuple(b):
@@ -128,7 +129,8 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
                device: str = "cpu", by: str = "node", seed: int = 0, progress: bool = True,
                higher_is_better: bool = False, study_name: str | None = None, pareto: bool | None = None,
                types=ELEMENT_TYPES, blocks=BLOCK_SIZES, calib_batches: int = 8, ilp_points: int = 8,
-               threads: int | None = None, proxy: str = "auto", console=None) -> SearchResult:
+               threads: int | None = None, proxy: str = "auto", max_bits: float | None = None,
+               console=None) -> SearchResult:
     """Search the formats of ``model``'s weights and activations; write the results into ``out_dir``.
 
     ``evaluate(model) -> float`` is the metric (lower is better unless ``higher_is_better``); without
@@ -136,6 +138,8 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
     (relative to the float32 metric) or a number (absolute change); ``None`` means Pareto mode.
     ``pareto=True`` runs NSGA-II on (metric, bits) and still chooses the cheapest point within
     ``max_loss``. ``trials``: new Optuna trials in this run (0: sensitivity + ILP only).
+    ``max_bits``: bits mode: the best metric within this many average bits (``max_loss`` is then
+    only reported).
     ``proxy``: the sensitivity analysis's output distance, ``auto`` / ``mse`` / ``kl`` (objectives.Proxy).
     ``threads``: torch CPU threads during the search (restored after; small models run fastest
     with 1, and a loaded machine makes more threads much slower).
@@ -146,14 +150,14 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
     try:
         return _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials,
                        storage, device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks,
-                       calib_batches, ilp_points, proxy, console)
+                       calib_batches, ilp_points, proxy, max_bits, console)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials, storage,
             device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks, calib_batches,
-            ilp_points, proxy_kind, console):
+            ilp_points, proxy_kind, max_bits, console):
     t0 = time.time()
     torch.manual_seed(seed)
     out = Path(out_dir)
@@ -172,7 +176,7 @@ def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_n
     try:
         return _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage,
                     device, by, seed, higher_is_better, study_name, pareto, types, blocks, calib_batches,
-                    ilp_points, proxy_kind, ui, t0)
+                    ilp_points, proxy_kind, max_bits, ui, t0)
     finally:
         ui.stop()
         log.removeHandler(handler)
@@ -180,16 +184,24 @@ def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_n
 
 
 def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage, device, by,
-         seed, higher_is_better, study_name, pareto, types, blocks, calib_batches, ilp_points, proxy_kind, ui, t0):
+         seed, higher_is_better, study_name, pareto, types, blocks, calib_batches, ilp_points, proxy_kind, max_bits,
+         ui, t0):
     model.eval()
     example_inputs = _as_tuple(example_inputs)
-    log.info("search: by=%s max_loss=%s trials=%d device=%s seed=%d pareto=%s", by, ml, trials, device, seed, pareto)
+    log.info("search: by=%s max_loss=%s max_bits=%s trials=%d device=%s seed=%d pareto=%s", by, ml, max_bits, trials,
+             device, seed, pareto)
     sites, traced, why = discover_sites(model, example_inputs)
     if not sites:
         raise MasecError("the model has no nn.Linear / nn.Embedding: nothing to search")
     if not traced:
         log.warning("torch.fx cannot trace the model (%s): one activation format for all linear inputs", why)
     space = build_space(sites, by=by, cands=candidates(types, blocks))
+    min_bits = min(c.bits for c in space.cands)
+    if max_bits is not None and max_bits < min_bits - 1e-12:
+        raise MasecError(f"--max-bits {max_bits:g}: below the cheapest candidate ({min_bits:g} bits per element); "
+                         f"give at least {min_bits:g}")
+    goal = study_mod.Goal("bits" if max_bits is not None else ("pareto" if pareto else "loss"), higher_is_better,
+                          ml, max_bits)
     log.info("space: %d sites (%d weight, %d activation), %d groups, %d candidates each, %d elements",
              len(sites), sum(s.kind == "weight" for s in sites), sum(s.kind == "act" for s in sites),
              len(space.groups), len(space.cands), space.total_numel)
@@ -241,6 +253,8 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
             return p
 
         def feasible(p):
+            if goal.mode == "bits":
+                return p["avg_bits"] <= max_bits + 1e-9
             return ml is None or p["loss"] <= ml.value + 1e-12
 
         # 1. uniform references
@@ -291,7 +305,12 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
             return evaluate_point(a, "ilp", ilp_mod.predicted(space, sens, a))
 
         ilp_pts = []
-        if pareto or ml is None:
+        if goal.mode == "bits":   # the dual knapsack: least predicted error within max_bits
+            a = ilp_mod.ilp_min_loss_at_bits(space, sens, max_bits)
+            ui.advance(ilp_task)
+            if a is not None:
+                ilp_pts.append(evaluate_point(a, "ilp", ilp_mod.predicted(space, sens, a)))
+        elif pareto or ml is None:
             for i in range(ilp_points):
                 frac = i / max(ilp_points - 1, 1)
                 b = math.exp(math.log(lo_b) + frac * (math.log(p_max) - math.log(lo_b))) if p_max > lo_b else lo_b
@@ -323,24 +342,24 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
 
         # 4. Optuna, seeded with the ILP points
         storage_url = storage or study_mod.default_storage(out)
-        name = study_name or f"masec-{by}-{'pareto' if pareto else 'max' + str(ml).replace('%', 'pct')}"
+        name = study_name or (f"masec-{by}-bits{max_bits:g}" if goal.mode == "bits" else
+                              f"masec-{by}-{'pareto' if pareto else 'max' + str(ml).replace('%', 'pct')}")
         study = None
         if trials > 0 or storage:
-            study = study_mod.make_study(storage_url, name, pareto=pareto, higher_is_better=higher_is_better,
-                                         seed=seed, n_groups=len(space.groups))
+            study = study_mod.make_study(storage_url, name, goal=goal, seed=seed, n_groups=len(space.groups))
             n_prev = len(study.trials)
-            opt_choices = _optuna_choices(space, sens, choices, ilp_pts, pareto, feasible)
+            opt_choices = _optuna_choices(space, sens, choices, ilp_pts, goal.mode == "pareto", feasible)
             saved = study.user_attrs.get("choices")
             if saved and set(saved) == set(space.groups):
                 opt_choices = {g: [Candidate.parse(k) for k in saved[g]] for g in space.groups}
             else:
                 study.set_user_attr("choices", {g: [c.key for c in opt_choices[g]] for g in space.groups})
             choices = opt_choices
-            added = study_mod.add_points(study, space, choices, ilp_pts, pareto, ml)
+            added = study_mod.add_points(study, space, choices, ilp_pts, goal)
             log.info("study %s at %s: %d earlier trials, %d ILP points added", name,
                      report.mask_url(storage_url), n_prev, added)
             task = ui.task("optuna", trials)
-            study_mod.run_trials(study, space, choices, evaluate_point, trials, pareto, ml,
+            study_mod.run_trials(study, space, choices, evaluate_point, trials, goal,
                                  callback=lambda st, tr: ui.advance(task))
             for p in study_mod.study_points(study, space):
                 k = tuple(sorted(p["assignment"].items()))
@@ -356,7 +375,13 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
     # 5. choose
     front = pareto_front(points, higher_is_better=higher_is_better)
     feas = [p for p in points if feasible(p)]
-    if ml is not None and feas:
+    if goal.mode == "bits":
+        if feas:
+            chosen = min(feas, key=lambda p: (p["loss"], p["avg_bits"]))
+        else:
+            chosen = min(points, key=lambda p: (p["avg_bits"], p["loss"]))
+            log.warning("no evaluated point is within --max-bits %g; chose the cheapest one", max_bits)
+    elif ml is not None and feas:
         chosen = min(feas, key=lambda p: (p["avg_bits"], p["loss"]))
     elif ml is not None:
         chosen = min(points, key=lambda p: (p["loss"], p["avg_bits"]))
@@ -365,14 +390,16 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
     else:
         chosen = report.knee(front)
     chosen = dict(chosen)
-    chosen["within_max_loss"] = bool(feasible(chosen)) if ml is not None else None
+    chosen["within_max_loss"] = (bool(chosen["loss"] <= ml.value + 1e-12) if ml is not None else None)
+    if goal.mode == "bits":
+        chosen["within_max_bits"] = bool(feasible(chosen))
     chosen_assign = space.from_keys(chosen["assignment"])
     site_assign = space.expand(chosen_assign)
     spec = spec_from_assignment(space, site_assign)
 
     wall = time.time() - t0
     res = SearchResult(out, chosen, float_metric, points, front, spec, space, metric_name, higher_is_better, ml,
-                       wall, uniform)
+                       wall, uniform, max_bits=max_bits)
     res.files = report.write_all(res, sens, site_assign, storage_url if study is not None else None,
                                  name if study is not None else None, by, seed, dump_precision)
     ui.summary(res)

@@ -6,6 +6,8 @@ Studies are created with ``load_if_exists`` and resume where they stopped.
 
 * Constraint mode (``max_loss`` set): TPE, one objective (average bits, minimized), the loss
   beyond ``max_loss`` as an Optuna constraint (``trial.set_constraint``).
+* Bits mode (``max_bits`` set): TPE, one objective (the metric), the bits beyond ``max_bits`` as
+  the constraint.
 * Pareto mode (``max_loss`` None): NSGA-II, two objectives (metric, average bits).
 """
 from __future__ import annotations
@@ -15,13 +17,40 @@ import os
 import random
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from masec.passes.search.space import Candidate, Space
 
 log = logging.getLogger("masec.search")
 
-CONSTRAINT_KEY = "loss_over_max"
+CONSTRAINT_KEY = "over_budget"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What the study optimizes. ``loss``: fewest bits, loss <= max_loss as a constraint (TPE);
+    ``bits``: best metric, average bits <= max_bits as a constraint (TPE); ``pareto``: (metric,
+    bits) (NSGA-II)."""
+
+    mode: str
+    higher_is_better: bool = False
+    max_loss: object = None        # objectives.MaxLoss
+    max_bits: float | None = None
+
+    def directions(self) -> list[str]:
+        metric = "maximize" if self.higher_is_better else "minimize"
+        return {"pareto": [metric, "minimize"], "loss": ["minimize"], "bits": [metric]}[self.mode]
+
+    def values(self, p: dict) -> list[float]:
+        return {"pareto": [p["metric"], p["avg_bits"]], "loss": [p["avg_bits"]], "bits": [p["metric"]]}[self.mode]
+
+    def constraint(self, p: dict) -> float | None:
+        if self.mode == "loss" and self.max_loss is not None:
+            return p["loss"] - self.max_loss.value
+        if self.mode == "bits":
+            return p["avg_bits"] - self.max_bits
+        return None
 
 
 def default_storage(out_dir) -> str:
@@ -32,16 +61,15 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def make_study(storage: str, study_name: str, *, pareto: bool, higher_is_better: bool, seed: int, n_groups: int):
+def make_study(storage: str, study_name: str, *, goal: Goal, seed: int, n_groups: int):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if pareto:
+    if goal.mode == "pareto":
         sampler = optuna.samplers.NSGAIISampler(population_size=max(8, min(50, 2 * n_groups)), seed=seed)
-        directions = ["maximize" if higher_is_better else "minimize", "minimize"]
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
-        directions = ["minimize"]
+    directions = goal.directions()
     kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
     # workers starting together race to create the schema and the study: retry a few times
     for attempt in range(6):
@@ -63,11 +91,7 @@ def distributions(space: Space, choices: dict[str, list[Candidate]]):
     return {g: optuna.distributions.CategoricalDistribution([c.key for c in choices[g]]) for g in space.groups}
 
 
-def trial_values(point: dict, pareto: bool) -> list[float]:
-    return [point["metric"], point["avg_bits"]] if pareto else [point["avg_bits"]]
-
-
-def add_points(study, space: Space, choices, points: list[dict], pareto: bool, max_loss) -> int:
+def add_points(study, space: Space, choices, points: list[dict], goal: Goal) -> int:
     """Record already evaluated points (ILP) as completed trials, skipping any already present."""
     import optuna
 
@@ -84,16 +108,16 @@ def add_points(study, space: Space, choices, points: list[dict], pareto: bool, m
         have.add(key)
         attrs = {k: p[k] for k in ("avg_bits", "metric", "loss", "source", "predicted") if k in p}
         attrs["worker"] = worker_id()
-        constraints = None if max_loss is None else {CONSTRAINT_KEY: p["loss"] - max_loss.value}
+        c = goal.constraint(p)
+        constraints = None if c is None else {CONSTRAINT_KEY: c}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
-                                                  values=trial_values(p, pareto), user_attrs=attrs,
+                                                  values=goal.values(p), user_attrs=attrs,
                                                   constraints=constraints))
         n += 1
     return n
 
 
-def run_trials(study, space: Space, choices, evaluate_point, n_trials: int, pareto: bool, max_loss,
-               callback=None) -> None:
+def run_trials(study, space: Space, choices, evaluate_point, n_trials: int, goal: Goal, callback=None) -> None:
     """``n_trials`` new trials; ``evaluate_point(assignment, source)`` returns a point dict."""
     if n_trials <= 0:
         return
@@ -106,9 +130,11 @@ def run_trials(study, space: Space, choices, evaluate_point, n_trials: int, pare
             trial.set_user_attr(k, p[k])
         trial.set_user_attr("source", "optuna")
         trial.set_user_attr("worker", worker_id())
-        if max_loss is not None:
-            trial.set_constraint(CONSTRAINT_KEY, p["loss"] - max_loss.value)
-        return tuple(trial_values(p, pareto)) if pareto else p["avg_bits"]
+        c = goal.constraint(p)
+        if c is not None:
+            trial.set_constraint(CONSTRAINT_KEY, c)
+        v = goal.values(p)
+        return tuple(v) if len(v) > 1 else v[0]
 
     cbs = [callback] if callback else []
     try:

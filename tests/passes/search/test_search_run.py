@@ -86,3 +86,18 @@ def test_deterministic_and_cli(tmp_path, capsys):
     assert "--types" in capsys.readouterr().err
     assert cli_main([str(HERE / "toy_model.py"), "--out", str(tmp_path / "d"), "--device", "cuda:7",
                      "--no-progress"]) in (0, 2)
+
+
+def test_bits_mode(tmp_path):
+    res = search(tmp_path / "bits", trials=2, max_bits=5.0)
+    c = res.chosen
+    assert c["within_max_bits"] and c["avg_bits"] <= 5.0
+    doc = json.loads((tmp_path / "bits" / "search.json").read_text())
+    assert doc["max_bits"] == 5.0
+    # at 5 bits the constructed model's best use of bits: the scaled-down weights at 4 bits
+    assert doc["chosen"]["sites"]["weight:small1"].split(":")[0] in ("mxint4", "mxfp4_e2m1")
+    assert doc["chosen"]["sites"]["weight:big"].split(":")[0] not in ("mxint4", "mxfp4_e2m1")
+    # better than uniform mxfp4 at fewer bits
+    assert c["metric"] < doc["uniform"]["mxfp4_e2m1:32"]["metric"]
+    with pytest.raises(Exception, match="max-bits"):
+        search(tmp_path / "bits2", trials=0, max_bits=3.0)
