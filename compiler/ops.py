@@ -61,6 +61,11 @@ def gelu(x):
     return F.gelu(x)
 
 
+def gelu_tanh(x):
+    """GELU, tanh form (GPT-2's ``gelu_new``, ``F.gelu(approximate="tanh")``)."""
+    return F.gelu(x, approximate="tanh")
+
+
 def silu(x):
     return F.silu(x)
 
@@ -113,6 +118,7 @@ OPS: dict[str, OpDecl] = {d.name: d for d in (
     OpDecl("relu", relu, (0,)),
     OpDecl("gelu", gelu, (0,)),
     OpDecl("silu", silu, (0,)),
+    OpDecl("gelu_tanh", gelu_tanh, (0,)),
     OpDecl("add", add, (0, 1)),
     OpDecl("mul", mul, (0, 1)),
     OpDecl("rope", rope, (0,), ((1, "cos"), (2, "sin"))),

@@ -1,4 +1,5 @@
-"""GELU / SiLU -> ``mx_gelu`` / ``mx_silu`` (table-based, bit-exactly modeled; see docs/kernels/)."""
+"""GELU (erf and tanh forms) / SiLU -> ``mx_gelu`` / ``mx_gelu_tanh`` / ``mx_silu`` (table-based,
+bit-exactly modeled; see docs/kernels/)."""
 from __future__ import annotations
 
 from masec.hw_templates.kernels import mx_act
@@ -33,3 +34,9 @@ class GeluLowering(_Activation):
 class SiluLowering(_Activation):
     op = "silu"
     kernel = "mx_silu"
+
+
+@register
+class GeluTanhLowering(_Activation):
+    op = "gelu_tanh"
+    kernel = "mx_gelu_tanh"

@@ -1,7 +1,9 @@
-"""GELU and SiLU on MX streams (``mx_gelu``, ``mx_silu``): exact-index float LUT, bit-exact model.
+"""GELU and SiLU on MX streams (``mx_gelu``, ``mx_gelu_tanh``, ``mx_silu``): exact-index float LUT,
+bit-exact model.
 
-Both functions are ``f(x) = x * g(x)`` with ``g = Phi`` (GELU, erf form) or ``g = sigmoid`` (SiLU),
-and ``g(-a) = 1 - g(a)``. The kernel evaluates ``g`` from a ROM of ``h(a) = g(-a)`` (a = |x|) stored
+All three functions are ``f(x) = x * g(x)`` with ``g = Phi`` (GELU, erf form),
+``g = (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2`` (GELU, tanh form: GPT-2's ``gelu_new``,
+``F.gelu(approximate="tanh")``) or ``g = sigmoid`` (SiLU), and ``g(-a) = 1 - g(a)``. The kernel evaluates ``g`` from a ROM of ``h(a) = g(-a)`` (a = |x|) stored
 as a small float, then multiplies by the exact input and lets the shared quantizer round.
 
 Why a LUT indexed by the exact input (not a piecewise polynomial): an MX element has at most
@@ -31,10 +33,10 @@ LUT, x > 0         (sig * gq, t - 127 - (G + 1))       gq = 2^(G+1) - (hm >> (hs
 
 ROM entry at index ``(k - K_LO) * 2^F + j``: ``hm`` (G+1 bits, in [2^(G-1), 2^G]) and
 ``hsx = hs - G - 1`` with ``hm * 2^-hs = RNE_G(h(a))``, a = (2^F + j) 2^(k - F), computed with
-mpmath at 60 digits. c = g'(0) (1/sqrt(2 pi) for GELU, 1/4 for SiLU).
-K_LO = -(G + 1); K_HI = 3 for GELU (|x| >= 16: |GELU(x) - max(x,0)| < 2^-180), 6 for SiLU
-(|x| >= 128: < 2^-177); both below the smallest MX value (2^-143), so the cut-offs are exact
-after quantization.
+mpmath at 60 digits. c = g'(0) (1/sqrt(2 pi) for both GELUs, 1/4 for SiLU).
+K_LO = -(G + 1); K_HI = 3 for GELU (|x| >= 16: |GELU(x) - max(x,0)| < 2^-180) and tanh GELU
+(|x| >= 16: h < e^-317 < 2^-450), 6 for SiLU (|x| >= 128: < 2^-177); all below the smallest MX
+value (2^-143), so the cut-offs are exact after quantization.
 
 Model signature::
 
@@ -53,10 +55,10 @@ from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
 
 E8M0_BIAS = 127
 DEFAULT_G = 15
-FUNCS = ("gelu", "silu")
+FUNCS = ("gelu", "silu", "gelu_tanh")
 K_LO = -14
-K_HI = {"gelu": 3, "silu": 6}
-SLOPE0 = {"gelu": 0.3989422804014327, "silu": 0.25}   # g'(0)
+K_HI = {"gelu": 3, "silu": 6, "gelu_tanh": 3}
+SLOPE0 = {"gelu": 0.3989422804014327, "silu": 0.25, "gelu_tanh": 0.3989422804014327}   # g'(0)
 E_TINY = -500      # exponent of the stand-in for a non-zero value below every MX value
 MAX_F = 8          # largest input mbits the kernel supports
 
@@ -78,11 +80,14 @@ def frac_bits(elem) -> int:
 
 
 def _h_exact(func: str, a):
-    """h(a) = g(-a) with mpmath (a > 0): Phi(-a) for GELU, 1 / (1 + e^a) for SiLU."""
+    """h(a) = g(-a) with mpmath (a > 0): Phi(-a) for GELU, 1 / (1 + e^a) for SiLU,
+    1 / (1 + e^(2 c (a + 0.044715 a^3))), c = sqrt(2/pi), for tanh GELU."""
     import mpmath
 
     if func == "gelu":
         return mpmath.erfc(a / mpmath.sqrt(2)) / 2
+    if func == "gelu_tanh":
+        return 1 / (1 + mpmath.exp(2 * _tanh_arg(a)))
     return 1 / (1 + mpmath.exp(a))
 
 
@@ -169,10 +174,10 @@ def act_me(func: str, codes, scales, elem_in, elem_out, g_bits: int = DEFAULT_G)
 
 
 def act_model(func: str, codes, scales, elem_in, elem_out, g_bits: int = DEFAULT_G):
-    """Bit-exact model of ``mx_gelu`` / ``mx_silu``.
+    """Bit-exact model of ``mx_gelu`` / ``mx_gelu_tanh`` / ``mx_silu``.
 
     Args:
-        func: ``"gelu"`` or ``"silu"``.
+        func: ``"gelu"``, ``"gelu_tanh"`` or ``"silu"``.
         codes, scales: input MX tensor, codes ``[..., nblocks, B]``, E8M0 scales ``[..., nblocks]``.
         elem_in, elem_out: element formats of input and output (same block size).
         g_bits: G, mantissa bits of the ROM entries (the kernel's Jinja parameter).
@@ -191,17 +196,30 @@ def silu_model(codes, scales, elem_in, elem_out, g_bits: int = DEFAULT_G):
     return act_model("silu", codes, scales, elem_in, elem_out, g_bits)
 
 
+def gelu_tanh_model(codes, scales, elem_in, elem_out, g_bits: int = DEFAULT_G):
+    return act_model("gelu_tanh", codes, scales, elem_in, elem_out, g_bits)
+
+
+def _tanh_arg(x):
+    """sqrt(2/pi) * (x + 0.044715 x^3) in mpmath (the tanh GELU's inner function, odd in x)."""
+    import mpmath
+
+    return mpmath.sqrt(2 / mpmath.pi) * (x + mpmath.mpf("0.044715") * x ** 3)
+
+
 def g_float64(func: str, x: torch.Tensor) -> torch.Tensor:
     """g(x) in float64 with relative accuracy ~1e-16 down the negative tails
-    (Phi(x) = erfc(-x / sqrt 2) / 2; sigmoid)."""
+    (Phi(x) = erfc(-x / sqrt 2) / 2; sigmoid; tanh GELU as sigmoid(2 c (x + 0.044715 x^3)))."""
     x = x.to(torch.float64)
     if func == "gelu":
         return torch.special.erfc(-x * 0.7071067811865476) / 2
+    if func == "gelu_tanh":
+        return torch.sigmoid(2 * 0.7978845608028654 * (x + 0.044715 * x ** 3))
     return torch.sigmoid(x)
 
 
 def float_reference(func: str, x: torch.Tensor) -> torch.Tensor:
-    """float64 GELU (erf form) / SiLU, x * g(x)."""
+    """float64 GELU (erf or tanh form) / SiLU, x * g(x)."""
     x = x.to(torch.float64)
     return x * g_float64(func, x)
 
@@ -231,7 +249,12 @@ def reference_me(func: str, codes, scales, elem_in, prec: int = 96) -> tuple[lis
                 x = mpmath.mpf(sg) * mpmath.mpf(2) ** te
                 if abs(x) < 1:
                     # f = x/2 + x*o(x), o = g - 1/2 odd, so x*o(x) > 0: no cancellation near 0
-                    o = mpmath.erf(x / mpmath.sqrt(2)) / 2 if func == "gelu" else mpmath.tanh(x / 2) / 2
+                    if func == "gelu":
+                        o = mpmath.erf(x / mpmath.sqrt(2)) / 2
+                    elif func == "gelu_tanh":
+                        o = mpmath.tanh(_tanh_arg(x)) / 2
+                    else:
+                        o = mpmath.tanh(x / 2) / 2
                     d = x * o
                     if mpmath.mag(d) < mpmath.mag(x) - prec + 8:   # x/2 plus a sliver below the precision
                         cache[key] = ((sg << (prec + 20)) + 1, te - 1 - prec - 20)
@@ -297,7 +320,7 @@ def sv_params(lanes: int, block: int, elem_in, elem_out) -> dict:
 
 def instance_config(shape, fmt_in, fmt_out, lanes: int, func: str = "gelu",
                     g_bits: int = DEFAULT_G) -> tuple[dict, dict, str]:
-    """``(jinja_ctx, sv_params, module_name)`` of an ``mx_gelu`` / ``mx_silu`` instance.
+    """``(jinja_ctx, sv_params, module_name)`` of an ``mx_gelu`` / ``mx_gelu_tanh`` / ``mx_silu`` instance.
 
     Render with ``render("mx_" + func, module_name, **jinja_ctx)``; instances whose input
     elements share mbits (and G) share one rendered module.
@@ -338,13 +361,14 @@ _PARAMS = (
 )
 _PORTS = (PortSpec("s_x", "in", "mx", "input: P lanes of X_BITS-bit codes + E8M0 scale"),
           PortSpec("m_y", "out", "mx", "output: P lanes of OUT_BITS-bit codes + E8M0 scale"))
+_TITLE = {"gelu": "GELU (erf form)", "silu": "SILU", "gelu_tanh": "GELU (tanh form)"}
 _CTX_DOC = {"jinja": "func, frac_bits (= input mbits), g_bits (G), k_lo, k_hi, hs_bits, lut (ROM words)"}
 
 SPECS = tuple(
     KernelSpec(
         name=f"mx_{func}",
         template=f"mx_{func}.sv.j2",
-        doc=f"{func.upper()} on an MX stream: exact decode, ROM of g(-|x|) as a (G+1)-bit float indexed by the "
+        doc=f"{_TITLE[func]} on an MX stream: exact decode, ROM of g(-|x|) as a (G+1)-bit float indexed by the "
             "input's exact (binade, mantissa), x * g(x) through mx_quantize. 1 beat/cycle.",
         params=_PARAMS,
         ports=_PORTS,

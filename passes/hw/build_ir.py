@@ -91,6 +91,30 @@ def _reorder_instance(node, src_t: StreamType) -> Instance:
                             + (f" ({m.source})" if m.source else ""), path=m.path)
 
 
+def _rom_instance(gm, node, lanes: int) -> Instance:
+    """A constant used as a stream (``add(x, const)``): a ``stream_rom`` that streams its encoded
+    beats, one tensor per inference."""
+    from masec.hw_templates.kernels import stream_rom as R
+    from masec.hw_templates.render import render
+    from masec.lowering.base import Lowering
+    from masec.sim.mxstream import mx_stream
+
+    m = meta(node)
+    fmt = m.formats["out"]
+    t = StreamType(m.shape, fmt, lanes)
+    value = MXValue.from_float(Lowering.const(gm, node).detach().to(torch.float32), fmt)
+    beats = mx_stream(value.codes, value.scales, t.element_bits, lanes).beats
+    words = [(b[1] << t.data_bits) | b[0] for b in beats]
+    name = f"rom_{ident(node.name)}"
+    mem = f"{name}.mem"
+    ctx, params, module = R.instance_config(t.bus_bits, len(words), mem)
+    return Instance(name, "stream_rom", module, ctx, params, (), ("m_y",), (), (t,),
+                    lambda ins, value=value: [value], node.name, "constant", m.source, dict(m.formats),
+                    {mem: R.rom_mem_text(words, t.bus_bits).splitlines()}, ideal_cycles=len(words),
+                    renders=(render("stream_rom", module, **ctx),),
+                    comment=f"{node.name}: constant {tuple(m.shape)} streamed from a ROM", path=m.path)
+
+
 def build_ir(gm, config) -> HwGraph:
     ir = HwGraph()
     lanes = effective_lanes(gm, config.parallelism)
@@ -149,6 +173,9 @@ def build_ir(gm, config) -> HwGraph:
             low.memories(gm, node), choice.ideal_cycles, low.buffering, 0, tuple(low.render(choice)),
             f"{node.name}: {m.op} -> {m.formats['out'].name}" + (f" ({m.source})" if m.source else ""), m.path))
         for k, a in enumerate(args):
+            if a not in src and a.op == "get_attr":
+                rom = ir.add(_rom_instance(gm, a, choice.lanes_in))
+                src[a] = ((rom.name, 0), rom.out_types[0])
             port, t = src[a]
             ir.connect(port, (inst.name, k), t)
         src[node] = ((inst.name, 0), out_t)

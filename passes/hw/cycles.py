@@ -28,7 +28,7 @@ def predict_cycles(ir: HwGraph) -> dict:
         ins = ir.in_edges(inst.name)
         s_in = [start[e.src[0]] for e in ins]
         f_in = [finish[e.src[0]] for e in ins]
-        if inst.kernel == "input":
+        if inst.kernel == "input" or not ins:   # a port, or a source such as stream_rom
             start[inst.name], finish[inst.name] = 0.0, float(inst.out_types[0].beats)
             continue
         if inst.kernel == "output":

@@ -1,4 +1,4 @@
-"""mx_gelu / mx_silu: model vs an mpmath reference (exact outside the ROM range, measured inside),
+"""mx_gelu / mx_gelu_tanh / mx_silu: model vs an mpmath reference (exact outside the ROM range, measured inside),
 ROM contents, RTL vs model under gaps/backpressure, lint."""
 import pytest
 import torch
@@ -37,7 +37,7 @@ def _rom_region(func, codes, scales, el):
     return (k >= K_LO) & (k <= K_HI[func])
 
 
-@pytest.mark.parametrize("func", ["gelu", "silu"])
+@pytest.mark.parametrize("func", ["gelu", "silu", "gelu_tanh"])
 @pytest.mark.parametrize("fmt_in,fmt_out", [
     ("mxint8", "mxint8"), ("mxfp8_e4m3", "mxfp8_e4m3"), ("mxfp4", "mxfp4"),
     pytest.param("mxfp8_e5m2", "mxint8", marks=pytest.mark.slow),
@@ -64,7 +64,7 @@ def test_act_model_vs_mpmath_reference(func, fmt_in, fmt_out):
           f"from the correctly rounded result; {int((~rom).sum())} outside, all equal")
 
 
-@pytest.mark.parametrize("func", ["gelu", "silu"])
+@pytest.mark.parametrize("func", ["gelu", "silu", "gelu_tanh"])
 def test_act_model_mixed_blocks_vs_reference(func):
     """Stress blocks (mixed values, scale extremes, zeros): >= 99% of blocks equal the ideal output."""
     gen = torch.Generator().manual_seed(21)
@@ -77,9 +77,17 @@ def test_act_model_mixed_blocks_vs_reference(func):
         assert float(blk_eq.float().mean()) >= 0.99, (fmt_in, fmt_out, float(blk_eq.float().mean()))
 
 
-@pytest.mark.parametrize("func", ["gelu", "silu"])
+@pytest.mark.parametrize("func", ["gelu", "silu", "gelu_tanh"])
 def test_rom_entries_are_g_bit_roundings_of_h(func):
     import mpmath
+
+    def h_of(a):
+        if func == "gelu":
+            return mpmath.erfc(a / mpmath.sqrt(2)) / 2
+        if func == "silu":
+            return 1 / (1 + mpmath.exp(a))
+        # tanh GELU: g(-a) = (1 - tanh(sqrt(2/pi) (a + 0.044715 a^3))) / 2
+        return (1 - mpmath.tanh(mpmath.sqrt(2 / mpmath.pi) * (a + mpmath.mpf("0.044715") * a ** 3))) / 2
 
     for f_bits in (1, 3, 6):
         entries = lut(func, f_bits)
@@ -88,7 +96,7 @@ def test_rom_entries_are_g_bit_roundings_of_h(func):
             hm, hsx = entries[idx]
             k, j = K_LO + (idx >> f_bits), idx & ((1 << f_bits) - 1)
             a = mpmath.mpf((1 << f_bits) + j) * mpmath.mpf(2) ** (k - f_bits)
-            h = mpmath.erfc(a / mpmath.sqrt(2)) / 2 if func == "gelu" else 1 / (1 + mpmath.exp(a))
+            h = h_of(a)
             approx = mpmath.mpf(hm) * mpmath.mpf(2) ** -(hsx + 16)
             assert 2 ** 14 <= hm < 2 ** 15 and 0 <= hsx
             assert abs(approx - h) <= h * 2 ** -15, (idx, hm, hsx)
@@ -103,14 +111,15 @@ def test_act_me_width_bounds():
             c, s = stress_mx(fi.element, 200, 32, gen)
             from masec.hw_templates.kernels.mx_act import widths
             wd = widths(fi.element, fo.element)
-            for func in ("gelu", "silu"):
+            for func in ("gelu", "silu", "gelu_tanh"):
                 m, e = act_me(func, c, s, fi.element, fo.element)
                 assert int(m.abs().max()) < 2 ** (wd["MW"] - 1)
                 assert int(e.min()) >= -512 and int(e.max()) <= 511
 
 
 # ------------------------------------------------------------------------------ RTL
-RTL_CASES = [("gelu", "mxint8", "mxfp4", 32, 8), ("silu", "mxfp8_e4m3", "mxint8", 32, 4)]
+RTL_CASES = [("gelu", "mxint8", "mxfp4", 32, 8), ("silu", "mxfp8_e4m3", "mxint8", 32, 4),
+             ("gelu_tanh", "mxint8", "mxint8", 16, 4)]
 SLOW_CASES = [("gelu", "mxfp4", "mxfp8_e4m3", 32, 32), ("silu", "mxint8", "mxint8", 16, 2),
               ("gelu", "mxfp8_e5m2", "mxfp8_e4m3", 32, 1), ("silu", "mxfp4", "mxfp4", 32, 16)]
 
@@ -179,3 +188,11 @@ def test_act_lints_clean(tmp_path, func, fmt_in, fmt_out, block, lanes):
                                                              render(f"mx_{func}", module, **ctx).write(tmp_path)]
     lint(files, module)
     lint(files, module, parameters=params)
+
+
+def test_gelu_tanh_float_reference_is_torch_tanh_gelu():
+    from masec.hw_templates.kernels.mx_act import float_reference
+
+    x = torch.linspace(-12, 12, 2001, dtype=torch.float64)
+    want = torch.nn.functional.gelu(x, approximate="tanh")
+    assert torch.allclose(float_reference("gelu_tanh", x), want, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,33 @@
+"""A two-layer HuggingFace ``GPT2LMHeadModel`` from a small config (random weights, seeded).
+
+n_embd 64, 4 heads, n_positions 64, vocab 256, T = 16 tokens, ``gelu_new`` (tanh GELU), learned
+positions, LayerNorm, ``Conv1D`` projections, tied LM head. Needs ``transformers``
+(``pip install -e .[hf]``). HF models return a ``ModelOutput``; ``LogitsOnly`` wraps the model
+so ``forward(ids)`` returns only the logits tensor (no KV cache).
+"""
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+T = 16
+
+
+class LogitsOnly(torch.nn.Module):
+    """``forward(input_ids) -> logits [1, T, vocab]`` of a HF causal LM (no cache)."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids):
+        return self.lm(input_ids=input_ids, use_cache=False).logits
+
+
+def build():
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=256, n_positions=64, n_embd=64, n_layer=2, n_head=4,
+                        activation_function="gelu_new", attn_implementation="eager")
+    return LogitsOnly(GPT2LMHeadModel(config).eval())
+
+
+model = build()
+example_inputs = (torch.randint(0, 256, (1, T), generator=torch.Generator().manual_seed(1)),)
