@@ -86,8 +86,11 @@ def test_rom_entries_are_g_bit_roundings_of_h(func):
             return mpmath.erfc(a / mpmath.sqrt(2)) / 2
         if func == "silu":
             return 1 / (1 + mpmath.exp(a))
-        # tanh GELU: g(-a) = (1 - tanh(sqrt(2/pi) (a + 0.044715 a^3))) / 2
-        return (1 - mpmath.tanh(mpmath.sqrt(2 / mpmath.pi) * (a + mpmath.mpf("0.044715") * a ** 3))) / 2
+        # tanh GELU: g(-a) = (1 - tanh(u)) / 2 = 1 / (1 + e^(2u)), u = sqrt(2/pi) (a + 0.044715 a^3)
+        with mpmath.workdps(60):
+            u = mpmath.sqrt(2 / mpmath.pi) * (a + mpmath.mpf("0.044715") * a ** 3)
+            assert abs((1 - mpmath.tanh(u)) / 2 - 1 / (1 + mpmath.exp(2 * u))) < mpmath.mpf(2) ** -150
+            return 1 / (1 + mpmath.exp(2 * u))
 
     for f_bits in (1, 3, 6):
         entries = lut(func, f_bits)
