@@ -81,7 +81,8 @@ def test_wrong_expected_value_fails_the_testbench(tmp_path, seed):
     assert "beat 5" in s.result.message and "lane 1" in s.result.message
 
 
-@pytest.mark.parametrize("model", [FANOUT, MLP], ids=["fanout", "mlp"])
+@pytest.mark.parametrize("model", [FANOUT, MLP, Path(__file__).parent / "models" / "llama_block.py"],
+                         ids=["fanout", "mlp", "llama_block"])
 def test_two_compiles_are_byte_identical(tmp_path, model):
     compile_to(model, tmp_path / "a")
     compile_to(model, tmp_path / "b")
