@@ -561,14 +561,16 @@ def report_markdown(rep: dict) -> str:
     f = rep["fits"]
     lines = [f"# masec synth: {rep['top']} on {rep['part']}", "",
              f"{rep['tool']}.", "",
-             "| instance | module | LUT | FF | DSP | BRAM | logic depth |", "|---|---|---:|---:|---:|---:|---:|"]
+             "| instance | node | module | LUT | FF | DSP | BRAM | logic depth |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rep["instances"]:
-        lines.append(f"| {r['name']} | {r['module']} | " + " | ".join(_fmt(r[k]) for k in RESOURCES)
-                     + f" | {r['logic_depth']} |")
+        lines.append(f"| {r['name']} | {r['node'] or '-'} | {r['module']} | "
+                     + " | ".join(_fmt(r[k]) for k in RESOURCES) + f" | {r['logic_depth']} |")
     t = rep["total"]
-    lines.append("| **total** | | " + " | ".join(f"**{_fmt(t[k])}**" for k in RESOURCES)
+    lines.append("| **total** | | | " + " | ".join(f"**{_fmt(t[k])}**" for k in RESOURCES)
                  + f" | **{rep['logic_depth']}** |")
-    lines.append("| utilization | | " + " | ".join(f"{100 * f['utilization'][k]:.2f}%" for k in RESOURCES) + " | |")
+    lines.append("| utilization | | | " + " | ".join(f"{100 * f['utilization'][k]:.2f}%" for k in RESOURCES)
+                 + " | |")
     lines += ["", f"The design {'fits' if f['fits'] else 'does **not** fit'} {rep['part']} "
               f"(largest share: {f['limiting']}, {100 * f['utilization'][f['limiting']]:.2f}%).", "",
               "## Distinct kernel configurations", "",
