@@ -34,6 +34,7 @@ class CompileResult:
     ir: object
     rows: list[dict]     # the report table
     accuracy: list[dict]  # per output: hardware-exact vs float32
+    evaluation: dict | None = None   # --evaluate: the model's metric, float32 vs hardware-exact
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -82,17 +83,26 @@ def compile_model(config: CompileConfig, progress: Callable[[str], None] | None 
     check_out_dir(out, config.force)
     say = progress or (lambda _msg: None)
     gm, ir, values, inputs = lower(config, say)
+    evaluation = None
+    if config.evaluate:
+        from masec.evaluate import evaluate_design
+        from masec.frontend import load_model_namespace
+
+        say("evaluate (float32 and hardware-exact)")
+        module = load_model_namespace(config.model_file, config.model_name, config.inputs_name)[2]
+        evaluation = evaluate_design(module, gm, ir, config.eval_tokens or None,
+                                     progress=lambda k: say(f"evaluate: hardware-exact window {k}"))
 
     say("write")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.masec-", dir=out.parent))
     try:
-        rows, acc = emit.write_tree(tmp, gm, ir, values, inputs, config)
+        rows, acc = emit.write_tree(tmp, gm, ir, values, inputs, config, evaluation)
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CompileResult(out, gm, ir, rows, acc)
+    return CompileResult(out, gm, ir, rows, acc, evaluation)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

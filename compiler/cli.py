@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=1, help="seed of the testbench's random gaps/backpressure (default 1)")
     c.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     c.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
+    c.add_argument("--evaluate", action="store_true",
+                   help="run the model file's evaluate(model) on the float32 and the hardware-exact model "
+                        "(perplexity, top-1 agreement) into the report; minutes for an LLM")
+    c.add_argument("--eval-tokens", type=int, default=0, metavar="N",
+                   help="with --evaluate: evaluate(model, n_tokens=N) when evaluate takes n_tokens")
 
     s = sub.add_parser("sim", help="simulate a compiled design (Verilator + cocotb), compare with the reference")
     s.add_argument("out", help="a folder written by `masec compile`")
@@ -72,7 +77,8 @@ def _compile(args, console: Console) -> int:
     cfg = CompileConfig(model_file=args.model_file, out=args.out, format=args.format, block_size=args.block_size,
                         rounding=args.rounding, model_name=args.model_name, inputs_name=args.inputs_name,
                         parallelism=args.parallelism, part=args.part, clock_ns=args.clock_ns, seed=args.seed,
-                        force=args.force, precision_file=args.precision_file, debug=args.debug)
+                        force=args.force, precision_file=args.precision_file, debug=args.debug,
+                        evaluate=args.evaluate, eval_tokens=args.eval_tokens)
     with console.status("compiling") as status:
         res = compile_model(cfg, progress=lambda step: status.update(f"compiling: {step}"))
     t = Table(title=f"masec compile {Path(args.model_file).name} -> {res.out}")
@@ -88,6 +94,11 @@ def _compile(args, console: Console) -> int:
     for a in res.accuracy:
         console.print(f"output {a['output']}: hardware-exact vs float32: relative RMS error {a['rel_rms']:.2e} "
                       f"(SQNR {a['sqnr_db']:.1f} dB), max abs error {a['max_abs']:.2e}")
+    if res.evaluation:
+        e = res.evaluation
+        console.print(f"{e['metric']} on held-out data: float32 {e['float32']:.4f}, hardware-exact "
+                      f"{e['hardware_exact']:.4f} ({100 * e['relative_change']:+.2f}%); next-token top-1 agreement "
+                      f"{100 * e['top1_agreement']:.2f}% over {e['positions']} positions")
     console.print(f"wrote {res.out}/ (rtl/, tb/, vivado/, yosys/, report/, Makefile); next: masec sim {res.out}")
     return 0
 

@@ -33,6 +33,8 @@ class CompileConfig:
     force: bool = False
     precision_file: str = ""        # --precision FILE.toml (per-node formats); --format is the default
     debug: bool = False
+    evaluate: bool = False          # --evaluate: the model file's evaluate() on float32 and hardware-exact
+    eval_tokens: int = 0            # --eval-tokens N: passed to evaluate(n_tokens=N) when it takes it
 
     def validated(self) -> "CompileConfig":
         from masec.formats import FormatError, parse_format
@@ -94,6 +96,9 @@ class CompileConfig:
         d.pop("force")
         d.pop("out")
         d.pop("debug")
+        if not self.evaluate:
+            d.pop("evaluate")
+            d.pop("eval_tokens")
         d["model_file"] = Path(self.model_file).name
         if self.precision_file:
             d["precision_file"] = Path(self.precision_file).name

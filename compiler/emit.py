@@ -134,7 +134,8 @@ def _report_md(rows, config, vectors: VectorFile, acc: list[dict], pred: dict) -
     return "\n".join(lines)
 
 
-def write_tree(root: Path, gm, ir, values, example_inputs, config) -> tuple[list[dict], list[dict]]:
+def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: dict | None = None
+               ) -> tuple[list[dict], list[dict]]:
     root = Path(root)
     for sub in ("rtl", "tb", "vivado", "yosys", "report"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -176,7 +177,10 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config) -> tuple[list
     (root / "masec_build.json").write_text(json.dumps(build, indent=2, sort_keys=True) + "\n")
     (root / "tb" / "run_tb.py").write_text(_RUN_TB)
 
+    from masec.parts import lookup_part
+
     ctx = {"top": view.top, "version": version, "sources": sources, "mems": mems, "part": config.part,
+           "family": lookup_part(config.part).family,
            "clock_ns": config.clock_ns, "mhz": round(1000.0 / config.clock_ns, 3)}
     for tmpl, dest in (("build.tcl.j2", "vivado/build.tcl"), ("constraints.xdc.j2", "vivado/constraints.xdc"),
                        ("synth.ys.j2", "yosys/synth.ys"), ("Makefile.j2", "Makefile")):
@@ -191,8 +195,17 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config) -> tuple[list
         {"config": json.loads(config.to_json()), "nodes": rows, "ideal_cycles": vectors.ideal_cycles,
          "predicted_cycles": pred["total"], "bottleneck": pred["bottleneck"],
          "bottleneck_cycles": pred["bottleneck_cycles"],
-         "outputs": [i.node for i in ir.outputs], "accuracy": acc}, indent=2, sort_keys=True) + "\n")
-    (root / "report" / "report.md").write_text(_report_md(rows, config, vectors, acc, pred))
+         "outputs": [i.node for i in ir.outputs], "accuracy": acc, "evaluation": evaluation},
+        indent=2, sort_keys=True) + "\n")
+    md = _report_md(rows, config, vectors, acc, pred)
+    if evaluation:
+        e = evaluation
+        md += ("\n## The model's metric on held-out data (`--evaluate`)\n\n"
+               f"| {e['metric']} float32 | {e['metric']} hardware-exact | change | next-token top-1 agreement |\n"
+               "|---|---|---|---|\n"
+               f"| {e['float32']:.4f} | {e['hardware_exact']:.4f} | {100 * e['relative_change']:+.2f}% | "
+               f"{100 * e['top1_agreement']:.2f}% of {e['positions']} positions |\n")
+    (root / "report" / "report.md").write_text(md)
     (root / "masec_config.json").write_text(config.to_json(Path(config.out)))
     return rows, acc
 

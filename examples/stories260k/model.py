@@ -286,6 +286,7 @@ PROMPT = ("Once upon a time, there was a little girl named Lily. She loved to pl
           "park. One day, she saw a big red ball under a tree.")
 CALIBRATION_SAMPLES = 16
 EVAL_TOKENS = 4096
+metric_name = "perplexity"
 
 
 def load_model(path=CHECKPOINT, n_layers: Optional[int] = N_LAYERS, attn: str = ATTN,
