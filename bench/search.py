@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "out" / "bench_search"))
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--max-loss", default="2%")
+    ap.add_argument("--bits-trials", type=int, default=10, help="Optuna trials of the bits-mode search")
     ap.add_argument("--by", default="node", choices=("type", "layer", "node"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -53,6 +54,7 @@ def main(argv=None) -> int:
         import shutil
 
         shutil.rmtree(out)
+        shutil.rmtree(out.parent / (out.name + "_bits"), ignore_errors=True)
     ins = load_search_inputs(args.model_file)
     model, evaluate = ins["model"], ins["evaluate"]
 
@@ -103,6 +105,17 @@ def main(argv=None) -> int:
             emu.restore()
             rows.append({"point": f"ILP, least predicted error at <= {cap:.2f} bits", "avg_bits": res.space.avg_bits(a),
                          "perplexity": ppl, "seconds": round(time.time() - t, 1)})
+    # bits mode: the best perplexity within uniform mxfp4's bits (the sensitivity table is reused)
+    bits_out = out.parent / (out.name + "_bits")
+    bits_out.mkdir(parents=True, exist_ok=True)
+    (bits_out / "sensitivity.json").write_text((out / "sensitivity.json").read_text())
+    t0 = time.time()
+    rb = run_search(model, ins["example_inputs"], evaluate, ins["calibration_data"], bits_out,
+                    metric_name="perplexity", max_loss=args.max_loss, trials=args.bits_trials, by=args.by,
+                    seed=args.seed, progress=True, threads=args.threads, max_bits=fp4["avg_bits"])
+    rows.append({"point": f"searched, bits mode (<= {fp4['avg_bits']:.2f} bits, {args.bits_trials} trials)",
+                 "avg_bits": rb.chosen["avg_bits"], "perplexity": rb.chosen["metric"],
+                 "seconds": round(time.time() - t0, 1)})
     for r in rows:
         r["vs_float32"] = r["perplexity"] / f32 - 1.0
     print_table(f"stories260K precision search (perplexity on held-out TinyStories, "
@@ -115,7 +128,8 @@ def main(argv=None) -> int:
         "metric": "perplexity on the evaluation split of TinyStories (model file's evaluate)",
         "quantized": "weights of every nn.Linear/nn.Embedding and the input of every nn.Linear",
         "seq_len": int(os.environ.get("MASEC_SEQ_LEN", "32")),
-        "max_loss": args.max_loss, "by": args.by, "trials": args.trials, "seed": args.seed,
+        "max_loss": args.max_loss, "by": args.by, "trials": args.trials, "bits_trials": args.bits_trials,
+        "seed": args.seed,
         "threads": args.threads, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "float32_perplexity": f32,
         "search_wall_s": round(wall, 1),

@@ -93,6 +93,9 @@ class UI:
         t.add_row(f"[bold]chosen ({c['source']})", f"[bold]{c['avg_bits']:.3f}", f"[bold]{c['metric']:.5g}",
                   f"[bold]{fmt_loss(c['loss'])}")
         self.console.print(t)
+        if res.max_bits is None and c.get("within_max_loss") is False:
+            self.console.print(f"[yellow]no evaluated point is within max loss {res.max_loss}: chose the most "
+                               f"accurate one; raise --max-loss or the candidates' bits")
         budget = f"max bits {res.max_bits:g}" if res.max_bits is not None else f"max loss {res.max_loss}"
         self.console.print(f"{len(res.points)} points, {len(res.pareto)} on the Pareto front, "
                            f"{budget}, {res.wall_s:.1f} s; wrote {res.out_dir}/precision.toml")
