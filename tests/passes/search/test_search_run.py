@@ -101,3 +101,25 @@ def test_bits_mode(tmp_path):
     assert c["metric"] < doc["uniform"]["mxfp4_e2m1:32"]["metric"]
     with pytest.raises(Exception, match="max-bits"):
         search(tmp_path / "bits2", trials=0, max_bits=3.0)
+
+
+def test_interrupt_keeps_results_and_resumes(tmp_path):
+    out = tmp_path / "int"
+    calls = {"n": 0}
+
+    def flaky_evaluate(m):
+        calls["n"] += 1
+        if calls["n"] == 12:         # during the Optuna trials
+            raise KeyboardInterrupt
+        return toy_model.evaluate(m)
+
+    res = run_search(toy_model.model, toy_model.example_inputs, flaky_evaluate, toy_model.calibration_data, out,
+                     metric_name="mse", max_loss="2%", trials=6, progress=False, threads=1, types=TYPES,
+                     blocks=BLOCKS, seed=3)
+    assert (out / "precision.toml").is_file() and res.chosen["within_max_loss"]
+    assert "interrupted" in (out / "search.log").read_text()
+    st = optuna.load_study(study_name="masec-node-max2pct", storage=f"sqlite:///{out}/study.db")
+    done = len([t for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE])
+    search(out, trials=2)
+    st = optuna.load_study(study_name="masec-node-max2pct", storage=f"sqlite:///{out}/study.db")
+    assert len([t for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE]) == done + 2
