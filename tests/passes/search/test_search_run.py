@@ -123,3 +123,18 @@ def test_interrupt_keeps_results_and_resumes(tmp_path):
     search(out, trials=2)
     st = optuna.load_study(study_name="masec-node-max2pct", storage=f"sqlite:///{out}/study.db")
     assert len([t for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE]) == done + 2
+
+
+def test_pareto_mode(tmp_path):
+    out = tmp_path / "pareto"
+    res = run_search(toy_model.model, toy_model.example_inputs, toy_model.evaluate, toy_model.calibration_data, out,
+                     metric_name="mse", max_loss=None, trials=3, progress=False, threads=1, types=TYPES,
+                     blocks=BLOCKS, seed=3, ilp_points=4)
+    st = optuna.load_study(study_name="masec-node-pareto", storage=f"sqlite:///{out}/study.db")
+    assert len(st.directions) == 2   # (metric, bits)
+    doc = json.loads((out / "search.json").read_text())
+    assert doc["max_loss"] is None and doc["chosen"]["within_max_loss"] is None
+    front = [(p["avg_bits"], p["metric"]) for p in doc["pareto"]]
+    assert front == sorted(front) and all(a[1] > b[1] for a, b in zip(front, front[1:]))
+    assert (res.chosen["avg_bits"], res.chosen["metric"]) in front
+    assert len([p for p in doc["points"] if p["source"] == "ilp"]) >= 2
