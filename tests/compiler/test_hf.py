@@ -79,3 +79,25 @@ def test_hf_model_simulates_bit_exactly(tmp_path, seed, path):
     full = s.result.run("full_rate")
     print(f"{path.stem} mxint8: compile {t_compile:.1f} s, simulate {time.perf_counter() - t0:.1f} s; full rate "
           f"{full['cycles']} cycles (ideal {full['ideal_cycles']}), {full['output_beats']} output beats")
+
+
+@pytest.mark.parametrize("path", [LLAMA, GPT2], ids=["llama", "gpt2"])
+def test_hf_sdpa_attention_canonicalizes_too(path):
+    """HF's default attention (``attn_implementation="sdpa"``) gives the same canonical ops."""
+    import importlib.util
+
+    from masec.frontend import export
+    from masec.passes.transform.canonicalize import canonicalize
+
+    spec = importlib.util.spec_from_file_location(f"_{path.stem}_sdpa", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model, inputs = mod.build("sdpa"), mod.example_inputs
+    with torch.no_grad():
+        ref = model(*inputs)
+        gm = canonicalize(export(model, inputs), inputs)
+        out = gm(*inputs)
+    assert all(ops.op_of(n) is not None for n in gm.graph.nodes if n.op == "call_function")
+    assert torch.allclose(out, ref, atol=1e-4), float((out - ref).abs().max())
+    if path == LLAMA:
+        assert _ops(gm).count("rope") == 4

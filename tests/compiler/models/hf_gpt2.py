@@ -22,10 +22,11 @@ class LogitsOnly(torch.nn.Module):
         return self.lm(input_ids=input_ids, use_cache=False).logits
 
 
-def build():
+def build(attn_implementation="eager"):
+    """The model; ``attn_implementation`` "eager" (explicit softmax attention) or "sdpa" (HF's default)."""
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=256, n_positions=64, n_embd=64, n_layer=2, n_head=4,
-                        activation_function="gelu_new", attn_implementation="eager")
+                        activation_function="gelu_new", attn_implementation=attn_implementation)
     return LogitsOnly(GPT2LMHeadModel(config).eval())
 
 

@@ -23,11 +23,12 @@ class LogitsOnly(torch.nn.Module):
         return self.lm(input_ids=input_ids, use_cache=False).logits
 
 
-def build():
+def build(attn_implementation="eager"):
+    """The model; ``attn_implementation`` "eager" (explicit softmax attention) or "sdpa" (HF's default)."""
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         rms_norm_eps=1e-5, tie_word_embeddings=False, attn_implementation="eager")
+                         rms_norm_eps=1e-5, tie_word_embeddings=False, attn_implementation=attn_implementation)
     return LogitsOnly(LlamaForCausalLM(config).eval())
 
 
