@@ -28,7 +28,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--inputs", default="example_inputs", help="name of the example inputs (default: example_inputs)")
     p.add_argument("--metric", default="evaluate",
                    help="name of the evaluate(model) -> float function in the file (default: evaluate); "
-                        "without one the metric is the relative output error on the calibration data")
+                        "without one the metric is the --proxy distance from float32 on the calibration data")
     p.add_argument("--calibration", default="calibration_data",
                    help="name of the calibration data in the file (default: calibration_data; "
                         "example_inputs when absent)")
