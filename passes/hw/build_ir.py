@@ -91,9 +91,9 @@ def _reorder_instance(node, src_t: StreamType) -> Instance:
                             + (f" ({m.source})" if m.source else ""), path=m.path)
 
 
-def _rom_instance(gm, node, lanes: int) -> Instance:
+def _rom_instance(gm, node, lanes: int, user, k: int) -> Instance:
     """A constant used as a stream (``add(x, const)``): a ``stream_rom`` that streams its encoded
-    beats, one tensor per inference."""
+    beats, one tensor per inference. Named, placed and reported after its consumer ``user`` (arg ``k``)."""
     from masec.hw_templates.kernels import stream_rom as R
     from masec.hw_templates.render import render
     from masec.lowering.base import Lowering
@@ -105,14 +105,16 @@ def _rom_instance(gm, node, lanes: int) -> Instance:
     value = MXValue.from_float(Lowering.const(gm, node).detach().to(torch.float32), fmt)
     beats = mx_stream(value.codes, value.scales, t.element_bits, lanes).beats
     words = [(b[1] << t.data_bits) | b[0] for b in beats]
-    name = f"rom_{ident(node.name)}"
+    um = meta(user)
+    name = f"{ident(user.name)}_const{k}"
     mem = f"{name}.mem"
     ctx, params, module = R.instance_config(t.bus_bits, len(words), mem)
     return Instance(name, "stream_rom", module, ctx, params, (), ("m_y",), (), (t,),
-                    lambda ins, value=value: [value], node.name, "constant", m.source, dict(m.formats),
+                    lambda ins, value=value: [value], node.name, "constant", um.source, dict(m.formats),
                     {mem: R.rom_mem_text(words, t.bus_bits).splitlines()}, ideal_cycles=len(words),
                     renders=(render("stream_rom", module, **ctx),),
-                    comment=f"{node.name}: constant {tuple(m.shape)} streamed from a ROM", path=m.path)
+                    comment=f"{node.name}: constant {tuple(m.shape)} of {user.name} streamed from a ROM"
+                            + (f" ({um.source})" if um.source else ""), path=um.path)
 
 
 def build_ir(gm, config) -> HwGraph:
@@ -174,7 +176,7 @@ def build_ir(gm, config) -> HwGraph:
             f"{node.name}: {m.op} -> {m.formats['out'].name}" + (f" ({m.source})" if m.source else ""), m.path))
         for k, a in enumerate(args):
             if a not in src and a.op == "get_attr":
-                rom = ir.add(_rom_instance(gm, a, choice.lanes_in))
+                rom = ir.add(_rom_instance(gm, a, choice.lanes_in, node, k))
                 src[a] = ((rom.name, 0), rom.out_types[0])
             port, t = src[a]
             ir.connect(port, (inst.name, k), t)

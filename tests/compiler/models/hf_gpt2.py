@@ -26,7 +26,8 @@ def build(attn_implementation="eager"):
     """The model; ``attn_implementation`` "eager" (explicit softmax attention) or "sdpa" (HF's default)."""
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=256, n_positions=64, n_embd=64, n_layer=2, n_head=4,
-                        activation_function="gelu_new", attn_implementation=attn_implementation)
+                        activation_function="gelu_new", bos_token_id=0, eos_token_id=0,
+                        attn_implementation=attn_implementation)
     return LogitsOnly(GPT2LMHeadModel(config).eval())
 
 
