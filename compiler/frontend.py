@@ -122,9 +122,17 @@ def export(model: nn.Module, inputs: tuple, path: str = "model.py") -> fx.GraphM
     parameters and buffers are ``get_attr`` nodes and whose nodes carry the user's stack traces."""
     import torch.export
 
+    import logging
+
+    quiet = [logging.getLogger(name) for name in ("torch", "torch._dynamo", "torch.fx", "torch.export")]
+    levels = [lg.level for lg in quiet]
     try:
-        with torch.no_grad():
+        for lg in quiet:   # torch.export logs warnings and partial graphs on failure; masec says one line
+            lg.setLevel(logging.CRITICAL)
+        logging.disable(logging.CRITICAL)
+        with torch.no_grad(), _stderr_held() as held:
             ep = torch.export.export(model, tuple(inputs), strict=False)
+        sys.stderr.write(held.text())   # a successful export's messages (the model's own prints) go on
     except Exception as exc:
         tb = traceback.extract_tb(exc.__traceback__)
         target = str(Path(path).resolve())
@@ -136,8 +144,46 @@ def export(model: nn.Module, inputs: tuple, path: str = "model.py") -> fx.GraphM
         raise MasecError(f"{path}: torch.export cannot capture the model{where}: {type(exc).__name__}: {reason}. "
                          f"Data-dependent Python control flow (if/for on tensor values) cannot be compiled; "
                          f"rewrite it with tensor ops") from None
+    finally:
+        logging.disable(logging.NOTSET)
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
     gm = ep.module()
     return gm
+
+
+class _Held:
+    def __init__(self, f, buf):
+        self.f, self.buf = f, buf
+
+    def text(self) -> str:
+        self.f.seek(0)
+        return self.f.read().decode(errors="replace") + self.buf.getvalue()
+
+
+class _stderr_held:
+    """Hold what is written to file descriptor 2 (torch's C++ and Python logs) while exporting."""
+
+    def __enter__(self) -> _Held:
+        import io
+        import os
+        import tempfile
+
+        sys.stderr.flush()
+        self.tmp = tempfile.TemporaryFile()
+        self.saved = os.dup(2)
+        os.dup2(self.tmp.fileno(), 2)
+        self.py_stderr, self.buf = sys.stderr, io.StringIO()
+        sys.stderr = self.buf
+        return _Held(self.tmp, self.buf)
+
+    def __exit__(self, *exc):
+        import os
+
+        sys.stderr = self.py_stderr
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        return False
 
 
 def user_source(node, path: str = "") -> str:

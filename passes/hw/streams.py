@@ -32,7 +32,7 @@ def insert_forks(ir: HwGraph) -> bool:
                 continue
             t = inst.out_types[k]
             n = len(outs)
-            ctx, params, module = instance_config(n, t.bus_bits)
+            ctx, params, module = instance_config(n, t.data_bits, mx=t.is_mx)
             fork = ir.add(Instance(
                 f"fork_{inst.name}" + (f"_{k}" if k else ""), "stream_fork", module, ctx, params, ("s_x",),
                 tuple(f"m_y{i}" for i in range(n)), (t,), (t,) * n, (lambda ins, n=n: list(ins) * n),

@@ -243,6 +243,62 @@ def rms_norm_written_out(ctx: _Ctx, n: fx.Node) -> bool:
     return ctx.replace(out, ctx.call(ops.rms_norm, (x, weight, eps), out))
 
 
+def layer_norm_written_out(ctx: _Ctx, n: fx.Node) -> bool:
+    """``(x - mean(x)) / sqrt(var(x) + eps) [* w] [+ b]`` with ``var`` as ``mean((x - mean)**2)``,
+    ``var(unbiased=False)`` or ``pow``, and ``* rsqrt(...)`` for ``/ sqrt(...)`` -> layer_norm."""
+    if not _is(n, aten.sub.Tensor):
+        return False
+    x, mu = n.args[0], n.args[1]
+    if not (_is(mu, aten.mean.dim) and mu.args[0] is x and _keepdim_last(ctx, mu)):
+        return False
+    c = ctx.shape(x)[-1]
+    centers = [u for u in mu.users if _is(u, aten.sub.Tensor) and u.args[0] is x and u.args[1] is mu]
+    # the variance: mean(d*d) / mean(d**2) / var(x, -1, unbiased=False, keepdim)
+    var_nodes = []
+    for u in [v for d in centers for v in d.users]:
+        if _is(u, aten.pow.Tensor_Scalar) and u.args[1] == 2 or _is(u, aten.mul.Tensor) and u.args[0] is u.args[1]:
+            var_nodes += [m for m in u.users if _is(m, aten.mean.dim) and _keepdim_last(ctx, m)]
+    for u in x.users:
+        if _is(u, aten.var.correction) and u.kwargs.get("correction", 1) == 0 and u.kwargs.get("keepdim"):
+            var_nodes.append(u)
+    for var in var_nodes:
+        for add in var.users:
+            if not _is(add, aten.add.Tensor, aten.add.Scalar) or _scalar(ctx, add.args[1]) is None:
+                continue
+            eps = _scalar(ctx, add.args[1])
+            for r in add.users:
+                if _is(r, aten.sqrt.default):
+                    norm = [u for u in r.users if _is(u, aten.div.Tensor) and u.args[0] in centers and u.args[1] is r]
+                elif _is(r, aten.rsqrt.default):
+                    norm = [u for u in r.users if _is(u, aten.mul.Tensor) and r in u.args
+                            and any(a in centers for a in u.args)]
+                else:
+                    continue
+                if not norm:
+                    continue
+                out, w, b = norm[0], None, None
+                if len(out.users) == 1:
+                    u = next(iter(out.users))
+                    o = u.args[1] if u.args[0] is out else u.args[0]
+                    if _is(u, aten.mul.Tensor) and ctx.is_const(o) and tuple(ctx.shape(o)) == (c,):
+                        out, w = u, o
+                if len(out.users) == 1:
+                    u = next(iter(out.users))
+                    o = u.args[1] if u.args[0] is out else u.args[0]
+                    if _is(u, aten.add.Tensor) and ctx.is_const(o) and tuple(ctx.shape(o)) == (c,):
+                        out, b = u, o
+                w = w if w is not None else ctx.const(torch.ones(c), n)
+                b = b if b is not None else ctx.const(torch.zeros(c), n)
+                return ctx.replace(out, ctx.call(ops.layer_norm, (x, w, b, eps), out))
+    return False
+
+
+def _keepdim_last(ctx: _Ctx, mean: fx.Node) -> bool:
+    dims = list(mean.args[1]) if len(mean.args) > 1 else []
+    keep = mean.args[2] if len(mean.args) > 2 else mean.kwargs.get("keepdim", False)
+    return bool(keep) and dims in ([-1], [len(ctx.shape(mean)) - 1])
+
+
 def silu_written_out(ctx: _Ctx, n: fx.Node) -> bool:
     """``x * sigmoid(x)`` -> silu."""
     if not _is(n, aten.mul.Tensor):
@@ -276,6 +332,10 @@ def gelu_written_out(ctx: _Ctx, n: fx.Node) -> bool:
             seen_one = True
         elif _is(u, aten.mul.Tensor) and other is x and not seen_x:
             seen_x = True
+        elif (_is(u, aten.mul.Tensor) and _is(other, aten.mul.Tensor, aten.mul.Scalar) and x in other.args
+              and _scalar(ctx, other.args[1] if other.args[0] is x else other.args[0]) == 0.5
+              and not (seen_x or seen_half)):
+            seen_x = seen_half = True   # HF / BERT: x * 0.5 * (1.0 + erf(x / sqrt(2)))
         elif _is(u, aten.mul.Tensor) and _scalar(ctx, other) == 0.5 and not seen_half:
             seen_half = True
         else:
@@ -326,6 +386,10 @@ def gelu_tanh_written_out(ctx: _Ctx, n: fx.Node) -> bool:
             seen_one = True
         elif _is(u, aten.mul.Tensor) and other is x and not seen_x:
             seen_x = True
+        elif (_is(u, aten.mul.Tensor) and _is(other, aten.mul.Tensor, aten.mul.Scalar) and x in other.args
+              and _scalar(ctx, other.args[1] if other.args[0] is x else other.args[0]) == 0.5
+              and not (seen_x or seen_half)):
+            seen_x = seen_half = True   # HF / BERT: x * 0.5 * (1.0 + erf(x / sqrt(2)))
         elif _is(u, aten.mul.Tensor) and _scalar(ctx, other) == 0.5 and not seen_half:
             seen_half = True
         elif _is(u, aten.mul.Tensor) and half_x(other) and not seen_x and not seen_half and len(other.users) == 1:
@@ -450,7 +514,7 @@ def split_projection(ctx: _Ctx, n: fx.Node) -> bool:
     return True
 
 
-PATTERNS = (rms_norm_written_out, silu_written_out, gelu_written_out, rope_interleaved, sdpa, split_projection,
+PATTERNS = (rms_norm_written_out, layer_norm_written_out, silu_written_out, gelu_written_out, rope_interleaved, sdpa, split_projection,
             gelu_tanh_written_out, rope_half_at_matmul)
 
 

@@ -34,11 +34,7 @@ def assert_nothing_written(parent: Path):
     ("no model name", [MODELS / "names.py"], ["defines no `model`", "--model"]),
     ("no inputs name", [MODELS / "names.py", "--model", "my_net"], ["defines no `example_inputs`", "--inputs"]),
     ("import fails", [MODELS / "broken_import.py"], ["broken_import.py:4", "NameError"]),
-    pytest.param("untraceable", [MODELS / "untraceable.py"], ["cannot capture", "untraceable.py:11", "x.sum() > 0"],
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "compiler/frontend.py export(): torch.export's own log (a 'W... symbolic_shapes.py: Unable to "
-                     "find user code' warning and two dumps of the partial graph) reaches stderr before masec's "
-                     "one-line error"))),
+    ("untraceable", [MODELS / "untraceable.py"], ["cannot capture", "untraceable.py:11", "x.sum() > 0"]),
     ("unsupported op", [MODELS / "unsupported.py"], ["`sin`", "unsupported.py:11", "torch.sin(self.fc(x))",
                                                      "supported ops:", "linear", "softmax"]),
     ("unknown format", [MLP, "--format", "mxfloat9"], ["--format 'mxfloat9'"]),

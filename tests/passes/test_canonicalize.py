@@ -87,9 +87,6 @@ def test_rms_norm_divided_by_sqrt():
     check(M(), (X,), ["rms_norm"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "passes/transform/canonicalize.py has no pattern for a written-out LayerNorm "
-    "((x - mean) / sqrt(var + eps) * w + b): the graph keeps mean.dim/sub/pow/sqrt/div (issue 7 asks for it)"))
 def test_layer_norm_written_out():
     class M(nn.Module):
         def __init__(self):
@@ -135,10 +132,7 @@ class GeluErf(nn.Module):
 @pytest.mark.parametrize("form", [
     "x*(1+erf)*0.5",
     "0.5*(x*(1+erf(x*c)))",
-    pytest.param("x*0.5*(1+erf)", marks=pytest.mark.xfail(strict=True, reason=(
-        "passes/transform/canonicalize.py gelu_written_out(): walks up from erf and expects `* x`, but in "
-        "HF/BERT's `x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))` the other factor is the node `x * 0.5`, "
-        "so the pattern misses and the graph keeps erf/div/mul.Tensor (refused later as unsupported)"))),
+    "x*0.5*(1+erf)",
 ])
 def test_gelu_erf_written_out(form):
     check(GeluErf(form), (X,), ["gelu"])
