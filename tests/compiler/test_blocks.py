@@ -61,10 +61,6 @@ def test_block_simulates_bit_exactly(tmp_path, monkeypatch, seed, block, fmt):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "mx_linear with IN = 32 (one MX block of input features), e.g. nn.Linear(32, 32) on an (8, 32) input at "
-    "mxint8, P=4: the simulation differs from the reference at output beat 0 (expected lanes [14, 31, 207, 3] "
-    "scale 0x7f, got [7, 15, 231, 1] scale 0x80); IN = 64 passes"))
 def test_linear_over_one_input_block_simulates_bit_exactly(tmp_path, seed):
     model = tmp_path / "lin.py"
     model.write_text("import torch\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(32, 32, bias=False)\n"

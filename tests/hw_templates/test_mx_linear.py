@@ -218,6 +218,20 @@ SLOW_CONFIGS = [
     ("mxint4", "mxint8", "mxint8", 64, 64, 16, 32, 32, 32, 32, False, False, 32),
 ]
 
+# IN <= B: the whole row is one input block (NB = 1): the compiler's nn.Linear(32, 32) case, a partial
+# block (IN = 16 of B = 32) with bias, and B = 8; more in SLOW_CONFIGS (P_IN 8 and P_IN = B)
+SINGLE_BLOCK_CONFIGS = [
+    ("mxint8", "mxint8", "mxint8", 32, 32, 6, 32, 32, 4, 4, False, False, 4),
+    ("mxint8", "mxfp4", "mxfp8_e4m3", 16, 24, 6, 32, 32, 4, 8, True, False, 4),
+    ("mxint8", "mxint8", "mxint8", 8, 8, 6, 8, 8, 4, 4, True, False, 4),
+]
+SLOW_CONFIGS += [
+    ("mxint8", "mxint8", "mxint8", 32, 32, 6, 32, 32, 8, 8, True, False, 8),
+    ("mxfp8_e4m3", "mxfp8_e4m3", "mxint8", 16, 12, 6, 32, 16, 32, 4, False, False, 4),
+    ("mxfp8_e4m3", "mxint8", "mxint8", 32, 16, 6, 32, 16, 32, 4, True, False, 4),
+    ("mxfp6_e3m2", "mxfp6_e3m2", "mxfp4", 8, 16, 6, 8, 8, 8, 8, False, False, 8),
+]
+
 
 def _lin_id(c):
     return f"{c[0]}x{c[1]}-{c[3]}x{c[4]}-P{c[8]}x{c[9]}-L{int(c[11])}-Y{c[12]}"
@@ -269,6 +283,13 @@ def test_rtl_matches_model(build_root, seed):
     check_configs(build_root, seed, DEFAULT_CONFIGS)
 
 
+def test_rtl_matches_model_single_input_block(build_root, seed):
+    """IN <= B (one input block per row, NB = 1): IN = B = 32 without bias, a partial block
+    (IN = 16, B = 32) and B = 8 with bias, in one build (regression: the first-block flag
+    truncated to never-true when NB = 1, so the accumulator carried over from the previous pass)."""
+    check_configs(build_root, seed, SINGLE_BLOCK_CONFIGS)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg", SLOW_CONFIGS, ids=lambda c: _lin_id(c))
 def test_rtl_matches_model_sweep(build_root, seed, cfg):
@@ -301,7 +322,7 @@ def test_rtl_check_can_fail(build_root, seed):
     assert "beat 3" in res.message
 
 
-@pytest.mark.parametrize("cfg", [pytest.param(c, id=_lin_id(c)) for c in DEFAULT_CONFIGS]
+@pytest.mark.parametrize("cfg", [pytest.param(c, id=_lin_id(c)) for c in DEFAULT_CONFIGS + SINGLE_BLOCK_CONFIGS]
                          + [pytest.param(c, id=_lin_id(c), marks=pytest.mark.slow) for c in SLOW_CONFIGS])
 def test_lint_clean(tmp_path, cfg):
     xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, bias, lm, p_y = cfg
