@@ -164,3 +164,53 @@ def test_add_mul_with_constant_operand():
         if ops.op_of(n) in ("add", "mul"):
             const = [a for a in n.args if a.op == "get_attr"]
             assert len(const) == 1 and tuple(getattr(gm, const[0].target).shape) == (1, 8, 16)
+
+
+LEARNED_POSITIONS_FILE = '''
+import torch
+import torch.nn as nn
+
+
+class LearnedPositions(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.wte = nn.Embedding(32, 16)
+        self.wpe = nn.Embedding(8, 16)
+        self.gain = nn.Parameter(torch.rand(16) + 0.5)
+
+    def forward(self, ids):
+        pos = torch.arange(ids.shape[1], device=ids.device)[None]
+        return (self.wte(ids) + self.wpe(pos)) * self.gain
+
+
+model = LearnedPositions()
+example_inputs = (torch.randint(0, 32, (1, 8), generator=torch.Generator().manual_seed(4)),)
+'''
+
+
+@pytest.mark.parametrize("fmt", ["mxint8", "mxfp8_e4m3"])
+def test_constant_operands_stream_from_roms_bit_exactly(tmp_path, seed, fmt):
+    """add/mul with a constant: the constant gets its consumer's act format, becomes a stream_rom
+    whose model is the encoded constant, and the design simulates bit-exactly under backpressure."""
+    from masec.backend import compile_model
+    from masec.config import CompileConfig
+    from masec.lowering import MXValue
+    from masec.simulate import simulate
+
+    f = tmp_path / "learned_positions.py"
+    f.write_text(LEARNED_POSITIONS_FILE)
+    out = tmp_path / "out"
+    res = compile_model(CompileConfig(model_file=str(f), out=str(out), format=fmt, seed=seed))
+    roms = [i for i in res.ir.instances.values() if i.kernel == "stream_rom"]
+    assert len(roms) == 2
+    for rom in roms:
+        (t,) = rom.out_types
+        assert t.fmt.name == fmt and t.shape == (1, 8, 16)
+        const = getattr(res.gm, rom.node)
+        want = MXValue.from_float(const, t.fmt)
+        (got,) = rom.model([])
+        assert torch.equal(got.codes, want.codes) and torch.equal(got.scales, want.scales)
+        assert (out / "rtl" / f"{rom.name}.mem").exists()
+    s = simulate(out, seed=seed)
+    assert s.result.ok, s.result.message
