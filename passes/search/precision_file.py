@@ -38,8 +38,13 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from masec.errors import MasecError
 
 #: canonical op names an ``[op.<name>]`` section may use
-OPS = ("linear", "matmul", "softmax", "rms_norm", "layer_norm", "silu", "gelu", "relu", "add", "mul",
-       "rope", "embedding")
+def _ops() -> tuple[str, ...]:
+    from masec.ops import OPS as CANONICAL
+
+    return ("input",) + tuple(n for n, d in CANONICAL.items() if not d.layout)
+
+
+OPS = _ops()   # "input" = the model inputs; then masec's canonical ops (masec.ops)
 #: keys a section may hold
 SECTION_KEYS = ("act", "weight", "block_size", "act_block_size", "weight_block_size")
 #: ports that mean "an activation tensor"; every other port (weight, bias, ...) is a parameter

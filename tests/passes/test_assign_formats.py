@@ -157,9 +157,10 @@ def test_formats_without_kernels_are_refused_naming_the_node(tmp_path, bad):
     assert f"node `{fc2.name}`" in msg and "linear" in msg and bad in msg and "no hardware kernels" in msg
 
 
-def test_unknown_format_name_is_refused_naming_the_node(tmp_path):
+def test_unknown_format_name_is_refused_naming_the_key(tmp_path):
+    """The precision file is validated before any pass: the message names the file's section and key."""
     gm = prepared(Head(), X)
-    with pytest.raises(MasecError, match=r"node `softmax\w*` \(softmax.*format 'mxbogus'"):
+    with pytest.raises(MasecError, match=r"--precision: .*\[op.softmax\] act = 'mxbogus'"):
         assign_formats(gm, config(tmp_path, '[op.softmax]\nact = "mxbogus"\n'))
 
 
