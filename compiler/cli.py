@@ -26,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="output folder (must be new or empty, unless --force)")
     c.add_argument("--format", default="mx",
                    help=f"number format of every tensor: an MX format name (mxint8, mxint4, mxfp8_e4m3, mxfp8_e5m2, "
-                        f"mxfp6_e3m2, mxfp6_e2m3, mxfp4, mxint<k>, mxfp_e<E>m<M>); `mx` = {DEFAULT_MX_FORMAT}")
+                        f"mxfp6_e3m2, mxfp6_e2m3, mxfp4, mxint<k>, mxfp_e<E>m<M>); `mx` = {DEFAULT_MX_FORMAT}; "
+                        f"`auto` = run `masec search` first and compile its choice")
     c.add_argument("--precision", dest="precision_file", default="",
                    help="TOML file of per-node formats ([default], [op.<name>], [node.\"<module path>\"]); "
                         "--format is its default (see README, 'Mixed precision')")
@@ -71,16 +72,49 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _auto_precision(args, console: Console):
+    """``--format auto``: run ``masec search`` (its defaults: within 2% of the float32 metric) into a
+    temporary folder; compile its precision.toml; the search results land in OUT/search/."""
+    import tempfile
+
+    from masec.passes.search.cli import add_search_arguments, search_main
+
+    if args.precision_file:
+        raise MasecError("--format auto and --precision FILE: choose one (auto runs the search that writes the file)")
+    if Path(args.out).exists() and any(Path(args.out).iterdir()) and not args.force:
+        raise MasecError(f"--out {args.out}: folder exists and is not empty; pass --force to replace it")
+    tmp = Path(tempfile.mkdtemp(prefix="masec-auto-"))
+    sp = argparse.ArgumentParser(prog="masec search")
+    add_search_arguments(sp)
+    sargs = sp.parse_args([args.model_file, "--out", str(tmp / "search"), "--model", args.model_name,
+                           "--inputs", args.inputs_name])
+    console.print("--format auto: searching the formats (masec search, max loss 2%) ...")
+    search_main(sargs)
+    args.precision_file = str(tmp / "search" / "precision.toml")
+    args.format = "mx"
+    return tmp / "search"
+
+
 def _compile(args, console: Console) -> int:
+    import shutil
+
     from masec.backend import compile_model
+
+    search_dir = _auto_precision(args, console) if args.format == "auto" else None
 
     cfg = CompileConfig(model_file=args.model_file, out=args.out, format=args.format, block_size=args.block_size,
                         rounding=args.rounding, model_name=args.model_name, inputs_name=args.inputs_name,
                         parallelism=args.parallelism, part=args.part, clock_ns=args.clock_ns, seed=args.seed,
                         force=args.force, precision_file=args.precision_file, debug=args.debug,
                         evaluate=args.evaluate, eval_tokens=args.eval_tokens)
-    with console.status("compiling") as status:
-        res = compile_model(cfg, progress=lambda step: status.update(f"compiling: {step}"))
+    try:
+        with console.status("compiling") as status:
+            res = compile_model(cfg, progress=lambda step: status.update(f"compiling: {step}"))
+        if search_dir is not None:
+            shutil.copytree(search_dir, Path(res.out) / "search")
+    finally:
+        if search_dir is not None:
+            shutil.rmtree(search_dir.parent, ignore_errors=True)
     t = Table(title=f"masec compile {Path(args.model_file).name} -> {res.out}")
     for col in ("node", "op", "shape", "format", "kernel", "ideal cycles"):
         t.add_column(col, overflow="fold")
@@ -99,6 +133,8 @@ def _compile(args, console: Console) -> int:
         console.print(f"{e['metric']} on held-out data: float32 {e['float32']:.4f}, hardware-exact "
                       f"{e['hardware_exact']:.4f} ({100 * e['relative_change']:+.2f}%); next-token top-1 agreement "
                       f"{100 * e['top1_agreement']:.2f}% over {e['positions']} positions")
+    if search_dir is not None:
+        console.print(f"--format auto: the search's precision.toml, Pareto plot and table are in {res.out}/search/")
     console.print(f"wrote {res.out}/ (rtl/, tb/, vivado/, yosys/, report/, Makefile); next: masec sim {res.out}")
     return 0
 
