@@ -14,7 +14,8 @@ from masec.hwir import IntValue, view_value
 def float_outputs(gm, example_inputs) -> list[torch.Tensor]:
     with torch.no_grad():
         res = gm(*example_inputs)
-    return list(res) if isinstance(res, (tuple, list)) else [res]
+    # tensors in output order (a tuple, or a pytree such as HF's ModelOutput with use_cache=False)
+    return [t for t in torch.utils._pytree.tree_leaves(res) if isinstance(t, torch.Tensor)]
 
 
 def hardware_outputs(ir, values) -> list[torch.Tensor]:
