@@ -572,7 +572,13 @@ def direct(ctx: _Ctx, n: fx.Node) -> bool:
     if t in (aten.softmax.int, aten._softmax.default):
         rank = len(ctx.shape(n))
         if _dim(n.args[1], rank) != rank - 1:
-            return False
+            from masec.errors import UnsupportedOpError
+            from masec.frontend import user_source
+
+            where = user_source(n)
+            raise UnsupportedOpError(f"node `{n.name}` (softmax over dim={n.args[1]})"
+                                     + (f" at {where}" if where else "")
+                                     + ": masec streams rows, so softmax must run over the last axis (dim=-1)")
         return ctx.replace(n, ctx.call(ops.softmax, (n.args[0], 1.0, False, None), n))
     if t in (aten.add.Tensor, aten.mul.Tensor) and len(n.args) == 2 and not n.kwargs:
         a, b = n.args
