@@ -101,3 +101,24 @@ def test_hf_sdpa_attention_canonicalizes_too(path):
     assert torch.allclose(out, ref, atol=1e-4), float((out - ref).abs().max())
     if path == LLAMA:
         assert _ops(gm).count("rope") == 4
+
+
+RAW_LLAMA = '''
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+torch.manual_seed(0)
+model = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+                                     num_attention_heads=4, num_key_value_heads=2, use_cache=False)).eval()
+example_inputs = (torch.randint(0, 128, (1, 8)),)
+'''
+
+
+def test_hf_model_without_wrapper_when_use_cache_is_off(tmp_path):
+    """With ``use_cache=False`` a bare ``LlamaForCausalLM`` (default sdpa attention) compiles: its
+    ``ModelOutput`` holds only the logits (with the cache on, export refuses the DynamicCache)."""
+    f = tmp_path / "raw_llama.py"
+    f.write_text(RAW_LLAMA)
+    res = compile_model(CompileConfig(model_file=str(f), out=str(tmp_path / "out"), format="mxint8"))
+    assert [r["output"] for r in res.accuracy] == ["lm_head"] and res.accuracy[0]["rel_rms"] < 0.05
+    assert _ops(res.gm).count("rope") == 2
