@@ -3,7 +3,12 @@
 n_embd 64, 4 heads, n_positions 64, vocab 256, T = 16 tokens, ``gelu_new`` (tanh GELU), learned
 positions, LayerNorm, ``Conv1D`` projections, tied LM head. Needs ``transformers``
 (``pip install -e .[hf]``). HF models return a ``ModelOutput``; ``LogitsOnly`` wraps the model
-so ``forward(ids)`` returns only the logits tensor (no KV cache).
+so ``forward(ids)`` returns only the logits tensor (no KV cache; the causal mask is folded at compile time).
+
+Why the wrapper: with the KV cache on (HF's default) the output holds a ``DynamicCache``, which
+``torch.export`` refuses. A bare model built with ``use_cache=False`` also compiles (its
+``ModelOutput`` then holds only the logits; tests/compiler/test_hf.py has one); the wrapper makes
+the single logits output explicit and passes ``use_cache=False`` whatever the config says.
 """
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel

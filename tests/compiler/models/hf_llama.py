@@ -5,6 +5,11 @@ T = 16 tokens. Needs ``transformers`` (``pip install -e .[hf]``). HF models retu
 ``ModelOutput`` (a dict-like object with ``logits`` and ``past_key_values``); ``LogitsOnly``
 wraps the model so ``forward(ids)`` returns only the logits tensor (no KV cache, no attention
 mask argument: the causal mask HF builds from the sequence length is folded at compile time).
+
+Why the wrapper: with the KV cache on (HF's default) the output holds a ``DynamicCache``, which
+``torch.export`` refuses. A bare model built with ``use_cache=False`` also compiles (its
+``ModelOutput`` then holds only the logits; tests/compiler/test_hf.py has one); the wrapper makes
+the single logits output explicit and passes ``use_cache=False`` whatever the config says.
 """
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
