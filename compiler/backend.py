@@ -51,7 +51,10 @@ def frontend(config: CompileConfig):
 
     model, inputs = load_model_file(config.model_file, config.model_name, config.inputs_name)
     gm = export(model, inputs, config.model_file)
-    canonicalize(gm, inputs)
+    try:
+        canonicalize(gm, inputs)
+    except MasecError as exc:
+        raise type(exc)(f"{config.model_file}: {exc}") from None
     normalize(gm, config.model_file)
     return gm, inputs
 
