@@ -98,6 +98,19 @@ def test_localization_names_the_node_with_a_planted_wrong_weight(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_layers_generate_through_the_rtl(monkeypatch, tmp_path):
+    """The short form CI runs: 2 layers, a 16-token design, 2 tokens, every logit bit-exact."""
+    from masec.simulate import generate
+
+    _env(monkeypatch, 2, 16)
+    out = tmp_path / "stories2"
+    compile_model(CompileConfig(model_file=str(STORIES), out=str(out)))
+    res = generate(out, "Once upon a time", 2, seed=1)
+    assert len(res.rtl_ids) == 2 and all(s["ok"] for s in res.steps)
+    print(f"2 layers: RTL {res.rtl_text!r} float32 {res.float_text!r}")
+
+
+@pytest.mark.slow
 def test_whole_stories260k_generates_text_through_the_rtl(monkeypatch, tmp_path):
     """All 5 layers, 32-token design: every logit bit-exact for 8 generated tokens."""
     from masec.simulate import generate
