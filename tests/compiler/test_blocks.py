@@ -21,6 +21,7 @@ BLOCKS = {
     "nanogpt": ("nanogpt_block.py", {}),
     "single_head": ("single_head.py", {}),
     "swiglu_written_out": ("swiglu_block.py", {}),
+    "bert_2_layers_padding_mask": ("bert_encoder.py", {}),
 }
 
 #: canonical kernels each block must lower to (checks the rewrites happened, not just "it compiled")
@@ -30,6 +31,7 @@ KERNELS = {
     "nanogpt": {"mx_layernorm", "mx_linear", "stream_reorder", "mx_matmul", "mx_softmax", "mx_gelu", "mx_add"},
     "single_head": {"mx_linear", "mx_matmul", "mx_softmax"},
     "swiglu_written_out": {"mx_rmsnorm", "mx_linear", "mx_silu", "mx_mul", "mx_add"},
+    "bert_2_layers_padding_mask": {"mx_layernorm", "mx_linear", "stream_reorder", "mx_matmul", "mx_gelu", "mx_add"},
 }
 
 MAX_REL_RMS = {"mxint8": 0.05, "mxfp8_e4m3": 0.2, "mxfp4": 0.6}
