@@ -12,10 +12,7 @@ unless ``higher_is_better = True``) and ``metric_name`` (a string naming the met
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-import traceback
-from pathlib import Path
 
 from masec.errors import MasecError
 
@@ -65,56 +62,14 @@ def add_search_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def import_model_file(path) -> object:
-    """Import a model file once and return the module; MasecError naming the file on failure."""
-    path = Path(path)
-    if not path.exists():
-        raise MasecError(f"{path}: no such model file")
-    if path.suffix != ".py" or not path.is_file():
-        raise MasecError(f"{path}: the model file must be a Python file (model.py)")
-    mod_name = f"masec_search_model_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent.resolve()))
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        tb = traceback.extract_tb(exc.__traceback__)
-        where = next((f"{Path(f.filename).name}:{f.lineno}" for f in reversed(tb) if f.filename == str(path)), str(path))
-        raise MasecError(f"{path}: importing the model file failed at {where}: {type(exc).__name__}: {exc}") from None
-    finally:
-        sys.path.pop(0)
-    return module
-
-
 def load_search_inputs(path, model_name="model", inputs_name="example_inputs", metric="evaluate",
                        calibration="calibration_data") -> dict:
-    """Everything ``run_search`` needs from a model file (same rules as ``masec compile`` for the
-    model and its inputs)."""
-    import torch
-    import torch.nn as nn
+    """Everything ``run_search`` needs from a model file: ``masec compile``'s own loader
+    (``masec.frontend.load_model_namespace``: same rules and messages for the model and its
+    inputs), plus the optional ``evaluate`` / ``calibration_data`` / ``higher_is_better``."""
+    from masec.frontend import load_model_namespace
 
-    module = import_model_file(path)
-
-    def get(name, what, flag):
-        if not hasattr(module, name):
-            raise MasecError(f"{path}: defines no `{name}` ({what}); define it or name another with {flag} NAME")
-        return getattr(module, name)
-
-    model = get(model_name, "model", "--model")
-    if not isinstance(model, nn.Module) and callable(model):
-        model = model()
-    if not isinstance(model, nn.Module):
-        raise MasecError(f"{path}: `{model_name}` must be an nn.Module or a zero-argument callable returning one, "
-                         f"got {type(model).__name__}")
-    inputs = get(inputs_name, "inputs", "--inputs")
-    if callable(inputs) and not isinstance(inputs, torch.Tensor):
-        inputs = inputs()
-    if isinstance(inputs, torch.Tensor):
-        inputs = (inputs,)
-    if not (isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs)):
-        raise MasecError(f"{path}: `{inputs_name}` must be a tensor or a tuple of tensors "
-                         f"(or a zero-argument callable returning them)")
+    model, inputs, module = load_model_namespace(path, model_name, inputs_name)
     evaluate = getattr(module, metric, None)
     if evaluate is not None and not callable(evaluate):
         raise MasecError(f"{path}: `{metric}` must be a function evaluate(model) -> float")
