@@ -29,6 +29,7 @@ BLOCKS = {
     "llama_block_sdpa": ("tests/compiler/models/llama_block.py", {"MASEC_ATTN": "sdpa"}),
     "llama_block_explicit": ("tests/compiler/models/llama_block.py", {"MASEC_ATTN": "explicit"}),
     "nanogpt_block": ("tests/compiler/models/nanogpt_block.py", {}),
+    "bert_2_layers": ("tests/compiler/models/bert_encoder.py", {}),
     "stories260k_1layer": ("examples/stories260k/model.py", {"MASEC_LAYERS": "1"}),
 }
 
@@ -82,7 +83,7 @@ def run_block(name: str, fmt: str, repeat: int, work: Path) -> dict:
             "latency_ratio": round(bott / measured, 3),
             "cycles_per_inference_back_to_back": round(per_inference, 1),
             "throughput_ratio": round(bott / per_inference, 3),
-            "rel_rms_vs_float": rep["accuracy"][0]["rel_rms"]}
+            "rel_rms_vs_float": round(rep["accuracy"][0]["rel_rms"], 4)}
 
 
 def main(argv=None) -> int:
@@ -104,7 +105,9 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     cols = ["block", "compile_s", "predicted_cycles", "measured_cycles", "prediction_error", "bottleneck_cycles",
             "latency_ratio", "cycles_per_inference_back_to_back", "throughput_ratio", "rel_rms_vs_float"]
-    print_table(f"masec blocks ({args.format})", cols, [[str(r[c]) for c in cols] for r in rows])
+    heads = ["block", "compile s", "predicted", "measured", "pred. err", "bottleneck", "latency ratio",
+             "cycles/inf. b2b", "throughput ratio", "rel RMS"]
+    print_table(f"masec blocks ({args.format})", heads, [[str(r[c]) for c in cols] for r in rows], width=160)
     out = ROOT / "bench" / "results" / "blocks.json"
     old = json.loads(out.read_text()) if out.exists() else {}
     old.update({f"{r['block']}/{r['format']}": r for r in rows})
