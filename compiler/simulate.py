@@ -140,7 +140,8 @@ def generate(out: Path, prompt: str, n_tokens: int, seed: int | None = None, pro
         if not res.ok:
             raise MasecError(f"token {step + 1}: the RTL's logits differ from the hardware-exact reference "
                              f"(seed {vectors.seed}): {res.message}")
-        logits = hardware_outputs(ir, values)[0].reshape(-1, hardware_outputs(ir, values)[0].shape[-1])
+        hw = hardware_outputs(ir, values)[0]
+        logits = hw.reshape(-1, hw.shape[-1])
         rtl.append(int(torch.argmax(logits[len(rtl) - 1])))
         with torch.no_grad():
             fl = gm(padded(flt)).reshape(-1, logits.shape[-1])

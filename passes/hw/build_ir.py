@@ -120,7 +120,6 @@ def _rom_instance(gm, node, lanes: int, user, k: int) -> Instance:
 def build_ir(gm, config) -> HwGraph:
     ir = HwGraph()
     lanes = effective_lanes(gm, config.parallelism)
-    cfg = replace(config, parallelism=lanes)
     src: dict = {}        # fx node -> ((instance, port), StreamType)
     n_inputs = 0
     for node in gm.graph.nodes:
@@ -181,5 +180,4 @@ def build_ir(gm, config) -> HwGraph:
             port, t = src[a]
             ir.connect(port, (inst.name, k), t)
         src[node] = ((inst.name, 0), out_t)
-    del cfg
     return ir

@@ -39,9 +39,7 @@ def insert_forks(ir: HwGraph) -> bool:
                 inst.node, "fork", inst.source, ideal_cycles=t.beats, renders=(render("stream_fork", module, **ctx),),
                 comment=f"fan-out of {inst.name} to {', '.join(e.dst[0] for e in outs)}"))
             for i, e in enumerate(outs):
-                e.src = (fork.name, i)
-                if e.type != t:   # a view after the fork: the branch keeps its own shape
-                    pass
+                e.src = (fork.name, i)   # a branch behind a view keeps its own shape (same beats)
             ir.connect((inst.name, k), (fork.name, 0), t)
             changed = True
     if changed:

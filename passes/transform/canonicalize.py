@@ -55,7 +55,6 @@ class _Ctx:
 
     def propagate(self) -> None:
         vals = self.vals = {}
-        ctx = self
 
         class _Run(fx.Interpreter):
             def run_node(self, n):
@@ -65,7 +64,6 @@ class _Ctx:
 
         with torch.no_grad():
             _Run(self.gm).run(*self.inputs)
-        del ctx
 
     def val(self, n):
         if not isinstance(n, fx.Node):
@@ -807,10 +805,6 @@ def _run(ctx: _Ctx, rules, limit: int = 1000) -> bool:
         if not changed:
             return changed_any
     raise MasecError("internal error: canonicalize did not reach a fixed point")
-
-
-def _node_set(ctx):
-    return set(ctx.gm.graph.nodes)
 
 
 def canonicalize(gm: fx.GraphModule, inputs: tuple) -> fx.GraphModule:
