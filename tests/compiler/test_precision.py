@@ -78,3 +78,15 @@ def test_missing_precision_file(tmp_path, capsys):
     code = main(["compile", str(LLAMA), "--precision", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "o")])
     one_line_error(capsys, code, "--precision", "nope.toml", "no such file")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_mixed_precision_llama_block_simulates_bit_exactly(tmp_path, seed):
+    from masec.simulate import simulate
+
+    prec = tmp_path / "precision.toml"
+    prec.write_text(MIXED)
+    out = tmp_path / "o"
+    assert main(["compile", str(LLAMA), "--precision", str(prec), "--out", str(out), "--seed", str(seed)]) == 0
+    s = simulate(out, seed=seed)
+    assert s.result.ok, s.result.message
