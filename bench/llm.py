@@ -80,7 +80,9 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     cols = ["model", "compile_s", "verilator_build_s", "sim_two_runs_s", "cycles_per_token", "predicted_cycles",
             "prediction_error", "bottleneck_cycles", "tokens_per_s_at_250MHz", "sim_s_per_generated_token"]
-    print_table("masec: whole LLMs", cols, [[str(r.get(c, "-")) for c in cols] for r in rows])
+    heads = ["model", "compile s", "verilator build s", "sim (2 runs) s", "cycles/token", "predicted", "pred. err",
+             "bottleneck", "tokens/s @250MHz", "sim s/generated token"]
+    print_table("masec: whole LLMs", heads, [[str(r.get(c, "-")) for c in cols] for r in rows], width=170)
     for r in rows:
         if "rtl_text" in r:
             print(f"{r['model']}: RTL {r['rtl_text']!r} | float32 {r['float32_text']!r}")
