@@ -6,9 +6,12 @@ bit-exact model copies the value to every branch). Idempotent: after it every ou
 ``size_fifos(ir)``: every edge gets a ``stream_fifo``. A branch behind a fork may have to run a
 whole tensor ahead of its sibling (a residual path against a norm + linear + ... path, or q/k
 against v into the attention matmuls, whose B operand is read in full before the first output),
-so each FIFO behind a fork holds the whole tensor (its beat count) and the join can never
-deadlock under any backpressure; deep FIFOs (> ``BRAM_DEPTH`` entries) use block RAM. Every other
-edge gets a 2-entry FIFO to cut combinational valid/ready paths between kernels.
+so each FIFO behind a fork holds at least the whole tensor (its beat count) and the join can never
+deadlock under any backpressure. From the IR's cycle model it also holds the tensors that arrive
+while its consumer waits for the other branch (``1 + ceil(lag / period)`` tensors, lag = the
+consumer's predicted start after the fork's, period = the bottleneck's cycles per inference), so
+inferences stream back to back at the bottleneck's rate. Deep FIFOs (> ``BRAM_DEPTH`` entries) use
+block RAM. Every other edge gets a 2-entry FIFO to cut combinational valid/ready paths.
 
     insert_forks(ir); size_fifos(ir); ir.check()
 """
@@ -56,11 +59,21 @@ def insert_forks(ir: HwGraph) -> bool:
 
 
 def size_fifos(ir: HwGraph) -> bool:
+    from masec.passes.hw.cycles import predict_cycles
+
+    pred = predict_cycles(ir)
+    period = max(pred["bottleneck_cycles"], 1)
     changed = False
     for e in ir.edges:
         src = ir.instances[e.src[0]]
         if src.kernel == "stream_fork":
-            depth, why = e.type.beats, "whole tensor: behind a fork"
+            # one whole tensor makes the join deadlock-free; to keep inferences streaming back to
+            # back the branch also holds what arrives while its consumer waits for the other branch
+            lag = max(0, pred["start"][e.dst[0]] - pred["start"][src.name])
+            tensors = 1 + -(-lag // period)
+            depth = e.type.beats * tensors
+            why = (f"behind a fork: {tensors} whole tensors, the consumer starts {lag} cycles after the fork "
+                   f"(predicted) at one inference per {period} cycles")
         else:
             depth, why = FIFO_DEPTH, "decoupling"
         ram = 1 if depth > BRAM_DEPTH else 0
