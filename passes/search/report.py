@@ -120,7 +120,40 @@ def nodes_table(res, sens, site_assign) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_spec(res) -> dict:
+    """The plain data the Pareto plot draws (JSON-serializable)."""
+    lim = None
+    if res.max_loss is not None:
+        sign = -1 if res.higher_is_better else 1
+        lim = (res.float32_metric + sign * res.max_loss.value * (abs(res.float32_metric) if res.max_loss.relative else 1))
+    return {"points": [{"avg_bits": p["avg_bits"], "metric": p["metric"], "source": p["source"]} for p in res.points],
+            "pareto": [{"avg_bits": p["avg_bits"], "metric": p["metric"]} for p in res.pareto],
+            "uniform": {k: {"avg_bits": u["avg_bits"], "metric": u["metric"]} for k, u in res.uniform.items()},
+            "float32": res.float32_metric, "max_loss_line": lim,
+            "max_loss_label": str(res.max_loss) if res.max_loss is not None else None,
+            "max_bits": res.max_bits, "chosen": {"avg_bits": res.chosen["avg_bits"], "metric": res.chosen["metric"]},
+            "metric_name": res.metric_name}
+
+
 def plot(res, path: Path) -> None:
+    """Draw the Pareto plot in a separate interpreter: matplotlib's pybind11 extensions can fail in a
+    process that already loaded another pybind11 module (pyosys); the plot must not depend on that."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(plot_spec(res), fh)   # NaN/inf kept (json allows them); matplotlib skips them
+    try:
+        proc = subprocess.run([sys.executable, "-m", "masec.passes.search.report", fh.name, str(path)],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        Path(fh.name).unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["plotting failed"])[-1])
+
+
+def draw(spec: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,35 +162,34 @@ def plot(res, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     colors = {"ilp": "tab:orange", "optuna": "tab:blue"}
     for src in ("optuna", "ilp"):
-        pts = [p for p in res.points if p["source"] == src]
+        pts = [p for p in spec["points"] if p["source"] == src]
         if pts:
             ax.scatter([p["avg_bits"] for p in pts], [p["metric"] for p in pts], s=14, alpha=0.6,
                        c=colors[src], label=f"{src} ({len(pts)})")
-    if res.pareto:
-        ax.plot([p["avg_bits"] for p in res.pareto], [p["metric"] for p in res.pareto], "-", c="k", lw=1,
+    if spec["pareto"]:
+        ax.plot([p["avg_bits"] for p in spec["pareto"]], [p["metric"] for p in spec["pareto"]], "-", c="k", lw=1,
                 label="Pareto front")
-    for k, u in res.uniform.items():
+    for k, u in spec["uniform"].items():
         ax.scatter([u["avg_bits"]], [u["metric"]], marker="s", s=40, c="tab:gray")
         ax.annotate(f"uniform {k}", (u["avg_bits"], u["metric"]), fontsize=7, xytext=(4, 4),
                     textcoords="offset points")
-    ax.axhline(res.float32_metric, ls=":", c="tab:green", label="float32")
-    if res.max_loss is not None:
-        sign = -1 if res.higher_is_better else 1
-        lim = (res.float32_metric + sign * res.max_loss.value * (abs(res.float32_metric) if res.max_loss.relative else 1))
-        ax.axhline(lim, ls="--", c="tab:red", lw=0.8, label=f"max loss {res.max_loss}")
-    if res.max_bits is not None:
-        ax.axvline(res.max_bits, ls="--", c="tab:purple", lw=0.8, label=f"max bits {res.max_bits:g}")
-    c = res.chosen
+    ax.axhline(spec["float32"], ls=":", c="tab:green", label="float32")
+    if spec["max_loss_line"] is not None:
+        ax.axhline(spec["max_loss_line"], ls="--", c="tab:red", lw=0.8, label=f"max loss {spec['max_loss_label']}")
+    if spec["max_bits"] is not None:
+        ax.axvline(spec["max_bits"], ls="--", c="tab:purple", lw=0.8, label=f"max bits {spec['max_bits']:g}")
+    c = spec["chosen"]
     ax.scatter([c["avg_bits"]], [c["metric"]], marker="*", s=160, c="tab:red", zorder=5, label="chosen")
-    finite = [p["metric"] for p in res.points if math.isfinite(p["metric"])] + [res.float32_metric] + \
-        [u["metric"] for u in res.uniform.values() if math.isfinite(u["metric"])]
+    finite = [p["metric"] for p in spec["points"] if p["metric"] is not None and math.isfinite(p["metric"])] + \
+        [spec["float32"]] + [u["metric"] for u in spec["uniform"].values()
+                             if u["metric"] is not None and math.isfinite(u["metric"])]
     if finite:
         lo, hi = min(finite), max(finite)
-        ref = abs(res.float32_metric) or 1.0
+        ref = abs(spec["float32"]) or 1.0
         if hi > lo and (hi - lo) / ref > 50:
             ax.set_yscale("symlog" if lo <= 0 else "log")
     ax.set_xlabel("average bits per element (incl. block scales)")
-    ax.set_ylabel(res.metric_name)
+    ax.set_ylabel(spec["metric_name"])
     ax.set_title("masec search")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -221,3 +253,9 @@ def write_all(res, sens, site_assign, storage_url, study_name, by, seed, dump_pr
         print(f"masec search: could not draw {files['plot']}: {exc}", file=sys.stderr)
     files["log"] = out / "search.log"
     return files
+
+
+if __name__ == "__main__":   # python -m masec.passes.search.report SPEC.json OUT.png (used by plot())
+    import json as _json
+
+    draw(_json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]))
