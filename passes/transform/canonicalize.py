@@ -308,6 +308,33 @@ def silu_written_out(ctx: _Ctx, n: fx.Node) -> bool:
     return False
 
 
+def _half_x_times_one_plus(ctx: _Ctx, n: fx.Node, x: fx.Node):
+    """The node computing ``0.5 * x * (1 + n)`` in any association (``x * 0.5 * (1 + n)`` as HF and
+    BERT write it included), walking up from ``n``; None when the users of ``n`` do not form it."""
+    cur, seen_x, seen_half, seen_one = n, False, False, False
+    for _ in range(4):
+        if len(cur.users) != 1:
+            return None
+        u = next(iter(cur.users))
+        other = u.args[1] if u.args[0] is cur else u.args[0]
+        if _is(u, aten.add.Tensor, aten.add.Scalar) and _scalar(ctx, other) == 1.0 and not seen_one:
+            seen_one = True
+        elif _is(u, aten.mul.Tensor) and other is x and not seen_x:
+            seen_x = True
+        elif (_is(u, aten.mul.Tensor) and _is(other, aten.mul.Tensor, aten.mul.Scalar) and x in other.args
+              and _scalar(ctx, other.args[1] if other.args[0] is x else other.args[0]) == 0.5
+              and not (seen_x or seen_half)):
+            seen_x = seen_half = True   # x * 0.5 * (1.0 + ...)
+        elif _is(u, aten.mul.Tensor) and _scalar(ctx, other) == 0.5 and not seen_half:
+            seen_half = True
+        else:
+            return None
+        cur = u
+        if seen_x and seen_half and seen_one:
+            return cur
+    return None
+
+
 def gelu_written_out(ctx: _Ctx, n: fx.Node) -> bool:
     """``0.5 * x * (1 + erf(x / sqrt(2)))`` (any association) -> gelu (erf form)."""
     if not _is(n, aten.erf.default):
@@ -319,29 +346,8 @@ def gelu_written_out(ctx: _Ctx, n: fx.Node) -> bool:
         x = inner.args[0]
     else:
         return False
-    # walk up through the (1 + erf), * x, * 0.5 in any order; the result must equal gelu(x)
-    cur, seen_x, seen_half, seen_one = n, False, False, False
-    for _ in range(4):
-        if len(cur.users) != 1:
-            break
-        u = next(iter(cur.users))
-        other = u.args[1] if u.args[0] is cur else u.args[0]
-        if _is(u, aten.add.Tensor, aten.add.Scalar) and _scalar(ctx, other) == 1.0 and not seen_one:
-            seen_one = True
-        elif _is(u, aten.mul.Tensor) and other is x and not seen_x:
-            seen_x = True
-        elif (_is(u, aten.mul.Tensor) and _is(other, aten.mul.Tensor, aten.mul.Scalar) and x in other.args
-              and _scalar(ctx, other.args[1] if other.args[0] is x else other.args[0]) == 0.5
-              and not (seen_x or seen_half)):
-            seen_x = seen_half = True   # HF / BERT: x * 0.5 * (1.0 + erf(x / sqrt(2)))
-        elif _is(u, aten.mul.Tensor) and _scalar(ctx, other) == 0.5 and not seen_half:
-            seen_half = True
-        else:
-            break
-        cur = u
-        if seen_x and seen_half and seen_one:
-            return ctx.replace(cur, ctx.call(ops.gelu, (x,), cur))
-    return False
+    out = _half_x_times_one_plus(ctx, n, x)
+    return out is not None and ctx.replace(out, ctx.call(ops.gelu, (x,), out))
 
 
 def gelu_tanh_written_out(ctx: _Ctx, n: fx.Node) -> bool:
@@ -370,34 +376,8 @@ def gelu_tanh_written_out(ctx: _Ctx, n: fx.Node) -> bool:
     if x is None:
         return False
 
-    def half_x(m):   # m = x * 0.5 (either order)
-        return _is(m, aten.mul.Tensor) and ((m.args[0] is x and _scalar(ctx, m.args[1]) == 0.5)
-                                            or (m.args[1] is x and _scalar(ctx, m.args[0]) == 0.5))
-
-    cur, seen_x, seen_half, seen_one = n, False, False, False
-    for _ in range(4):
-        if len(cur.users) != 1:
-            break
-        u = next(iter(cur.users))
-        other = u.args[1] if u.args[0] is cur else u.args[0]
-        if _is(u, aten.add.Tensor, aten.add.Scalar) and _scalar(ctx, other) == 1.0 and not seen_one:
-            seen_one = True
-        elif _is(u, aten.mul.Tensor) and other is x and not seen_x:
-            seen_x = True
-        elif (_is(u, aten.mul.Tensor) and _is(other, aten.mul.Tensor, aten.mul.Scalar) and x in other.args
-              and _scalar(ctx, other.args[1] if other.args[0] is x else other.args[0]) == 0.5
-              and not (seen_x or seen_half)):
-            seen_x = seen_half = True   # HF / BERT: x * 0.5 * (1.0 + erf(x / sqrt(2)))
-        elif _is(u, aten.mul.Tensor) and _scalar(ctx, other) == 0.5 and not seen_half:
-            seen_half = True
-        elif _is(u, aten.mul.Tensor) and half_x(other) and not seen_x and not seen_half and len(other.users) == 1:
-            seen_x = seen_half = True
-        else:
-            break
-        cur = u
-        if seen_x and seen_half and seen_one:
-            return ctx.replace(cur, ctx.call(ops.gelu_tanh, (x,), cur))
-    return False
+    out = _half_x_times_one_plus(ctx, n, x)
+    return out is not None and ctx.replace(out, ctx.call(ops.gelu_tanh, (x,), out))
 
 
 def rope_interleaved(ctx: _Ctx, n: fx.Node) -> bool:
