@@ -10,6 +10,7 @@ from pathlib import Path
 
 import masec
 from masec.errors import MasecError
+from masec.axi_wrapper import axi_wrapper, render_axi
 from masec.design import top_view
 from masec.hw_templates.render import render, render_script, render_template
 from masec.hwir import view_value
@@ -152,6 +153,9 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: d
             (root / "rtl" / fname).write_text("\n".join(lines) + "\n")
             mems.append(f"rtl/{fname}")
     (root / "rtl" / "filelist.f").write_text("\n".join(Path(s).name for s in sources) + "\n")
+    # the board-facing AXI4-Stream/AXI4-Lite wrapper (docs/board.md); not in `sources`: those are the core
+    axi = axi_wrapper(ir, view.top, next(r.text for r in modules if r.module == view.top))
+    render_axi(axi).write(root / "rtl")
 
     vectors = _vectors(ir, values, config)
     vectors.write(root / "tb" / "vectors.json")
@@ -173,18 +177,25 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: d
                    "params": {"WIDTH": e["width"], "DEPTH": e["depth"], "RAM_STYLE": e["ram_style"]}}
                   for e in view.edges]
     build = {"top": view.top, "sources": sources, "memories": mems, **ports, "instances": instances,
-             "masec_version": version}
+             "masec_version": version, "axi": axi.to_json()}
     (root / "masec_build.json").write_text(json.dumps(build, indent=2, sort_keys=True) + "\n")
     (root / "tb" / "run_tb.py").write_text(_RUN_TB)
 
     from masec.parts import lookup_part
 
     ctx = {"top": view.top, "version": version, "sources": sources, "mems": mems, "part": config.part,
-           "family": lookup_part(config.part).family,
-           "clock_ns": config.clock_ns, "mhz": round(1000.0 / config.clock_ns, 3)}
-    for tmpl, dest in (("build.tcl.j2", "vivado/build.tcl"), ("constraints.xdc.j2", "vivado/constraints.xdc"),
-                       ("synth.ys.j2", "yosys/synth.ys"), ("Makefile.j2", "Makefile")):
-        (root / dest).write_text(render_script(tmpl, **ctx))
+           "family": lookup_part(config.part).family, "part_full": lookup_part(config.part).part,
+           "part_vendor": lookup_part(config.part).vendor,
+           "clock_ns": config.clock_ns, "mhz": round(1000.0 / config.clock_ns, 3), "axi": axi}
+    for tmpl, dest, extra in (("build.tcl.j2", "vivado/build.tcl", {}),
+                              ("constraints.xdc.j2", "vivado/constraints.xdc", {"clock_port": "clk_i"}),
+                              ("constraints.xdc.j2", f"vivado/{axi.module}.xdc", {"clock_port": "aclk"}),
+                              ("package_ip.tcl.j2", "vivado/package_ip.tcl", {}),
+                              ("fusesoc.core.j2", f"{view.top}.core", {}),
+                              ("synth.ys.j2", "yosys/synth.ys", {}), ("Makefile.j2", "Makefile", {})):
+        if dest.startswith("vivado/") and ctx["part_vendor"] != "xilinx":
+            continue   # Vivado scripts only for AMD/Xilinx parts
+        (root / dest).write_text(render_script(tmpl, **ctx, **extra))
 
     rows = report_rows(ir)
     acc = accuracy(gm, ir, example_inputs, values)
