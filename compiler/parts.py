@@ -1,4 +1,4 @@
-"""The one registry of FPGA parts masec targets: device resources and the Yosys family.
+"""The one registry of FPGA parts masec targets: device resources, the Yosys family, the P&R flags.
 
 Each part is known by its full ordering string (the one Vivado takes) and by its short device
 name; both resolve to the same :class:`Part`::
@@ -16,7 +16,16 @@ takes its share; budgets are fractions of these totals):
   U250 = VU13P, U280 = VU37P; the card data sheets DS965 / DS962 / DS963 round the same figures
   to thousands).
 
-``bram36`` counts 36 Kb block RAMs (a RAMB18 is half of one); ``uram`` counts 288 Kb UltraRAMs.
+* Lattice ECP5 (LFE5U-25F/45F/85F, speed grade 6, 381-ball caBGA): FPGA-DS-02012, *ECP5 and
+  ECP5-5G Family Data Sheet*, table 1.1 "ECP5 and ECP5-5G Family Selection Guide" (sysMEM blocks,
+  18x18 multipliers); the exact LUT4 counts are the device databases' (Project Trellis, as
+  nextpnr-ecp5 reports them: 24,288 / 43,848 / 83,640; the data sheet rounds to 24K / 44K / 84K).
+  Every slice pairs two LUT4s with two flip-flops, so FF = LUT.
+
+``bram36`` counts block RAMs: 36 Kb RAMB36 on Xilinx (a RAMB18 is half of one), 18 Kb DP16KD
+(EBR) on ECP5 (``bram_kbits`` says which); ``uram`` counts 288 Kb UltraRAMs. ``dsp`` counts
+DSP48E1/E2 slices on Xilinx, MULT18X18D multipliers on ECP5. ``lut`` counts 6-input LUTs on
+Xilinx, 4-input LUTs on ECP5.
 """
 from __future__ import annotations
 
@@ -32,12 +41,19 @@ RESOURCES = ("LUT", "FF", "DSP", "BRAM")
 class Part:
     name: str          # short device name: xcu250
     part: str          # full ordering string: xcu250-figd2104-2L-e
-    family: str        # Yosys synth_xilinx -family: xc7 (7 series), xcup (UltraScale+)
-    lut: int           # CLB LUTs (6-input)
-    ff: int            # CLB flip-flops
-    dsp: int           # DSP48E1 (xc7) / DSP48E2 (xcup) slices
-    bram36: int        # 36 Kb block RAMs
+    family: str        # xc7 (7 series), xcup (UltraScale+): Yosys synth_xilinx -family; ecp5: synth_ecp5
+    lut: int           # LUTs (6-input on Xilinx, 4-input on ECP5)
+    ff: int            # flip-flops
+    dsp: int           # DSP48E1 (xc7) / DSP48E2 (xcup) slices; MULT18X18D (ecp5)
+    bram36: int        # block RAMs: 36 Kb RAMB36 (Xilinx), 18 Kb DP16KD (ECP5)
     uram: int = 0      # 288 Kb UltraRAMs
+    vendor: str = "xilinx"          # xilinx | lattice
+    bram_kbits: int = 36            # size of one counted block RAM
+    pnr_args: tuple[str, ...] = ()  # nextpnr device flags (ECP5): --85k --package CABGA381 --speed 6
+
+    @property
+    def is_ecp5(self) -> bool:
+        return self.family == "ecp5"
 
     def capacity(self) -> dict[str, int]:
         """The device's totals under the design-total keys (LUT, FF, DSP, BRAM)."""
@@ -55,6 +71,12 @@ PARTS: dict[str, Part] = {p.name: p for p in (
          uram=960),
     Part("xcvu9p", "xcvu9p-flga2104-2L-e", "xcup", lut=1_182_240, ff=2_364_480, dsp=6_840, bram36=2_160,
          uram=960),
+    Part("lfe5u-25f", "LFE5U-25F-6BG381C", "ecp5", lut=24_288, ff=24_288, dsp=28, bram36=56, vendor="lattice",
+         bram_kbits=18, pnr_args=("--25k", "--package", "CABGA381", "--speed", "6")),
+    Part("lfe5u-45f", "LFE5U-45F-6BG381C", "ecp5", lut=43_848, ff=43_848, dsp=72, bram36=108, vendor="lattice",
+         bram_kbits=18, pnr_args=("--45k", "--package", "CABGA381", "--speed", "6")),
+    Part("lfe5u-85f", "LFE5U-85F-6BG381C", "ecp5", lut=83_640, ff=83_640, dsp=156, bram36=208, vendor="lattice",
+         bram_kbits=18, pnr_args=("--85k", "--package", "CABGA381", "--speed", "6")),
 )}
 
 

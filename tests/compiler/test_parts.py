@@ -52,3 +52,16 @@ def test_fits():
     assert fits({"DSP": 221}, "xcu250")["fits"]
     with pytest.raises(MasecError):
         fits({"LUT": 1}, "nope")
+
+
+def test_ecp5_parts():
+    # FPGA-DS-02012 table 1.1 (EBR, multipliers); LUT4 counts as nextpnr-ecp5 reports TRELLIS_COMB capacity
+    figures = {"LFE5U-25F-6BG381C": (24288, 56, 28, "--25k"), "LFE5U-45F-6BG381C": (43848, 108, 72, "--45k"),
+               "LFE5U-85F-6BG381C": (83640, 208, 156, "--85k")}
+    for full, (lut, ebr, mult, flag) in figures.items():
+        p = lookup_part(full)
+        assert p is lookup_part(full.lower()) is lookup_part(full.split("-6")[0])
+        assert (p.lut, p.ff, p.bram36, p.dsp) == (lut, lut, ebr, mult)
+        assert p.family == "ecp5" and p.is_ecp5 and p.vendor == "lattice" and p.bram_kbits == 18
+        assert p.pnr_args == (flag, "--package", "CABGA381", "--speed", "6")
+    assert not any(lookup_part(n).is_ecp5 for n in REQUIRED) and {lookup_part(n).vendor for n in REQUIRED} == {"xilinx"}
