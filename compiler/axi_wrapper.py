@@ -129,7 +129,7 @@ def axi_wrapper(ir: HwGraph, top: str, top_text: str) -> AxiWrapper:
         Register(0x10, "CONTROL", "RW", "control", 1, "",
                  "bit 0 enable (streams move only while set; reset value 1); bit 1 soft reset "
                  "(write 1: resets the core, the counters and the error flags for one cycle; reads 0)"),
-        Register(0x14, "STATUS", "RO", "status", 0, "",
+        Register(0x14, "STATUS", "RO", "status", 0b100, "",
                  "bit 0 busy (an inference is in flight); bit 1 error (a TLAST error flag is set on some input); "
                  "bit 2 enabled"),
         Register(0x18, "IN_COUNT", "RO", "in_count", 0, "",
