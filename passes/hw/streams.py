@@ -11,7 +11,11 @@ deadlock under any backpressure. From the IR's cycle model it also holds the ten
 while its consumer waits for the other branch (``1 + ceil(lag / period)`` tensors, lag = the
 consumer's predicted start after the fork's, period = the bottleneck's cycles per inference), so
 inferences stream back to back at the bottleneck's rate. Deep FIFOs (> ``BRAM_DEPTH`` entries) use
-block RAM. Every other edge gets a 2-entry FIFO to cut combinational valid/ready paths.
+block RAM. An ``mx_linear`` input fed more slowly than one row per burst (the linear takes a row in
+its first pass, then re-reads its row buffer for the other passes without reading the stream) gets
+one row of FIFO, so the producer runs on instead of stalling on backpressure (measured: the
+stories260K FFN block 11,365 -> 9,745 cycles, nanoGPT 15,985 -> 12,835). Every other edge gets a
+2-entry FIFO to cut combinational valid/ready paths.
 
     insert_forks(ir); size_fifos(ir); ir.check()
 """
@@ -58,6 +62,24 @@ def insert_forks(ir: HwGraph) -> bool:
     return changed
 
 
+def _row_period(inst: Instance, pred: dict) -> int:
+    """Predicted cycles per output row of a producer (its own rate or that of what feeds it)."""
+    rows = max(inst.out_types[0].rows, 1) if inst.out_types else 1
+    span = pred["finish"][inst.name] - pred["start"][inst.name]
+    return -(-max(span, inst.ideal_cycles, 1) // rows)
+
+
+def _row_burst(ir: HwGraph, e, pred: dict) -> bool:
+    """Whether ``e`` feeds a consumer that reads each input row in one burst and then computes for a
+    while without reading (``mx_linear``: pass 0 takes the row from the stream, passes 1.. re-read
+    its row buffer), from a producer that delivers a row more slowly than the burst takes."""
+    dst = ir.instances[e.dst[0]]
+    if dst.kernel != "mx_linear" or e.dst[1] != 0:
+        return False
+    passes = -(-dst.params["OUT"] // dst.params["P_OUT"])
+    return passes > 1 and _row_period(ir.instances[e.src[0]], pred) > e.type.row_beats
+
+
 def size_fifos(ir: HwGraph) -> bool:
     from masec.passes.hw.cycles import predict_cycles
 
@@ -74,6 +96,12 @@ def size_fifos(ir: HwGraph) -> bool:
             depth = e.type.beats * tensors
             why = (f"behind a fork: {tensors} whole tensors, the consumer starts {lag} cycles after the fork "
                    f"(predicted) at one inference per {period} cycles")
+        elif _row_burst(ir, e, pred):
+            # the consumer takes a row in one burst, then computes without reading: a row of FIFO lets
+            # the slower producer run on meanwhile instead of stalling on backpressure
+            depth = e.type.row_beats + FIFO_DEPTH
+            why = (f"one row ({e.type.row_beats} beats): {e.dst[0]} reads a row in one burst, "
+                   f"{src.name} makes one every {_row_period(src, pred)} cycles")
         else:
             depth, why = FIFO_DEPTH, "decoupling"
         ram = 1 if depth > BRAM_DEPTH else 0
