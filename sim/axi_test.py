@@ -200,8 +200,10 @@ async def control(dut):
     assert await tb.read("DONE_COUNT") == 1
 
 
-def run_axi_test(out: Path, build_dir: Path, seed: int | None = None, testcase: list[str] | None = None):
-    """Build ``<top>_axi`` of the compiled folder ``out`` and run this module's tests; a SimResult."""
+def run_axi_test(out: Path, build_dir: Path, seed: int | None = None, testcase: list[str] | None = None,
+                 vectors: Path | None = None):
+    """Build ``<top>_axi`` of the compiled folder ``out`` and run this module's tests; a SimResult.
+    ``vectors`` replaces ``out/tb/vectors.json`` (the reference beats)."""
     from masec.errors import MasecError
     from masec.sim.runner import SimResult, _failures, build
 
@@ -215,7 +217,7 @@ def run_axi_test(out: Path, build_dir: Path, seed: int | None = None, testcase: 
         runner = build([out / s for s in info["sources"]] + [out / info["axi"]["source"]], top, build_dir)
     except (SystemExit, RuntimeError) as exc:
         raise MasecError(f"Verilator build of {top} failed (log: {build_dir / 'build.log'})") from exc
-    env = {"MASEC_AXI_BUILD": str(out / "masec_build.json"), "MASEC_VECTORS": str(out / "tb" / "vectors.json")}
+    env = {"MASEC_AXI_BUILD": str(out / "masec_build.json"), "MASEC_VECTORS": str(Path(vectors).resolve() if vectors else out / "tb" / "vectors.json")}
     if seed is not None:
         env["MASEC_SEED"] = str(seed)
     xml = build_dir / "results.xml"

@@ -1,0 +1,103 @@
+"""The AXI wrapper <top>_axi (docs/board.md): lint-clean for MX, two-output and token-id designs;
+bit-exact through AxiStreamSource/Sink under random gaps and backpressure, registers read with
+AxiLiteMaster (the cocotb side is masec.sim.axi_test)."""
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from masec.axi_wrapper import STREAM_BASE, STREAM_STRIDE, axi_wrapper
+from masec.backend import compile_model, lower
+from masec.config import CompileConfig
+from masec.sim.axi_test import run_axi_test
+from masec.sim.vectors import VectorFile
+from masec.toolchain import verilator_binary, verilator_env
+
+ROOT = Path(__file__).parents[2]
+MLP = ROOT / "examples" / "mlp" / "model.py"
+FANOUT = Path(__file__).parent / "models" / "relu_fanout.py"
+STORIES = ROOT / "examples" / "stories260k" / "model.py"
+
+pytest.importorskip("cocotbext.axi")
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    out = tmp_path_factory.mktemp("axi") / "mlp"
+    compile_model(CompileConfig(model_file=str(MLP), out=str(out), format="mxint8"))
+    return out
+
+
+def _lint_axi(out: Path) -> None:
+    build = json.loads((out / "masec_build.json").read_text())
+    cmd = [verilator_binary(), "--lint-only", "-Wall", "--top-module", build["axi"]["top"], *build["sources"],
+           build["axi"]["source"]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env(), cwd=out)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "%Warning" not in text and "%Error" not in text, text
+
+
+def test_mlp_wrapper_layout_and_lint(mlp):
+    build = json.loads((mlp / "masec_build.json").read_text())
+    axi = build["axi"]
+    assert axi["top"] == "top_axi" and (mlp / axi["source"]).exists()
+    (s_in,) = [s for s in axi["streams"] if s["direction"] == "in"]
+    (s_out,) = [s for s in axi["streams"] if s["direction"] == "out"]
+    # x: [4, 64] mxint8/B32, 4 lanes: 4 rows x 2 blocks x 8 beats; TDATA = 8 scale bits + 4 x 8 data bits
+    assert (s_in["name"], s_in["core"], s_in["beats"], s_in["tdata_bits"]) == ("s_axis_x", "s_x", 64, 40)
+    # y: [4, 40] in blocks of 32: 2 blocks per row (the second 8/32 full)
+    assert (s_out["name"], s_out["beats"], s_out["rows"], s_out["row_len"]) == ("m_axis_y", 64, 4, 40)
+    regs = {r["name"]: r for r in axi["registers"]}
+    assert regs["S_AXIS_X_BEATS"]["addr"] == f"0x{STREAM_BASE:02x}" and regs["S_AXIS_X_BEATS"]["value"] == 64
+    assert regs["M_AXIS_Y_BEATS"]["addr"] == f"0x{STREAM_BASE + STREAM_STRIDE:02x}"
+    assert regs["ID"]["value"] == 0x4D534543 and regs["PORTS"]["value"] == 0x0101
+    sv = (mlp / axi["source"]).read_text()
+    assert "module top_axi" in sv and "top u_core" in sv and "s_axis_x_tlast" in sv
+    _lint_axi(mlp)
+
+
+def test_mlp_axi_simulates_bit_exactly(mlp, seed):
+    res = run_axi_test(mlp, mlp / "axi_build", seed=seed)
+    assert res.ok, res.message
+
+
+def test_axi_test_fails_on_a_wrong_expected_beat(mlp, seed, tmp_path):
+    """The comparison can fail: one flipped bit of one expected output element."""
+    vf = VectorFile.read(mlp / "tb" / "vectors.json")
+    vf.outputs["m_y"].beats[17][0] ^= 1 << 12
+    bad = tmp_path / "vectors.json"
+    vf.write(bad)
+    res = run_axi_test(mlp, mlp / "axi_build", seed=seed, testcase=["stream_flow"], vectors=bad)
+    assert not res.ok and "m_axis_y" in res.message and "beat 17 of 64" in res.message, res.message
+
+
+def test_two_outputs_wrapper_lints(tmp_path):
+    out = tmp_path / "fanout"
+    compile_model(CompileConfig(model_file=str(FANOUT), out=str(out)))
+    axi = json.loads((out / "masec_build.json").read_text())["axi"]
+    assert [s["name"] for s in axi["streams"] if s["direction"] == "out"] == ["m_axis_y0", "m_axis_y1"]
+    assert {"M_AXIS_Y0_BEATS", "M_AXIS_Y1_COUNT"} <= {r["name"] for r in axi["registers"]}
+    _lint_axi(out)
+
+
+def test_token_id_stream_layout(monkeypatch, tmp_path):
+    """An LLM's token ids: a plain stream, 9-bit ids byte-padded to 16-bit TDATA, no scale byte."""
+    monkeypatch.setenv("MASEC_LAYERS", "1")
+    monkeypatch.setenv("MASEC_SEQ_LEN", "8")
+    _, ir, _, _ = lower(CompileConfig(model_file=str(STORIES), out=str(tmp_path / "o")).validated())
+    w = axi_wrapper(ir, "top", "")
+    (tok,) = w.inputs
+    assert (tok.name, tok.mx, tok.element_bits, tok.tdata_bits, tok.beats, tok.block) == \
+        ("s_axis_tokens", False, 9, 16, 8, 0)
+    (logits,) = w.outputs
+    assert logits.mx and logits.tdata_bits == 8 + logits.data_bits and logits.row_len == 512
+
+
+@pytest.mark.slow
+def test_token_id_design_wrapper_lints(monkeypatch, tmp_path):
+    monkeypatch.setenv("MASEC_LAYERS", "1")
+    monkeypatch.setenv("MASEC_SEQ_LEN", "8")
+    out = tmp_path / "st"
+    compile_model(CompileConfig(model_file=str(STORIES), out=str(out)))
+    _lint_axi(out)
