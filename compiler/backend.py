@@ -1,7 +1,7 @@
 """The compile driver: model file -> verified-RTL output folder.
 
 Pipeline: load + torch.export + canonicalize + normalize (frontend) -> shape_prop ->
-assign_formats -> select_kernels -> build_ir -> insert_forks -> size_fifos -> check_ir ->
+assign_formats -> fold -> select_kernels -> build_ir -> insert_forks -> insert_retiles -> size_fifos -> check_ir ->
 bit-exact reference run over the IR -> print (top.sv, vectors, scripts, report) -> write.
 Everything is written into a temporary sibling folder and moved into place only when complete,
 so a failed compile leaves nothing behind and never touches an existing folder without --force.
@@ -21,6 +21,8 @@ from masec.frontend import export, load_model_file, normalize
 from masec.hwir import run_reference
 from masec.passes.analysis.shape_prop import shape_prop
 from masec.passes.hw.build_ir import build_ir
+from masec.passes.hw.fold import fold
+from masec.passes.hw.insert_retiles import insert_retiles
 from masec.passes.hw.streams import insert_forks, size_fifos
 from masec.passes.manager import PassManager
 from masec.passes.transform.assign_formats import assign_formats
@@ -68,9 +70,11 @@ def lower(config: CompileConfig, progress: Callable[[str], None] | None = None):
     pm = (PassManager()
           .add("shape_prop", lambda g, c: shape_prop(g, inputs))
           .add("assign_formats", assign_formats)
+          .add("fold", fold)
           .add("select_kernels", select_kernels)
           .add("build_ir", lambda g, c: ir_box.setdefault("ir", build_ir(g, c)))
           .add("insert_forks", lambda g, c: insert_forks(ir_box["ir"]))
+          .add("insert_retiles", lambda g, c: insert_retiles(ir_box["ir"]))
           .add("size_fifos", lambda g, c: size_fifos(ir_box["ir"]))
           .add("check_ir", lambda g, c: ir_box["ir"].check()))
     pm.run(gm, config, progress=say)

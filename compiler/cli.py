@@ -35,7 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--rounding", default="even", choices=("even", "away", "trunc"),
                    help="element rounding when quantizing inputs and weights (default: even = RNE)")
     c.add_argument("--parallelism", type=int, default=4,
-                   help="elements per stream beat (power of two dividing the block size; default 4)")
+                   help="elements per stream beat of every node when no --budget is given (power of two "
+                        "dividing the block size; default 4)")
+    c.add_argument("--budget", type=float, default=None, metavar="F",
+                   help="fold: choose every node's lanes for the highest throughput within F (0 < F <= 1) of "
+                        "the --part's LUT/FF/DSP/BRAM; `lanes = N` in --precision fixes a node's lanes. "
+                        "Without it every node gets --parallelism lanes")
     c.add_argument("--model", dest="model_name", default="model", help="name of the model in the file (default: model)")
     c.add_argument("--inputs", dest="inputs_name", default="example_inputs",
                    help="name of the example inputs in the file (default: example_inputs)")
@@ -104,7 +109,8 @@ def _compile(args, console: Console) -> int:
 
     cfg = CompileConfig(model_file=args.model_file, out=args.out, format=args.format, block_size=args.block_size,
                         rounding=args.rounding, model_name=args.model_name, inputs_name=args.inputs_name,
-                        parallelism=args.parallelism, part=args.part, clock_ns=args.clock_ns, seed=args.seed,
+                        parallelism=args.parallelism, budget=args.budget, part=args.part, clock_ns=args.clock_ns,
+                        seed=args.seed,
                         force=args.force, precision_file=args.precision_file, debug=args.debug,
                         evaluate=args.evaluate, eval_tokens=args.eval_tokens)
     try:

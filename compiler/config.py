@@ -26,7 +26,8 @@ class CompileConfig:
     rounding: str = "even"
     model_name: str = "model"
     inputs_name: str = "example_inputs"
-    parallelism: int = 4            # lanes per stream beat (divides the block size)
+    parallelism: int = 4            # lanes per stream beat (divides the block size); without --budget
+    budget: float | None = None     # --budget F: fraction of the part for passes/hw/fold.py (lanes per node)
     part: str = DEFAULT_PART
     clock_ns: float = DEFAULT_CLOCK_NS
     seed: int = 1
@@ -52,6 +53,9 @@ class CompileConfig:
             raise MasecError(f"--format {self.format!r}: no hardware kernels for this format yet; masec builds OCP "
                              f"MX formats with E8M0 block scales (mxint<k>, mxfp_e<E>m<M>, mxfp8_e4m3, mxfp4 ...); "
                              f"{fmt} is available in masec.formats for software studies")
+        if self.budget is not None and not (isinstance(self.budget, (int, float)) and 0 < self.budget <= 1):
+            raise MasecError(f"--budget {self.budget}: must be a fraction of the part's resources, 0 < F <= 1 "
+                             f"(e.g. --budget 0.5)")
         b = self.block_size
         p = self.parallelism
         if p < 1 or p & (p - 1) or b % p:
@@ -96,6 +100,8 @@ class CompileConfig:
         d.pop("force")
         d.pop("out")
         d.pop("debug")
+        if self.budget is None:
+            d.pop("budget")
         if not self.evaluate:
             d.pop("evaluate")
             d.pop("eval_tokens")

@@ -1,7 +1,7 @@
 """The typed record every fx node carries at ``node.meta["masec"]``.
 
 Passes fill it in stages (frontend: ``op``, ``source``; shape propagation: ``shape``/``dtype``;
-format annotation: ``formats``; kernel selection: ``kernel``). Records are frozen dataclasses;
+format annotation: ``formats``; folding: ``folding``; kernel selection: ``kernel``). Records are frozen dataclasses;
 a pass replaces a record with :func:`dataclasses.replace`, it never mutates one in place.
 """
 from __future__ import annotations
@@ -45,6 +45,19 @@ class KernelChoice:
 
 
 @dataclass(frozen=True)
+class Folding:
+    """How parallel a node's kernel is: its lanes (elements per stream beat), and why.
+
+    ``origin``: ``"parallelism"`` (the global ``--parallelism``, no ``--budget``), ``"override"``
+    (``lanes = N`` in the precision file) or ``"budget"`` (chosen by ``passes.hw.fold`` under
+    ``--budget``). ``legal`` lists the lane counts this node's kernel accepts.
+    """
+    lanes: int
+    origin: str = "parallelism"
+    legal: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class NodeMeta:
     op: str                                   # canonical op ("input", "linear", "relu", "output", ...)
     source: str = ""                          # user's source line, when known
@@ -53,6 +66,7 @@ class NodeMeta:
     dtype: str | None = None
     formats: dict = field(default_factory=dict)   # port -> TensorFormat ("out", "weight", "bias", "in0" ...)
     kernel: KernelChoice | None = None
+    folding: Folding | None = None            # lanes of this node (passes.hw.fold), None = global
 
     def with_(self, **kw) -> "NodeMeta":
         return replace(self, **kw)

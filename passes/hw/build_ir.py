@@ -4,7 +4,9 @@ Reads ``NodeMeta`` (op, shape, formats, kernel) of every node. Writes a new
 :class:`masec.hwir.HwGraph`: one ``input`` instance per model input (an MX stream, or a plain
 integer stream of ``id_width(vocab)`` bits for token ids), one kernel instance per compute node
 (from its lowering), a ``stream_reorder`` corner turn per ``gather_rows``, one ``output``
-instance per model output, and an edge per tensor use. ``view`` makes no instance: the edge
+instance per model output, and an edge per tensor use. Lanes are per node (``NodeMeta.folding``,
+else the global lane count); an edge carries its producer's lanes, and where the consumer was
+built for other lanes ``insert_retiles`` puts an ``mx_retile`` on it. ``view`` makes no instance: the edge
 after it carries the new shape over the same beats (legal because ``assign_formats`` made the
 block divide both last dims).
 
@@ -28,9 +30,28 @@ def ident(name: str) -> str:
 
 
 def effective_lanes(gm, parallelism: int) -> int:
-    """One lane count for every MX stream: ``--parallelism``, capped by the smallest block."""
+    """The global lane count (no ``--budget``): ``--parallelism``, capped by the smallest block."""
     blocks = [f.block_size for n in gm.graph.nodes for f in meta(n).formats.values()]
     return min([parallelism] + blocks)
+
+
+def _mx_consumers(node) -> list:
+    """The nodes that read ``node``'s stream, looking through ``view`` (which makes no instance)."""
+    out = []
+    for u in node.users:
+        if u.op == "call_function" and meta(u).op == "view":
+            out += _mx_consumers(u)
+        else:
+            out.append(u)
+    return out
+
+
+def input_lanes(gm, node, default: int) -> int:
+    """Lanes of a model input port: the widest of its consumers (a retile narrows it for the others),
+    so the port never sets the rate; ``default`` (the global lanes) when no consumer has a Folding."""
+    lanes = [meta(u).folding.lanes for u in _mx_consumers(node)
+             if u.op == "call_function" and meta(u).folding is not None]
+    return max(lanes) if lanes else default
 
 
 def _int_bits(gm, node) -> int:
@@ -117,7 +138,8 @@ def _rom_instance(gm, node, lanes: int, user, k: int) -> Instance:
                             + (f" ({um.source})" if um.source else ""), path=um.path)
 
 
-def build_ir(gm, config) -> HwGraph:
+def build_ir(gm, config, full: bool = True) -> HwGraph:
+    """``full=False`` (the folding pass's trial builds) skips parameter memories and SV renderings."""
     ir = HwGraph()
     lanes = effective_lanes(gm, config.parallelism)
     src: dict = {}        # fx node -> ((instance, port), StreamType)
@@ -127,7 +149,7 @@ def build_ir(gm, config) -> HwGraph:
         if node.op == "get_attr":
             continue
         if node.op == "placeholder":
-            inst = ir.add(_input_instance(gm, node, n_inputs, lanes))
+            inst = ir.add(_input_instance(gm, node, n_inputs, input_lanes(gm, node, lanes)))
             n_inputs += 1
             src[node] = ((inst.name, 0), inst.out_types[0])
             continue
@@ -153,7 +175,8 @@ def build_ir(gm, config) -> HwGraph:
             continue
         if m.op == "gather_rows":
             port, t = src[node.args[0]]
-            inst = ir.add(_reorder_instance(node, t))
+            in_t = t if m.folding is None or not t.is_mx else replace(t, lanes=m.folding.lanes)
+            inst = ir.add(_reorder_instance(node, in_t))
             ir.connect(port, (inst.name, 0), t)
             src[node] = ((inst.name, 0), inst.out_types[0])
             continue
@@ -171,7 +194,8 @@ def build_ir(gm, config) -> HwGraph:
         inst = ir.add(Instance(
             ident(node.name), choice.kernel, choice.module, choice.ctx_dict, choice.params_dict, low.in_ports,
             (low.out_port,), in_types, (out_t,), model, node.name, m.op, m.source, dict(m.formats),
-            low.memories(gm, node), choice.ideal_cycles, low.buffering, 0, tuple(low.render(choice)),
+            low.memories(gm, node) if full else {}, choice.ideal_cycles, low.buffering, 0,
+            tuple(low.render(choice)) if full else (),
             f"{node.name}: {m.op} -> {m.formats['out'].name}" + (f" ({m.source})" if m.source else ""), m.path))
         for k, a in enumerate(args):
             if a not in src and a.op == "get_attr":

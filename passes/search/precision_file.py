@@ -11,6 +11,8 @@
     [node."layers.0.attention.wq"]  # by node path (module path, or the fx node name of a function)
     weight = "mxint8"
     block_size = 16
+    lanes = 8             # optional, [op] and [node] only: the node's lanes (elements per beat), fixed
+                          # for `masec compile --budget` (passes/hw/fold.py); else --parallelism
 
 Precedence (later wins): ``[default]`` < ``[op.<op>]`` < ``[node."<path>"]``. Inside one section,
 ``act_block_size`` / ``weight_block_size`` (optional) beat ``block_size`` for their port; a section
@@ -46,7 +48,7 @@ def _ops() -> tuple[str, ...]:
 
 OPS = _ops()   # "input" = the model inputs; then masec's canonical ops (masec.ops)
 #: keys a section may hold
-SECTION_KEYS = ("act", "weight", "block_size", "act_block_size", "weight_block_size")
+SECTION_KEYS = ("act", "weight", "block_size", "act_block_size", "weight_block_size", "lanes")
 #: ports that mean "an activation tensor"; every other port (weight, bias, ...) is a parameter
 ACT_PORTS = ("act", "out", "in", "input", "output")
 FALLBACK_FORMAT = "mxint8"
@@ -63,6 +65,7 @@ class Section:
     block_size: int | None = None
     act_block_size: int | None = None
     weight_block_size: int | None = None
+    lanes: int | None = None          # hardware lanes of the node's kernel ([op] / [node] only)
 
     def items(self):
         return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
@@ -99,6 +102,14 @@ class PrecisionSpec:
         if block is None:
             block = _default_block(fmt)
         return fmt, block
+
+    def resolve_lanes(self, op: str | None, node_path: str | None) -> int | None:
+        """The ``lanes = N`` fixed for node ``node_path`` (op ``op``): ``[node]`` beats ``[op]``; None if unset."""
+        lanes = None
+        for sec in (self.op.get(op) if op else None, self.node.get(node_path) if node_path else None):
+            if sec is not None and sec.lanes is not None:
+                lanes = sec.lanes
+        return lanes
 
     def validate(self) -> "PrecisionSpec":
         _check_section(self.default, self.source, "default")
@@ -138,6 +149,14 @@ def _check_section(sec: Section, source: str, where: str) -> None:
         if isinstance(val, bool) or not isinstance(val, int) or val < 2 or val & (val - 1):
             raise PrecisionError(f"{source}: [{where}] {key} = {val!r}: must be a power of two >= 2 "
                                  f"(e.g. 16, 32, 64)")
+    if sec.lanes is not None:
+        if where == "default":
+            raise PrecisionError(f"{source}: [default] lanes = {sec.lanes!r}: lanes are set per [op.<op>] or "
+                                 f'[node."<path>"]; the default is `masec compile --parallelism N`')
+        if isinstance(sec.lanes, bool) or not isinstance(sec.lanes, int) or sec.lanes < 1 or \
+                sec.lanes & (sec.lanes - 1):
+            raise PrecisionError(f"{source}: [{where}] lanes = {sec.lanes!r}: must be a power of two >= 1 "
+                                 f"(e.g. 1, 4, 16) that divides the node's block size")
 
 
 def _section(table, source: str, where: str) -> Section:
