@@ -12,20 +12,22 @@ install:
 	$(PIP) install -e ".[test]"
 
 # System packages (root + apt): lz4 headers for `masec sim --waves` (Verilator's FST writer) and
-# ccache, which masec hands to Verilator's makefile so every build reuses the compiled runtime.
+# ccache, which masec hands to Verilator's makefile so every build reuses the compiled runtime;
+# tclsh (Debian `tcl`), which runs the emitted Vivado scripts with stubbed commands in the tests.
 install-system:
 	@if command -v apt-get >/dev/null; then \
 	  missing=""; \
 	  echo '#include <lz4.h>' | cc -E -x c - >/dev/null 2>&1 || missing="$$missing liblz4-dev"; \
 	  command -v ccache >/dev/null || missing="$$missing ccache"; \
+	  command -v tclsh >/dev/null || missing="$$missing tcl"; \
 	  if [ -n "$$missing" ]; then \
 	    apt-get install -y -q $$missing || (apt-get update -q && apt-get install -y -q $$missing) \
-	      || echo "note: could not install$$missing (optional: waves / faster builds)"; \
+	      || echo "note: could not install$$missing (optional: waves / faster builds / TCL tests)"; \
 	  fi; \
 	else echo "note: no apt-get; install liblz4-dev and ccache by hand for --waves and faster builds"; fi
 
 ensure:
-	@$(PYTHON) -c "import torch, cocotb, verilator, jinja2, networkx, rich, pytest, hypothesis, xdist, pyosys, masec" 2>/dev/null \
+	@$(PYTHON) -c "import torch, cocotb, verilator, jinja2, networkx, rich, pytest, hypothesis, xdist, pyosys, masec, cocotbext.axi, fusesoc" 2>/dev/null \
 	  || $(MAKE) install
 
 demo: ensure
