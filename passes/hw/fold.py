@@ -42,7 +42,7 @@ class Option:
     """One legal lanes choice of one node: its ideal cycles and estimated resources."""
     lanes: int
     cycles: int
-    res: tuple[int, ...]        # in RESOURCES order
+    res: tuple[float, ...]      # in RESOURCES order (BRAM in 36 Kb blocks, a RAMB18 counts 0.5)
 
 
 def fold_nodes(gm) -> list:
@@ -94,11 +94,11 @@ def _reorder_option(node, lanes: int) -> tuple[int, dict]:
     return max(t_in.beats, t_out.beats), params
 
 
-def _estimate(kernel: str, params: dict) -> tuple[int, ...]:
+def _estimate(kernel: str, params: dict) -> tuple[float, ...]:
     from masec.cost_model import estimate
 
     est = estimate(kernel, dict(params))
-    return tuple(int(round(est.get(r, 0))) for r in RESOURCES)
+    return tuple(float(est.get(r, 0)) for r in RESOURCES)
 
 
 def options(gm, node, config, lanes_set=LANE_CANDIDATES) -> list[Option]:
@@ -211,7 +211,7 @@ def _solve_budget(gm, config, nodes, fixed) -> dict:
         reserve = grown
     worst = max(RESOURCES, key=lambda r: total[r] / max(caps[r], 1e-9))
     raise MasecError(f"--budget {config.budget} of {part.name}: the kernels fit but the design with its FIFOs, "
-                     f"forks and retiles does not ({worst} {total[worst]:,} > {caps[worst]:,.0f}); "
+                     f"forks and retiles does not ({worst} {total[worst]:,.0f} > {caps[worst]:,.0f}); "
                      f"raise --budget or choose a larger --part")
 
 
@@ -310,7 +310,7 @@ def _design_total(gm, config, chosen: dict) -> dict:
         set_meta(node, meta(node).with_(folding=f))
     ir = build_design_ir(gm, config)
     total = estimate_design(ir)["total"]
-    return {r: int(round(total.get(r, 0))) for r in RESOURCES}
+    return {r: float(total.get(r, 0)) for r in RESOURCES}
 
 
 def build_design_ir(gm, config):
@@ -329,6 +329,11 @@ def build_design_ir(gm, config):
 
 
 # ------------------------------------------------------------------------------------- the report
+def _num(v):
+    v = round(float(v), 1)
+    return int(v) if v.is_integer() else v
+
+
 def fold_summary(ir, config) -> dict:
     """What the report prints about folding: per instance lanes, estimated resources and ideal
     cycles; the bottleneck; the design's estimated totals against the part and the budget."""
@@ -347,9 +352,9 @@ def fold_summary(ir, config) -> dict:
         r = per.get(inst.name, {})
         rows.append({"instance": inst.name, "node": inst.node, "kernel": inst.kernel,
                      "lanes": inst.out_types[0].lanes if inst.out_types else 0,
-                     "resources": {k: int(round(r.get(k, 0))) for k in RESOURCES},
+                     "resources": {k: _num(r.get(k, 0)) for k in RESOURCES},
                      "ideal_cycles": inst.ideal_cycles})
-    total = {k: int(round(est["total"].get(k, 0))) for k in RESOURCES}
+    total = {k: _num(est["total"].get(k, 0)) for k in RESOURCES}
     budget = config.budget
     limit = {k: (budget * cap[k] if budget is not None else float(cap[k])) for k in RESOURCES}
     if budget is None:

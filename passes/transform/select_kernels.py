@@ -25,9 +25,19 @@ def node_lanes(gm, node, config) -> int:
 
 
 def choose_at(gm, node, config, lanes: int):
-    """The KernelChoice of ``node`` at ``lanes`` lanes (what its lowering picks); MasecError if illegal."""
+    """The KernelChoice of ``node`` at ``lanes`` lanes (what its lowering picks); MasecError if illegal.
+
+    Every kernel streams whole blocks per beat group: the lanes divide the block of each MX stream
+    it reads and writes; the lowering and the kernel check the rest (RoPE: even lanes dividing head_dim).
+    """
+    low = lowering_for(node)
+    blocks = sorted({f.block_size for f in [meta(a).formats.get("out") for a in low.tensor_args(node)]
+                     + [meta(node).formats.get("out")] if f is not None})
+    if lanes < 1 or any(b % lanes for b in blocks):
+        raise MasecError(f"lanes {lanes} must divide the block size of every stream it reads and writes "
+                         f"({', '.join(map(str, blocks))})")
     try:
-        return lowering_for(node).choose(gm, node, replace(config, parallelism=lanes))
+        return low.choose(gm, node, replace(config, parallelism=lanes))
     except ValueError as exc:   # a kernel's instance_config refusing the parameters
         raise MasecError(str(exc)) from None
 
