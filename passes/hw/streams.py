@@ -91,7 +91,10 @@ def size_fifos(ir: HwGraph) -> bool:
         if src.kernel == "stream_fork":
             # one whole tensor makes the join deadlock-free; to keep inferences streaming back to
             # back the branch also holds what arrives while its consumer waits for the other branch
-            lag = max(0, pred["start"][e.dst[0]] - pred["start"][src.name])
+            dst = e.dst[0]
+            while ir.instances[dst].kernel == "mx_retile":   # a branch's retile: the wait is its consumer's
+                dst = ir.out_edges(dst)[0].dst[0]
+            lag = max(0, pred["start"][dst] - pred["start"][src.name])
             tensors = 1 + -(-lag // period)
             depth = e.type.beats * tensors
             why = (f"behind a fork: {tensors} whole tensors, the consumer starts {lag} cycles after the fork "
