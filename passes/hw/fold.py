@@ -147,6 +147,11 @@ def _refuse_illegal(node, lanes: int, legal) -> None:
                      f"{', '.join(map(str, legal)) or 'none'}")
 
 
+def estimable(part) -> bool:
+    """Whether the cost model's estimates apply to ``part`` (it is fitted to Xilinx synth_xilinx)."""
+    return getattr(part, "vendor", "xilinx") == "xilinx"
+
+
 def budget_caps(config) -> dict[str, float]:
     cap = lookup_part(config.part).capacity()
     return {r: config.budget * cap[r] for r in RESOURCES}
@@ -181,6 +186,11 @@ def fold(gm, config):
 
 # ------------------------------------------------------------------------------------ the program
 def _solve_budget(gm, config, nodes, fixed) -> dict:
+    part = lookup_part(config.part)
+    if not estimable(part):
+        raise MasecError(f"--budget with --part {part.name}: the cost model is fitted to Yosys synth_xilinx "
+                         f"(6-input LUTs, DSP48, RAMB36); it has no estimates for {part.family} parts; use "
+                         f"--parallelism and `lanes = N` in --precision for this part")
     caps = budget_caps(config)
     opts = {}
     for node in nodes:
@@ -192,7 +202,6 @@ def _solve_budget(gm, config, nodes, fixed) -> dict:
                              f"{', '.join(map(str, LANE_CANDIDATES))})")
         opts[node] = o
     reserve = [0.0] * len(RESOURCES)
-    part = lookup_part(config.part)
     for _ in range(MAX_ROUNDS):
         pick = solve_lanes([opts[n] for n in nodes], [caps[r] - reserve[k] for k, r in enumerate(RESOURCES)])
         if pick is None:
@@ -220,7 +229,8 @@ def _refuse_infeasible(config, part, nodes, opts, reserve) -> None:
     least = [sum(min(o.res[k] for o in opts[n]) for n in nodes) + reserve[k] for k in range(len(RESOURCES))]
     short = [f"{r} {least[k]:,.0f} > {caps[r]:,.0f}" for k, r in enumerate(RESOURCES) if least[k] > caps[r]]
     why = "; ".join(short) if short else "no combination of lanes meets every resource at once"
-    raise MasecError(f"--budget {config.budget} of {part.name}: no design fits (the fewest lanes per node "
+    extra = "" if not any(reserve) else " with the FIFOs, forks and retiles they need"
+    raise MasecError(f"--budget {config.budget} of {part.name}: no design fits (the fewest lanes per node{extra} "
                      f"{'need' if short else 'do not help'}: {why}); raise --budget, choose a larger --part "
                      f"or fix fewer lanes in --precision")
 
@@ -364,7 +374,7 @@ def fold_summary(ir, config) -> dict:
     else:
         mode = (f"--budget {budget}: lanes per node chosen by HiGHS for the smallest bottleneck within "
                 f"{budget} x the {part.name} resources (cost model estimates)")
-    return {"mode": mode, "part": part.name, "budget": budget, "capacity": cap,
+    return {"mode": mode, "part": part.name, "budget": budget, "capacity": cap, "estimable": estimable(part),
             "limit": {k: round(v, 3) for k, v in limit.items()}, "total": total,
             "utilization": {k: round(total[k] / cap[k], 6) for k in RESOURCES},
             "fits_part": {k: total[k] <= cap[k] for k in RESOURCES},
