@@ -20,6 +20,12 @@ Arithmetic (identical in the RTL, :func:`quantize_block` and :func:`quantize_blo
 This equals masec.formats' MX quantization (``MXFormat(element, B, "even").encode``) of the exact
 values wherever those are float32 numbers, and an exact rational nearest-grid-point reference
 everywhere (tests/hw_templates/test_mx_quantize.py), including E clamping at both ends.
+
+Pipelining: the SV parameter ``PIPE`` (0..3) puts elastic register stages after the block-buffer
+read, after the per-lane decode (plus an input register slice) and after the shifter; the values
+do not change, the latency grows by :func:`latency` cycles, throughput stays 1 beat/cycle.
+:func:`pipe_for_clock` chooses ``PIPE`` from the clock period (``--clock``); the template's
+default is its Jinja context ``pipe`` (0 when not given).
 """
 from __future__ import annotations
 
@@ -180,9 +186,37 @@ def pack_lanes_me(m, e, mw: int, ew: int) -> int:
     return word
 
 
-def sv_params(p: int, block: int, mw: int, ew: int, element) -> dict:
-    """SV parameters of an ``mx_quantize`` instance."""
-    return {"P": p, "B": block, "MW": mw, "EW": ew, **element_sv_params(element)}
+def sv_params(p: int, block: int, mw: int, ew: int, element, pipe: int | None = None) -> dict:
+    """SV parameters of an ``mx_quantize`` instance (``PIPE`` only when ``pipe`` is given)."""
+    return {"P": p, "B": block, "MW": mw, "EW": ew, **element_sv_params(element),
+            **({} if pipe is None else {"PIPE": int(pipe)})}
+
+
+#: Largest PIPE the template has cuts for.
+MAX_PIPE = 3
+
+
+def latency(pipe: int) -> int:
+    """Cycles ``PIPE`` adds between a block's last input beat and its first output beat (and on
+    every later beat): one per output stage, one more for the input slice (PIPE >= 2)."""
+    if not 0 <= pipe <= MAX_PIPE:
+        raise ValueError(f"PIPE {pipe}: mx_quantize has 0..{MAX_PIPE} stages")
+    return pipe + (1 if pipe >= 2 else 0)
+
+
+def pipe_for_clock(clock_ns: float) -> int:
+    """Pipeline stages for a clock period: none at 100 MHz or slower, more as the period shrinks.
+
+    Thresholds from the post-route measurement on ECP5-85F speed 6 (docs/synthesis.md,
+    bench/timing.py): PIPE 0 below 100 MHz, 1 up to 150 MHz, 2 up to 250 MHz, 3 above.
+    """
+    if clock_ns >= 10.0:
+        return 0
+    if clock_ns >= 1000.0 / 150:
+        return 1
+    if clock_ns >= 4.0:
+        return 2
+    return 3
 
 
 SPEC = KernelSpec(
@@ -190,7 +224,8 @@ SPEC = KernelSpec(
     template="mx_quantize.sv.j2",
     doc=("Shared MX output quantizer: P lanes of exact values m*2^e (MW-bit signed m, EW-bit signed e) "
          "per beat, B/P beats per block -> MX stream of the element format (OCP shared exponent, "
-         "round to nearest even, saturation). Double-buffered: 1 beat/cycle, latency one block."),
+         "round to nearest even, saturation). Double-buffered: 1 beat/cycle, latency one block plus "
+         "PIPE + (PIPE >= 2) cycles (PIPE 0..3 elastic register stages, chosen from the clock)."),
     params=(ParamSpec("P", "lanes per beat, divides B", 4),
             ParamSpec("B", "MX block size, power of two", 32),
             ParamSpec("MW", "bits of each lane's signed mantissa m", 16),
@@ -200,7 +235,8 @@ SPEC = KernelSpec(
             ParamSpec("ELEM_MBITS", "element fraction bits (int: BITS-2)", 6),
             ParamSpec("ELEM_BIAS", "emin = 1 - ELEM_BIAS (fp: the exponent bias; int: 1)", 1),
             ParamSpec("ELEM_EMAX", "unbiased exponent of the top binade (int: 0)", 0),
-            ParamSpec("ELEM_MAX_CODE", "largest finite magnitude code", 127)),
+            ParamSpec("ELEM_MAX_CODE", "largest finite magnitude code", 127),
+            ParamSpec("PIPE", "pipeline stages 0..3 (latency + PIPE + (PIPE >= 2))", 0)),
     ports=(PortSpec("s_x", "in", "plain", "P lanes of {e[EW], m[MW]} (m in the low bits)"),
            PortSpec("m_y", "out", "mx", "P lanes of ELEM_BITS-bit codes + E8M0 scale")),
     deps=(),

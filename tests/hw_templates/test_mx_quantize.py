@@ -7,7 +7,7 @@ import torch
 
 from masec.formats import parse_format
 from masec.hw_templates.kernels.mx_quantize import (
-    pack_lanes_me, quantize_block, quantize_blocks, sv_params,
+    MAX_PIPE, latency, pack_lanes_me, pipe_for_clock, quantize_block, quantize_blocks, sv_params,
 )
 from masec.hw_templates.render import render_with_deps
 from masec.sim.runner import lint, run_stream_test
@@ -154,21 +154,22 @@ def build_root(tmp_path_factory):
     return tmp_path_factory.mktemp("mx_quantize_builds")
 
 
-def simulate(build_root, seed, cfgs, nblocks, mutate=False, yosys=False):
-    """Simulate ``cfgs`` together (instance i = streams s_x<i> / m_y<i>); returns (result, slack)."""
+def simulate(build_root, seed, cfgs, nblocks, mutate=False, yosys=False, pipe=0):
+    """Simulate ``cfgs`` together (instance i = streams s_x<i> / m_y<i>) with ``PIPE = pipe``;
+    returns (result, slack)."""
     rng = random.Random(seed)
     inputs, outputs, insts, slack = {}, {}, [], 0
     for i, (f, block, p, mw, ew) in enumerate(cfgs):
         vf = make_vectors(rng, f, block, p, mw, ew, nblocks, seed)
         inputs[f"s_x{i}"], outputs[f"m_y{i}"] = vf.inputs["s_x"], vf.outputs["m_y"]
-        insts.append((sv_params(p, block, mw, ew, elem(f)),
+        insts.append((sv_params(p, block, mw, ew, elem(f), pipe=pipe),
                       {"s_x": (p * (mw + ew), False), "m_y": (p * elem(f).bits, True)}))
-        # one beat per cycle after a latency of one block (B/P beats) plus 2 cycles
-        slack = max(slack, nblocks * block // p + block // p + 2)
+        # one beat per cycle after a latency of one block (B/P beats) plus 2 cycles plus the pipeline
+        slack = max(slack, nblocks * block // p + block // p + 2 + latency(pipe))
     if mutate:
         outputs["m_y0"].beats[9][0] ^= 1 << 3
     vf = VectorFile(inputs, outputs, seed=seed, gap_prob=0.3, stall_prob=0.3)
-    folder = build_root / ("multi_" + "_".join("-".join(map(str, c)) for c in cfgs))
+    folder = build_root / (f"multi_pipe{pipe}_" + "_".join("-".join(map(str, c)) for c in cfgs))
     files = render_with_deps("mx_quantize", folder / "rtl")
     files.append(write_multi_top(folder / "rtl" / "tb_mx_quantize.sv", "tb_mx_quantize", "mx_quantize", insts))
     if yosys:
@@ -177,38 +178,49 @@ def simulate(build_root, seed, cfgs, nblocks, mutate=False, yosys=False):
     return run_stream_test(files, "tb_mx_quantize", vf, folder / "build"), slack
 
 
-def run_rtl(build_root, seed, cfgs, nblocks=48):
-    res, slack = simulate(build_root, seed, cfgs, nblocks)
+def run_rtl(build_root, seed, cfgs, nblocks=48, pipe=0):
+    res, slack = simulate(build_root, seed, cfgs, nblocks, pipe=pipe)
     assert res.ok, res.message
     full = res.run("full_rate")
-    print(f"mx_quantize {cfgs}: full_rate {full['cycles']} cycles (slowest instance), "
-          f"ideal {full['ideal_cycles']}, ideal + one block + 2 = {slack}")
-    assert full["cycles"] <= slack
+    print(f"mx_quantize PIPE {pipe} {cfgs}: full_rate {full['cycles']} cycles (slowest instance), "
+          f"ideal {full['ideal_cycles']}, ideal + one block + 2 + latency({pipe}) = {slack}")
+    assert full["cycles"] <= slack   # 1 beat/cycle at every PIPE
     return res
 
 
-def test_rtl_matches_model(build_root, seed):
-    """int8 (P4), fp8 e4m3 (P8), fp4 (P = B = 16) quantizers in one build, gaps and backpressure."""
-    run_rtl(build_root, seed, RTL_CONFIGS)
+@pytest.mark.parametrize("pipe", [0, 3])
+def test_rtl_matches_model(build_root, seed, pipe):
+    """int8 (P4), fp8 e4m3 (P8), fp4 (P = B = 16) quantizers in one build, gaps and backpressure,
+    unpipelined and with every register stage."""
+    run_rtl(build_root, seed, RTL_CONFIGS, pipe=pipe)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pipe", [1, 2])
 @pytest.mark.parametrize("fmt,block,p,mw,ew", SLOW_CONFIGS)
-def test_rtl_matches_model_sweep(build_root, seed, fmt, block, p, mw, ew):
-    run_rtl(build_root, seed, [(fmt, block, p, mw, ew)], nblocks=200)
+def test_rtl_matches_model_sweep(build_root, seed, fmt, block, p, mw, ew, pipe):
+    run_rtl(build_root, seed, [(fmt, block, p, mw, ew)], nblocks=200, pipe=pipe)
+
+
+def test_pipe_for_clock_and_latency():
+    assert [pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 6.0, 4.0, 3.0)] == [0, 0, 1, 2, 2, 3]
+    assert [latency(p) for p in range(MAX_PIPE + 1)] == [0, 1, 3, 4]
+    with pytest.raises(ValueError):
+        latency(MAX_PIPE + 1)
 
 
 @pytest.mark.slow
 def test_yosys_netlist_matches_model(build_root, seed):
     """The same configurations synthesized by native Yosys (generic cells) and simulated: Yosys
     reads the template as Verilator does (it once did not: Yosys parses -N'(x) as (-N)'(x))."""
-    res, _ = simulate(build_root, seed, RTL_CONFIGS, 24, yosys=True)
-    assert res.ok, res.message
+    for pipe in (0, 2):
+        res, _ = simulate(build_root, seed, RTL_CONFIGS, 24, yosys=True, pipe=pipe)
+        assert res.ok, res.message
 
 
 def test_rtl_check_can_fail(build_root, seed):
     """A wrong expectation (one element code of beat 9 flipped) must fail, naming the beat."""
-    res, _ = simulate(build_root, seed, RTL_CONFIGS, 48, mutate=True)  # same build as above
+    res, _ = simulate(build_root, seed, RTL_CONFIGS, 48, mutate=True, pipe=3)  # same build as above
     assert not res.ok
     assert "beat 9" in res.message
 
@@ -217,6 +229,7 @@ LINT_CONFIGS = RTL_CONFIGS + [pytest.param(*c, marks=pytest.mark.slow) for c in 
 
 
 @pytest.mark.parametrize("fmt,block,p,mw,ew", LINT_CONFIGS)
-def test_lint_clean(tmp_path, fmt, block, p, mw, ew):
+@pytest.mark.parametrize("pipe", [0, 3])
+def test_lint_clean(tmp_path, fmt, block, p, mw, ew, pipe):
     files = render_with_deps("mx_quantize", tmp_path)
-    lint(files, "mx_quantize", parameters=sv_params(p, block, mw, ew, elem(fmt)))
+    lint(files, "mx_quantize", parameters=sv_params(p, block, mw, ew, elem(fmt), pipe=pipe))
