@@ -107,10 +107,19 @@ class LinearWidths:
     BSIGW: int     # signed width of a bias significand
     GB: int        # the bias enters as sig_b << GB
     BC: int        # bias exponent: X_b = off_b + Sb + BC
+    DW0: int = 0   # signed width of a block's sum of products before the block-scale multiply
+    SSW: int = 0   # bits of the block-scale significand multiplied into the block sum (0: none)
 
 
-def linear_widths(x_elem, w_elem, block: int, acc_guard: int = DEFAULT_ACC_GUARD, lmul: bool = False, b_elem=None) -> LinearWidths:
-    """The widths mx_linear's RTL derives from its parameters (same formulas as the SV localparams)."""
+def linear_widths(x_elem, w_elem, block: int, acc_guard: int = DEFAULT_ACC_GUARD, lmul: bool = False, b_elem=None,
+                  wkind: str = "mx") -> LinearWidths:
+    """The widths mx_linear's RTL derives from its parameters (same formulas as the SV localparams).
+
+    ``wkind`` is the weight format family (``WFMT``): ``"mx"`` (``w_elem`` an MX element), or a seed
+    format ``"m2xfp"``, ``"nvfp4"``, ``"bitmod"`` (``w_elem`` then the ROM code's ElementFormat; see
+    :func:`seed_linear_accumulators`)."""
+    if wkind != "mx":
+        return _seed_widths(x_elem, w_elem, block, acc_guard, b_elem, wkind)
     xi, wi = elem_info(x_elem), elem_info(w_elem)
     bi = elem_info(b_elem if b_elem is not None else w_elem)
     lb = int(math.log2(block))
@@ -127,7 +136,7 @@ def linear_widths(x_elem, w_elem, block: int, acc_guard: int = DEFAULT_ACC_GUARD
     DW = PW + lb
     AW = DW + acc_guard + 1
     GB = AW - 1 - bi.sigw
-    return LinearWidths(lm, K, L, PW, DW, AW, acc_guard, C, bi.sigw, GB, bi.exmin - 127 - GB)
+    return LinearWidths(lm, K, L, PW, DW, AW, acc_guard, C, bi.sigw, GB, bi.exmin - 127 - GB, DW, 0)
 
 
 # ------------------------------------------------------------------------------ accumulator
@@ -361,6 +370,294 @@ def exact_linear(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_codes=N
     return [[sum(xv[t * n + i] * wv[o * n + i] for i in range(n)) + bv[o] for o in range(O)] for t in range(T)]
 
 
+# ------------------------------------------------------------------------------ seed weight formats
+# WFMT of the RTL per weight format family; the MX path above is WFMT 0.
+WFMT = {"mx": 0, "m2xfp": 1, "nvfp4": 2, "bitmod": 3}
+M2XFP_SUBGROUP = 8
+BITMOD_DOT_BITS = {4: 6, 3: 4}   # BitMoD code -> signed integer in code units: |v| <= 16 (fp4), 6 (fp3)
+TS_SHIFT = 24                    # NVFP4: A * TS_SIG is rounded back by 2^24 (TS_SIG < 2^24)
+
+
+def weight_kind(w_fmt) -> str:
+    """The weight format family of a masec.formats format: mx, m2xfp, nvfp4, bitmod (else ValueError)."""
+    from masec.formats.bitmod import BitMoDFormat
+    from masec.formats.m2xfp import M2XFPWeightFormat
+    from masec.formats.mx import MXFormat
+    from masec.formats.nvfp4 import NVFP4Format
+
+    for cls, kind in ((MXFormat, "mx"), (M2XFPWeightFormat, "m2xfp"), (NVFP4Format, "nvfp4"),
+                      (BitMoDFormat, "bitmod")):
+        if isinstance(w_fmt, cls):
+            if kind == "nvfp4" and not w_fmt.tensor_scale:
+                raise ValueError("nvfp4 without a tensor scale has no linear kernel")
+            return kind
+    raise ValueError(f"weight format {w_fmt.name!r} has no linear kernel (mx_linear takes MX, m2xfp4_w, "
+                     f"nvfp4, bitmod_fp4, bitmod_fp3 weights)")
+
+
+def _seed_widths(x_elem, w_elem, block, acc_guard, b_elem, kind) -> LinearWidths:
+    """Widths of the seed weight datapaths (same formulas as mx_linear.sv.j2's localparams).
+
+    m2xfp: fp4 products times (4 + m) (3 more bits), unit 2^(exmin_x + exmin_w - 2);
+    nvfp4: fp4 products, the block sum times the UE4M3 significand (4 bits);
+    bitmod: products with the code's integer value (code units), the block sum times the FP16
+    significand (11 bits)."""
+    if b_elem is None:
+        raise ValueError("seed weight formats need the bias element format (b_elem)")
+    xi, bi = elem_info(x_elem), elem_info(b_elem)
+    if kind == "bitmod":
+        dwb = BITMOD_DOT_BITS[w_elem.bits]
+        wi = ElemInfo(True, dwb, dwb - 2, 0, 0, dwb, 0, 0)
+    else:
+        wi = elem_info(w_elem)
+    lb = int(math.log2(block))
+    PW = xi.sigw + wi.sigw + xi.offmax + wi.offmax + (3 if kind == "m2xfp" else 0)
+    DW0 = PW + lb
+    SSW = {"nvfp4": 4, "bitmod": 11}.get(kind, 0)
+    DW = DW0 + SSW
+    AW = DW + acc_guard + 1
+    C = xi.exmin + wi.exmin + {"m2xfp": -256, "nvfp4": -127 - 9, "bitmod": -127 - 24}[kind]
+    GB = AW - 1 - bi.sigw
+    return LinearWidths(False, 0, 0, PW, DW, AW, acc_guard, C, bi.sigw, GB, bi.exmin - 127 - GB, DW0, SSW)
+
+
+@dataclass(frozen=True)
+class WeightImage:
+    """A weight matrix W [OUT, IN] as mx_linear holds it, for every weight format family.
+
+    codes [OUT, NB, B]: element codes along IN in x's blocks of B (zero-padded to NB*B);
+    scales [OUT, NB]: the block's scale code: E8M0 (mx; m2xfp: E+b), UE4M3 (nvfp4), the FP16 bits of
+    the block's group (bitmod); meta: m2xfp subgroup m [OUT, NB, B/8], bitmod type id [OUT, NB]
+    (of the block's group), else None; ts_sig/ts_exp: nvfp4 tensor scale = ts_sig * 2^ts_exp.
+    """
+    kind: str
+    elem: object           # ElementFormat of the ROM codes (FP4 E2M1; bitmod: a bits-wide int code)
+    codes: torch.Tensor
+    scales: torch.Tensor
+    meta: torch.Tensor | None = None
+    ts_sig: int = 0
+    ts_exp: int = 0
+    group: int = 0         # bitmod group size along IN (a multiple of B)
+
+    @property
+    def block(self) -> int:
+        return self.codes.shape[-1]
+
+
+def fp32_sig_exp(v: float) -> tuple[int, int]:
+    """(sig, exp) with v = sig * 2^exp exactly, 2^23 <= sig < 2^24, for a normal positive float32."""
+    t = torch.tensor([v], dtype=torch.float32)
+    bits = int(t.view(torch.int32)[0])
+    e = (bits >> 23) & 0xFF
+    if bits < 0 or e == 0 or e == 0xFF:
+        raise ValueError(f"nvfp4 tensor scale {v!r} must be a positive normal float32")
+    return (bits & 0x7FFFFF) | (1 << 23), e - 127 - 23
+
+
+def weight_image(w_fmt, enc, block: int, in_features: int) -> WeightImage:
+    """The :class:`WeightImage` of ``enc`` (``w_fmt.encode(W)`` with W [OUT, IN]) for x blocks of ``block``."""
+    from masec.formats.element import int_element
+
+    kind = weight_kind(w_fmt)
+    codes = enc.codes.to(torch.int64)
+    O = codes.shape[0]
+    nb = -(-in_features // block)
+    scales = enc.scales.to(torch.int64)
+    if kind == "bitmod":
+        G = w_fmt.group_size
+        if G % block:
+            raise ValueError(f"the BitMoD group ({G}) must be a multiple of the input block ({block})")
+        r = G // block
+        codes = codes.reshape(O, -1)[:, :nb * block].reshape(O, nb, block)
+        blk_group = torch.arange(nb) // r
+        tid = enc.meta["type_id"].to(torch.int64).reshape(O, -1)[:, blk_group]
+        return WeightImage(kind, int_element(w_fmt.bits), codes,
+                           scales.reshape(O, -1)[:, blk_group], tid, group=G)
+    if enc.block_size != block:
+        raise ValueError(f"{w_fmt.name} weights in blocks of {enc.block_size}, x in blocks of {block}: "
+                         f"they must match")
+    codes = codes.reshape(O, nb, block)
+    scales = scales.reshape(O, nb)
+    if kind == "mx":
+        return WeightImage(kind, w_fmt.element, codes, scales)
+    if kind == "m2xfp":
+        return WeightImage(kind, w_fmt.element, codes, scales,
+                           enc.meta["subgroup_m"].to(torch.int64).reshape(O, nb, block // M2XFP_SUBGROUP))
+    ts = float(enc.meta["tensor_scale"])
+    sig, ex = fp32_sig_exp(ts)
+    return WeightImage(kind, w_fmt.element, codes, scales, None, sig, ex)
+
+
+def bitmod_values(codes, type_ids, bits: int) -> torch.Tensor:
+    """Integer value (code units) of BitMoD codes [..., n] under type ids [...] (the RTL's decode table)."""
+    from masec.formats.bitmod import type_table
+
+    tables = torch.stack([type_table(bits, t) for t in range(4)]).to(torch.int64)   # [4, 2^bits]
+    c = torch.as_tensor(codes, dtype=torch.int64)
+    t = torch.as_tensor(type_ids, dtype=torch.int64).unsqueeze(-1).expand_as(c)
+    return tables[t, c]
+
+
+def seed_weight_terms(img: WeightImage):
+    """(wv [O, NB, B] int64 element values in units of 2^exmin_w (m2xfp: 2^(exmin_w - 2)),
+    ssig [O, NB] block-scale significand (1 when none), sexp [O, NB] its exponent field)."""
+    c = img.codes
+    if img.kind == "bitmod":
+        wv = bitmod_values(c, img.meta, img.elem.bits)
+        h = img.scales
+        e, m = (h >> 10) & 31, h & 1023
+        return wv, torch.where(e > 0, m + 1024, m), torch.where(e > 0, e - 1, torch.zeros_like(e))
+    sig, off = decode_sig_off(c, img.elem)
+    wv = sig << off
+    if img.kind == "m2xfp":
+        wv = wv * (4 + img.meta.repeat_interleave(M2XFP_SUBGROUP, dim=-1))
+    if img.kind == "nvfp4":
+        s = img.scales
+        e, m = (s >> 3) & 15, s & 7
+        return wv, torch.where(e > 0, m + 8, m), torch.where(e > 0, e - 1, torch.zeros_like(e))
+    return wv, torch.ones_like(img.scales), img.scales
+
+
+def tensor_scale_step(A: int, X: int, ts_sig: int, ts_exp: int) -> tuple[int, int]:
+    """NVFP4's tensor scale on a finished accumulator: (round_half_up(A * ts_sig / 2^24), X + ts_exp + 24)."""
+    return rshift_round(A * ts_sig, TS_SHIFT), X + ts_exp + TS_SHIFT
+
+
+def seed_linear_accumulators(x_codes, x_scales, x_elem, img: WeightImage, b_codes=None, b_scales=None,
+                             b_elem=None, acc_guard: int = DEFAULT_ACC_GUARD, out_features: int | None = None):
+    """The hardware accumulators (A, X) [T][O] of mx_linear with seed-format weights (bit-exact).
+
+    Per block: S = sum x_int * w_int (exact; m2xfp: each subgroup's partial sum times (4 + m) by
+    shift-and-add, the same integer), times the block-scale significand (nvfp4: UE4M3, bitmod: the
+    group's FP16), exponent Y = Sx + sexp + C; the bounded floating accumulator as for MX.
+    m2xfp and bitmod start from the bias; nvfp4 starts empty, applies the tensor scale
+    (:func:`tensor_scale_step`) after the last block and then adds the bias with one more
+    accumulator step (the bias is not scaled by it).
+    """
+    x_codes = torch.as_tensor(x_codes, dtype=torch.int64)
+    x_scales = torch.as_tensor(x_scales, dtype=torch.int64)
+    T, NB, B = x_codes.shape
+    O = img.codes.shape[0] if out_features is None else out_features
+    w = linear_widths(x_elem, img.elem, B, acc_guard, False, b_elem, img.kind)
+    sx, ox = decode_sig_off(x_codes, x_elem)
+    xv = sx << ox
+    wv, ssig, sexp = seed_weight_terms(img)
+    wv, ssig, sexp = wv[:O], ssig[:O], sexp[:O]
+    S = torch.bmm(xv.permute(1, 0, 2), wv.permute(1, 2, 0)).permute(1, 2, 0)  # [T, O, NB] exact
+    S = S * ssig.unsqueeze(0)
+    Y = x_scales.unsqueeze(1) + sexp.unsqueeze(0) + w.C
+    A0, X0 = bias_init(b_codes, b_scales, b_elem, O, w)
+    nv = img.kind == "nvfp4"
+    Sl, Yl = S.tolist(), Y.tolist()
+    A = [[0] * O for _ in range(T)]
+    X = [[0] * O for _ in range(T)]
+    for t in range(T):
+        for o in range(O):
+            a, x = (0, 0) if nv else (A0[o], X0[o])
+            for nb in range(NB):
+                a, x = facc_step(a, x, Sl[t][o][nb], Yl[t][o][nb], w.AW, w.G)
+            if nv:
+                a, x = tensor_scale_step(a, x, img.ts_sig, img.ts_exp)
+                a, x = facc_step(a, x, A0[o] >> w.GB, X0[o] + w.GB, w.AW, w.GB)
+            A[t][o], X[t][o] = a, x
+    return A, X
+
+
+def seed_linear_model(x_codes, x_scales, x_elem, img: WeightImage, b_codes, b_scales, b_elem, out_elem,
+                      out_block: int, acc_guard: int = DEFAULT_ACC_GUARD, out_features: int | None = None):
+    """Bit-exact model of mx_linear with seed-format weights -> (y_codes, y_scales) as linear_model."""
+    A, X = seed_linear_accumulators(x_codes, x_scales, x_elem, img, b_codes, b_scales, b_elem, acc_guard,
+                                    out_features)
+    return quantize_rows(A, X, out_elem, out_block)
+
+
+def seed_exact_weights(img: WeightImage, out_features: int | None = None) -> list[list]:
+    """Exact rational W [O][NB*B] of a WeightImage, from the format definitions (not the RTL decode)."""
+    from fractions import Fraction
+
+    O = img.codes.shape[0] if out_features is None else out_features
+    rows = []
+    for o in range(O):
+        r = []
+        for nb in range(img.codes.shape[1]):
+            sc = int(img.scales[o, nb])
+            if img.kind == "bitmod":
+                h = torch.tensor([sc], dtype=torch.int32).to(torch.int16).view(torch.float16)
+                s = Fraction(float(h[0]))
+                from masec.formats.bitmod import type_table
+                tab = type_table(img.elem.bits, int(img.meta[o, nb]))
+                r += [Fraction(float(tab[int(c)])) * s for c in img.codes[o, nb].tolist()]
+                continue
+            vals = img.elem.value_table()
+            if img.kind == "nvfp4":
+                from masec.formats.element import FP8_E4M3
+                s = Fraction(float(FP8_E4M3.value_table()[sc])) * Fraction(img.ts_sig) * Fraction(2) ** img.ts_exp
+            else:
+                s = Fraction(2) ** (sc - 127)
+            for i, c in enumerate(img.codes[o, nb].tolist()):
+                f = Fraction(float(vals[c])) * s
+                if img.kind == "m2xfp":
+                    f *= Fraction(4 + int(img.meta[o, nb, i // M2XFP_SUBGROUP]), 4)
+                r.append(f)
+        rows.append(r)
+    return rows
+
+
+def pack_seed_weight_mem(img: WeightImage, in_features: int, out_features: int, p_in: int,
+                         p_out: int) -> tuple[list[str], list[str]]:
+    """Hex lines of W_MEM and WS_MEM for seed-format weights (layout in docs/kernels/mx_linear.md).
+
+    * W_MEM word ``p*NINR + k``: the codes as for MX (``[(j*P_IN + l)*W_BITS +: W_BITS]``); m2xfp
+      appends the metadata of the NCH = max(1, P_IN/8) subgroups the beat covers, output j's chunk c at
+      ``[P_OUT*P_IN*W_BITS + (j*NCH + c)*2 +: 2]`` (with P_IN < 8 a subgroup's m repeats on its beats);
+    * WS_MEM word ``p*NGS + g`` (NGS = NB, bitmod: ceil(NB / (G/B)) groups): lane j of WSL bits,
+      E8M0 (mx, m2xfp: 8), UE4M3 (nvfp4: 7), ``{type id, FP16 exponent, FP16 mantissa}`` (bitmod: 17;
+      the FP16 sign is always 0).
+    """
+    B = img.block
+    nb, ninr, np_real = _geometry(in_features, out_features, B, B, p_in, p_out)
+    bits = img.elem.bits
+    flat = img.codes.reshape(img.codes.shape[0], -1).tolist()
+    ch = min(p_in, M2XFP_SUBGROUP)
+    nch = p_in // ch
+    cw = p_out * p_in * bits
+    words = []
+    for p in range(np_real):
+        for k in range(ninr):
+            word = 0
+            for j in range(p_out):
+                o = p * p_out + j
+                if o >= out_features:
+                    continue
+                for l in range(p_in):
+                    word |= (flat[o][k * p_in + l] & ((1 << bits) - 1)) << ((j * p_in + l) * bits)
+                if img.kind == "m2xfp":
+                    for c in range(nch):
+                        i = k * p_in + c * ch            # first input of the chunk
+                        m = int(img.meta[o, i // B, (i % B) // M2XFP_SUBGROUP])
+                        word |= m << (cw + (j * nch + c) * 2)
+            words.append(word)
+    wbits = cw + (p_out * nch * 2 if img.kind == "m2xfp" else 0)
+    r = img.group // B if img.kind == "bitmod" else 1
+    wsl = {"mx": 8, "m2xfp": 8, "nvfp4": 7, "bitmod": 17}[img.kind]
+    swords = []
+    for p in range(np_real):
+        for g in range(-(-nb // r)):
+            word = 0
+            for j in range(p_out):
+                o = p * p_out + j
+                if o >= out_features:
+                    continue
+                sc = int(img.scales[o, g * r])
+                if img.kind == "bitmod":
+                    if sc >> 15:
+                        raise ValueError("BitMoD scales are positive FP16 values")
+                    sc |= int(img.meta[o, g * r]) << 15
+                word |= (sc & ((1 << wsl) - 1)) << (j * wsl)
+            swords.append(word)
+    return _hex_lines(words, wbits), _hex_lines(swords, p_out * wsl)
+
+
 # ------------------------------------------------------------------------------ ROM packing
 def _hex_lines(words: list[int], bits: int) -> list[str]:
     digits = max(1, -(-bits // 4))
@@ -437,6 +734,14 @@ def pack_bias_mem(b_codes, b_scales, b_elem, out_features: int, p_out: int) -> l
 
 
 # ------------------------------------------------------------------------------ configuration
+def _rom_element(w_fmt, kind):
+    """The element format of the weight ROM's codes (BitMoD: its sign-magnitude code, as an int of that width)."""
+    if kind == "bitmod":
+        from masec.formats.element import int_element
+        return int_element(w_fmt.bits)
+    return w_fmt.element
+
+
 def _elem_params(el, prefix):
     i = elem_info(el)
     return {f"{prefix}IS_INT": int(i.is_int), f"{prefix}BITS": i.bits, f"{prefix}MBITS": i.mbits,
@@ -446,7 +751,8 @@ def _elem_params(el, prefix):
 def instance_config(in_features: int, out_features: int, x_fmt, w_fmt, out_fmt, has_bias: bool,
                     p_in: int, p_out: int, b_fmt=None, acc_guard: int = DEFAULT_ACC_GUARD, lmul: bool = False,
                     w_mem: str = "w.mem", ws_mem: str = "ws.mem", b_mem: str = "b.mem",
-                    rows: int | None = None, p_y: int | None = None) -> tuple[dict, dict, str]:
+                    rows: int | None = None, p_y: int | None = None,
+                    ts: tuple[int, int] | None = None) -> tuple[dict, dict, str]:
     """(jinja_ctx, sv_params, module_name) of an mx_linear instance.
 
     ``x_fmt``, ``w_fmt``, ``out_fmt`` (and ``b_fmt``, default ``w_fmt``) are masec.formats
@@ -455,22 +761,39 @@ def instance_config(in_features: int, out_features: int, x_fmt, w_fmt, out_fmt, 
     ``p_y`` (default ``p_out``) is the output stream's lane count, a divisor of ``p_out``: the
     P_OUT results of a pass leave as P_OUT/P_Y beats through a P_Y-lane quantizer (full rate while
     ceil(IN/P_IN) >= P_OUT/P_Y).
+    ``w_fmt`` may also be a seed weight format (m2xfp4_w, nvfp4, bitmod_fp4/fp3; the bias then defaults
+    to x's format): the instance gets ``WFMT`` and the format's parameters; ``ts`` is NVFP4's tensor
+    scale as ``(TS_SIG, TS_EXP)`` (:class:`WeightImage` ``ts_sig``/``ts_exp``; default 1.0).
     """
-    if x_fmt.block_size != w_fmt.block_size:
-        raise ValueError(f"x and W must share the block size along IN ({x_fmt.block_size} != {w_fmt.block_size})")
+    kind = weight_kind(w_fmt)
     block = x_fmt.block_size
+    if kind == "bitmod":
+        if w_fmt.group_size % block:
+            raise ValueError(f"the BitMoD group ({w_fmt.group_size}) must be a multiple of x's block ({block})")
+    elif block != w_fmt.block_size:
+        raise ValueError(f"x and W must share the block size along IN ({x_fmt.block_size} != {w_fmt.block_size})")
+    if kind != "mx" and lmul:
+        raise ValueError(f"L-Mul products are built for MX weights only, not {w_fmt.name}")
+    if kind != "mx" and b_fmt is None and has_bias:
+        raise ValueError(f"{w_fmt.name} weights need an MX bias format (b_fmt)")
     if block % p_in or out_fmt.block_size % p_out:
         raise ValueError(f"P_IN={p_in} must divide B={block} and P_OUT={p_out} the output block {out_fmt.block_size}")
-    b_fmt = b_fmt or w_fmt
+    b_fmt = b_fmt or (w_fmt if kind == "mx" else x_fmt)
     p_y = p_out if p_y is None else p_y
     if p_out % p_y:
         raise ValueError(f"P_Y={p_y} must divide P_OUT={p_out}")
     params = {"IN": in_features, "OUT": out_features, "P_IN": p_in, "P_OUT": p_out, "P_Y": p_y, "B": block,
               "B_OUT": out_fmt.block_size,
-              **_elem_params(x_fmt.element, "X_"), **_elem_params(w_fmt.element, "W_"),
+              **_elem_params(x_fmt.element, "X_"), **_elem_params(_rom_element(w_fmt, kind), "W_"),
               **_elem_params(b_fmt.element, "BB_"), **element_sv_params(out_fmt.element, "Y_"),
               "HAS_BIAS": int(bool(has_bias)), "ACC_GUARD": acc_guard, "LMUL": int(bool(lmul)),
               "W_MEM": w_mem, "WS_MEM": ws_mem, "B_MEM": b_mem if has_bias else ""}
+    if kind != "mx":   # MX instances keep exactly their former parameter list
+        params["WFMT"] = WFMT[kind]
+        if kind == "bitmod":
+            params["W_GROUP"] = w_fmt.group_size
+        if kind == "nvfp4":
+            params.update({"TS_SIG": ts[0], "TS_EXP": ts[1]} if ts else {"TS_SIG": 1 << 23, "TS_EXP": -23})
     return {}, params, "mx_linear"
 
 

@@ -1,0 +1,280 @@
+"""mx_linear with seed-format weights (M2XFP, NVFP4, BitMoD fp4/fp3): model vs exact / format
+library, RTL vs model under random gaps and backpressure with scale and metadata extremes."""
+import random
+from fractions import Fraction
+
+import pytest
+import torch
+
+from masec.formats import parse_format
+from masec.formats.element import FP4_E2M1, int_element
+from masec.hw_templates.kernels.mx_linear import (
+    WeightImage, bias_init, decode_sig_off, fp32_sig_exp, ideal_cycles, instance_config, linear_widths,
+    pack_bias_mem, pack_seed_weight_mem, seed_exact_weights, seed_linear_accumulators, seed_linear_model,
+    weight_image,
+)
+from masec.hw_templates.render import render_with_deps
+from masec.sim.mxstream import mx_stream
+from masec.sim.runner import lint, run_stream_test
+from masec.sim.vectors import VectorFile
+from mx_helpers import write_multi_top
+from test_mx_linear import fmt, random_mx
+
+W_NAMES = {"m2xfp": "m2xfp4_w", "nvfp4": "nvfp4", "bitmod4": "bitmod_fp4", "bitmod3": "bitmod_fp3"}
+
+
+def wfmt_of(kind: str, block: int):
+    """The weight format of a test kind; BitMoD keeps its group of 128 (x's block divides it)."""
+    if kind.startswith("bitmod"):
+        return parse_format(W_NAMES[kind], block_size=128 if block <= 128 else block)
+    return parse_format(W_NAMES[kind], block_size=block)
+
+
+def random_image(rng: random.Random, kind: str, out: int, IN: int, B: int) -> WeightImage:
+    """Random weight ROM content with the extremes: scale min/max (incl. NVFP4 scale 0 and subnormal
+    FP16 scales), every M2XFP metadata value and all-3 subgroups, every BitMoD type, all-zero and
+    all-max-magnitude blocks; inputs beyond IN are zero codes."""
+    nb = -(-IN // B)
+    bits = 3 if kind == "bitmod3" else 4
+    codes = torch.zeros(out, nb, B, dtype=torch.int64)
+    scales = torch.zeros(out, nb, dtype=torch.int64)
+    for o in range(out):
+        for b in range(nb):
+            k = rng.random()
+            if k < 0.06:
+                blk = [0] * B
+            elif k < 0.14:
+                top = (1 << (bits - 1)) - 1
+                blk = [rng.choice([top, top | (1 << (bits - 1))]) for _ in range(B)]
+            else:
+                blk = [rng.randrange(1 << bits) if rng.random() < 0.85 else 0 for _ in range(B)]
+            codes[o, b] = torch.tensor(blk)
+            sk = rng.random()
+            if kind == "nvfp4":
+                scales[o, b] = 0 if sk < 0.04 else rng.randint(1, 3) if sk < 0.1 else 126 if sk < 0.16 \
+                    else rng.randint(40, 90)
+            elif kind.startswith("bitmod"):
+                scales[o, b] = rng.randint(1, 40) if sk < 0.08 else 0x7BFF if sk < 0.14 else rng.randint(0x1000, 0x5000)
+            else:
+                scales[o, b] = rng.randint(0, 4) if sk < 0.08 else rng.randint(250, 254) if sk < 0.16 \
+                    else rng.randint(112, 140)
+    codes.reshape(out, -1)[:, IN:] = 0
+    if kind == "m2xfp":
+        meta = torch.tensor([[[rng.choice([0, 1, 2, 3, 3]) for _ in range(B // 8)] for _ in range(nb)]
+                             for _ in range(out)], dtype=torch.int64)
+        return WeightImage("m2xfp", FP4_E2M1, codes, scales, meta)
+    if kind == "nvfp4":
+        ts = rng.choice([2.0 ** -20 * (1 + rng.random()), 1.0, float(torch.tensor(0.8125e-3)),
+                         float(torch.tensor(1.0 - 2 ** -24))])
+        sig, ex = fp32_sig_exp(ts)
+        return WeightImage("nvfp4", FP4_E2M1, codes, scales, None, sig, ex)
+    G = 128 if B <= 128 else B
+    r = G // B
+    # one scale and type id per group, repeated on its blocks
+    scales = scales[:, ::r].repeat_interleave(r, dim=1)[:, :nb]
+    tid = torch.tensor([[rng.randrange(4) for _ in range(-(-nb // r))] for _ in range(out)],
+                       dtype=torch.int64).repeat_interleave(r, dim=1)[:, :nb]
+    return WeightImage("bitmod", int_element(bits), codes, scales, tid, group=G)
+
+
+def x_values(xc, xs, el):
+    vals = el.value_table()
+    return [[Fraction(float(vals[int(c)])) * Fraction(2) ** (int(s) - 127) for blk, s in zip(rc, rs)
+             for c in blk] for rc, rs in zip(xc.tolist(), xs.tolist())]
+
+
+# ----------------------------------------------------------------------------- model tests
+@pytest.mark.parametrize("kind", list(W_NAMES))
+def test_seed_accumulators_vs_exact(kind, seed):
+    """The model's accumulators equal the exact rational x W^T + b (W decoded from the format
+    definitions, not the RTL decode) up to one accumulator ulp per block step (+2 for NVFP4's
+    tensor-scale and bias steps)."""
+    rng = random.Random(seed)
+    B, IN, OUT, T = 32, 72, 10, 4
+    x_el = fmt("mxint8").element
+    xc, xs = random_mx(rng, x_el, T, -(-IN // B), B, IN)
+    xs.clamp_(100, 150)
+    img = random_image(rng, kind, OUT, IN, B)
+    bc, bs = random_mx(rng, x_el, 1, 1, 32, OUT)
+    A, X = seed_linear_accumulators(xc, xs, x_el, img, bc[0], bs[0], x_el)
+    wv = seed_exact_weights(img)
+    xv = x_values(xc, xs, x_el)
+    bvals = x_values(bc, bs, x_el)[0]
+    nb = xc.shape[1]
+    for t in range(T):
+        for o in range(OUT):
+            ex = sum(a * b for a, b in zip(xv[t], wv[o])) + bvals[o]
+            got = Fraction(A[t][o]) * Fraction(2) ** X[t][o]
+            assert abs(got - ex) <= (nb + 3) * Fraction(2) ** X[t][o], (t, o)
+
+
+@pytest.mark.parametrize("kind", list(W_NAMES))
+def test_weight_image_decodes_as_the_format_library(kind):
+    """The integer decode of the ROM (what the RTL multiplies) times the block / tensor scales is the
+    format library's dequantized weight: exactly for M2XFP and BitMoD, within float32 rounding for
+    NVFP4 (the library rounds q*s_b and then *s_t to float32)."""
+    g = torch.Generator().manual_seed(7)
+    W = torch.randn(12, 256, generator=g) * 0.05
+    W[3, :40] = 0.0
+    W[5, 7] = 3.0
+    f = wfmt_of(kind, 16 if kind == "nvfp4" else 32)
+    img = weight_image(f, f.encode(W), 16 if kind == "nvfp4" else 32, 256)
+    ref = f.quantize(W).to(torch.float64)
+    got = torch.tensor([[float(v) for v in r] for r in seed_exact_weights(img)], dtype=torch.float64)
+    if kind == "nvfp4":
+        assert torch.allclose(got, ref, rtol=2 ** -22, atol=0)
+    else:
+        assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("kind", list(W_NAMES))
+def test_model_vs_fake_quantized_float_linear(kind, seed):
+    """End to end on floats: the model's outputs (before output quantization) vs the float linear
+    x_q @ W_q^T + b_q with the format library's fake-quantized operands: relative error of the
+    accumulators <= 2^-10 (bounded floating accumulator), and the output codes equal MX-quantizing
+    that float result except where it lies within an accumulator ulp of a rounding boundary (<= 5%)."""
+    torch.manual_seed(seed % 100000)
+    T, IN, OUT, B = 5, 256, 24, 32 if kind != "nvfp4" else 16
+    x = torch.randn(T, IN)
+    W = torch.randn(OUT, IN) / 16
+    b = torch.randn(OUT) / 8
+    xf = parse_format("mxint8", block_size=B)
+    wf = wfmt_of(kind, B)
+    xe, we, be = xf.encode(x), wf.encode(W), xf.encode(b)
+    img = weight_image(wf, we, B, IN)
+    A, X = seed_linear_accumulators(xe.codes.to(torch.int64).reshape(T, -1, B), xe.scales.to(torch.int64),
+                                    xf.element, img, be.codes.to(torch.int64), be.scales.to(torch.int64),
+                                    xf.element)
+    acc = torch.tensor(A, dtype=torch.float64) * torch.pow(2.0, torch.tensor(X, dtype=torch.float64))
+    ref = xf.quantize(x).double() @ wf.quantize(W).double().t() + xf.quantize(b).double()
+    rel = float((acc - ref).abs().max() / ref.abs().max())
+    print(f"{kind}: max |acc - float linear| / max|y| = {rel:.3g}")
+    assert rel <= 2 ** -10
+
+
+# ----------------------------------------------------------------------------- RTL tests
+def build_case(tmp, rng, kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, p_y=None):
+    x_fmt, o_fmt = fmt(xf, B), fmt(of, BO)
+    x_el, o_el = x_fmt.element, o_fmt.element
+    nb = -(-IN // B)
+    xc, xs = random_mx(rng, x_el, T, nb, B, IN)
+    img = random_image(rng, kind, OUT, IN, B)
+    bc = bs = None
+    if has_bias:
+        bc, bs = random_mx(rng, x_el, 1, -(-OUT // B), B, OUT)
+        bc, bs = bc[0], bs[0]
+        bs.clamp_(100, 150)
+    yc, ys = seed_linear_model(xc, xs, x_el, img, bc, bs, x_el, o_el, BO)
+    tmp.mkdir(parents=True, exist_ok=True)
+    wl, sl = pack_seed_weight_mem(img, IN, OUT, p_in, p_out)
+    (tmp / "w.mem").write_text("\n".join(wl) + "\n")
+    (tmp / "ws.mem").write_text("\n".join(sl) + "\n")
+    if has_bias:
+        (tmp / "b.mem").write_text("\n".join(pack_bias_mem(bc, bs, x_el, OUT, p_out)) + "\n")
+    _, params, _ = instance_config(IN, OUT, x_fmt, wfmt_of(kind, B), o_fmt, has_bias, p_in, p_out,
+                                   b_fmt=x_fmt, w_mem=str(tmp / "w.mem"), ws_mem=str(tmp / "ws.mem"),
+                                   b_mem=str(tmp / "b.mem"), p_y=p_y,
+                                   ts=(img.ts_sig, img.ts_exp) if kind == "nvfp4" else None)
+    ideal = max(ideal_cycles(T, IN, OUT, p_in, p_out), T * (-(-OUT // BO)) * BO // params["P_Y"])
+    pad = T * (nb * B // p_in - (-(-IN // p_in)))
+    nz = ((-(-OUT // BO)) * BO - (-(-OUT // p_out)) * p_out) // params["P_Y"]
+    slack = pad + 4 + BO // params["P_Y"] + params["P_OUT"] // params["P_Y"] + nz + 4
+    return mx_stream(xc, xs, x_el.bits, p_in), mx_stream(yc, ys, o_el.bits, params["P_Y"]), params, ideal, slack
+
+
+# kind, xf, of, IN, OUT, T, B, B_OUT, P_IN, P_OUT, bias, P_Y
+DEFAULT_CONFIGS = [   # one build, every kind, small (the default suite)
+    ("m2xfp", "mxint8", "mxfp8_e4m3", 72, 12, 4, 32, 16, 8, 4, True, 4),
+    ("nvfp4", "mxint8", "mxint8", 40, 8, 4, 16, 8, 8, 8, True, 8),
+    ("bitmod4", "mxint8", "mxfp8_e4m3", 300, 8, 3, 32, 8, 8, 4, True, 4),
+    ("bitmod3", "mxint8", "mxint8", 64, 8, 3, 16, 8, 4, 8, False, 8),
+]
+SLOW_CONFIGS = [
+    ("m2xfp", "mxfp8_e4m3", "mxint8", 64, 8, 5, 32, 8, 16, 8, False, 8),
+    ("m2xfp", "mxint8", "mxint8", 40, 8, 5, 16, 8, 4, 8, True, 8),
+    ("nvfp4", "mxint8", "mxfp8_e4m3", 56, 20, 6, 16, 16, 8, 4, True, 4),
+    ("nvfp4", "mxfp8_e4m3", "mxint8", 32, 8, 5, 16, 8, 16, 8, False, 8),
+    ("bitmod3", "mxfp8_e4m3", "mxint8", 200, 8, 4, 32, 8, 16, 8, True, 8),
+    ("bitmod4", "mxint8", "mxint8", 64, 8, 4, 16, 8, 4, 8, False, 8),
+]
+
+
+@pytest.fixture(scope="module")
+def build_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("seed_linear_builds")
+
+
+def run_configs(build_root, seed, cfgs):
+    """One Verilator build of every configuration (instance i = streams s_x<i> / m_y<i>)."""
+    rng = random.Random(seed)
+    folder = build_root / ("multi_" + "_".join(str(abs(hash(c)) % 10**8) for c in cfgs))
+    inputs, outputs, insts, ideal, slack = {}, {}, [], 0, 0
+    for i, c in enumerate(cfgs):
+        kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, bias, p_y = c
+        sx, sy, params, ideal_i, slack_i = build_case(folder / f"mem{i}", rng, kind, xf, of, IN, OUT, T, B, BO,
+                                                      p_in, p_out, bias, p_y)
+        inputs[f"s_x{i}"], outputs[f"m_y{i}"] = sx, sy
+        insts.append((params, {"s_x": (p_in * fmt(xf).element.bits, True), "m_y": (p_y * fmt(of).element.bits, True)}))
+        ideal, slack = max(ideal, ideal_i), max(slack, ideal_i + slack_i)
+    vf = VectorFile(inputs, outputs, seed=seed, gap_prob=0.3, stall_prob=0.3, ideal_cycles=ideal)
+    files = render_with_deps("mx_linear", folder / "rtl")
+    files.append(write_multi_top(folder / "rtl" / "tb_seed_linear.sv", "tb_seed_linear", "mx_linear", insts))
+    res = run_stream_test(files, "tb_seed_linear", vf, folder / "build")
+    return res, ideal, slack
+
+
+def check_configs(build_root, seed, cfgs):
+    res, ideal, slack = run_configs(build_root, seed, cfgs)
+    assert res.ok, res.message
+    full = res.run("full_rate")
+    print(f"seed mx_linear: full_rate {full['cycles']} cycles (slowest instance), ideal {ideal}, bound {slack}")
+    assert full["cycles"] <= slack
+
+
+def test_rtl_matches_model(build_root, seed):
+    """Every seed weight format (M2XFP, NVFP4, BitMoD fp4 with groups spanning several x blocks and a
+    partial last group, fp3), with and without bias, in one build; exact comparison under random gaps
+    and backpressure, then full rate within the ideal + padding + latency bound."""
+    check_configs(build_root, seed, DEFAULT_CONFIGS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", SLOW_CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-P{c[8]}x{c[9]}")
+def test_rtl_matches_model_sweep(build_root, seed, cfg):
+    """M2XFP at P_IN 4 / 16 (subgroup chunks), fp8 activations, NVFP4 at P_IN = B, BitMoD fp3 with fp8 x."""
+    check_configs(build_root, seed, [cfg])
+
+
+def _zero_meta(img):
+    return WeightImage(img.kind, img.elem, img.codes, img.scales, torch.zeros_like(img.meta), img.ts_sig,
+                       img.ts_exp, img.group) if img.kind in ("m2xfp", "bitmod") else img
+
+
+MUTANTS = {   # name: (model function replaced, wrong version built from the original)
+    "m2xfp metadata and bitmod type id ignored": ("seed_weight_terms", lambda f: lambda img: f(_zero_meta(img))),
+    "nvfp4 tensor scale doubled": ("tensor_scale_step", lambda f: lambda A, X, s, e: f(A, X, s, e + 1)),
+}
+
+
+@pytest.mark.parametrize("mutant", list(MUTANTS))
+def test_rtl_check_can_fail(build_root, seed, mutant):
+    """A deliberately wrong model (a seed-format detail dropped) fails against the same RTL build."""
+    import masec.hw_templates.kernels.mx_linear as ml
+
+    name, wrong = MUTANTS[mutant]
+    orig = getattr(ml, name)
+    setattr(ml, name, wrong(orig))
+    try:
+        res, _, _ = run_configs(build_root, seed, DEFAULT_CONFIGS)
+    finally:
+        setattr(ml, name, orig)
+    assert not res.ok
+
+
+@pytest.mark.parametrize("cfg", DEFAULT_CONFIGS + SLOW_CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-P{c[8]}x{c[9]}")
+def test_lint_clean(tmp_path, cfg):
+    kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, bias, p_y = cfg
+    _, params, top = instance_config(IN, OUT, fmt(xf, B), wfmt_of(kind, B), fmt(of, BO), bias, p_in, p_out,
+                                     b_fmt=fmt(xf, B), p_y=p_y, ts=(3 << 22, -30) if kind == "nvfp4" else None)
+    files = render_with_deps("mx_linear", tmp_path)
+    lint(files, top, parameters=params)
