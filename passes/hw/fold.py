@@ -352,32 +352,38 @@ def fold_summary(ir, config) -> dict:
 
     part = lookup_part(config.part)
     cap = part.capacity()
-    est = estimate_design(ir)
-    per = est.get("nodes", {})
+    note = "" if estimable(part) else (f"the cost model is fitted to Yosys synth_xilinx; its figures are not "
+                                       f"{part.family} resources (run `masec synth` for this part)")
+    try:
+        est = estimate_design(ir)
+    except MasecError as exc:   # the cost model cannot estimate a kernel: say so, estimate nothing
+        est, note = None, f"no estimates: {exc}"
+    per = est.get("nodes", {}) if est else {}
     pred = predict_cycles(ir)
     rows = []
     for inst in ir.instances.values():
         if inst.is_port:
             continue
-        r = per.get(inst.name, {})
+        r = per.get(inst.name)
         rows.append({"instance": inst.name, "node": inst.node, "kernel": inst.kernel,
                      "lanes": inst.out_types[0].lanes if inst.out_types else 0,
-                     "resources": {k: _num(r.get(k, 0)) for k in RESOURCES},
+                     "resources": {k: _num(r.get(k, 0)) for k in RESOURCES} if r else None,
                      "ideal_cycles": inst.ideal_cycles})
-    total = {k: _num(est["total"].get(k, 0)) for k in RESOURCES}
+    out = {"mode": "", "part": part.name, "budget": config.budget, "capacity": cap, "estimable": estimable(part),
+           "note": note, "bottleneck": pred["bottleneck"], "bottleneck_cycles": pred["bottleneck_cycles"],
+           "predicted_cycles": pred["total"], "nodes": rows}
     budget = config.budget
-    limit = {k: (budget * cap[k] if budget is not None else float(cap[k])) for k in RESOURCES}
     if budget is None:
-        from masec.passes.hw.build_ir import effective_lanes  # noqa: F401  (the rule the mode follows)
-        mode = (f"no --budget: every node has --parallelism {config.parallelism} lanes (capped by the "
-                f"smallest block; the default is 4) unless the precision file fixes `lanes`")
+        out["mode"] = (f"no --budget: every node has --parallelism {config.parallelism} lanes (capped by the "
+                       f"smallest block; the default is 4) unless the precision file fixes `lanes`")
     else:
-        mode = (f"--budget {budget}: lanes per node chosen by HiGHS for the smallest bottleneck within "
-                f"{budget} x the {part.name} resources (cost model estimates)")
-    return {"mode": mode, "part": part.name, "budget": budget, "capacity": cap, "estimable": estimable(part),
-            "limit": {k: round(v, 3) for k, v in limit.items()}, "total": total,
+        out["mode"] = (f"--budget {budget}: lanes per node chosen by HiGHS for the smallest bottleneck within "
+                       f"{budget} x the {part.name} resources (cost model estimates)")
+    if est is None:
+        return {**out, "limit": None, "total": None, "utilization": None, "fits_part": None, "within_budget": None}
+    total = {k: _num(est["total"].get(k, 0)) for k in RESOURCES}
+    limit = {k: (budget * cap[k] if budget is not None else float(cap[k])) for k in RESOURCES}
+    return {**out, "limit": {k: round(v, 3) for k, v in limit.items()}, "total": total,
             "utilization": {k: round(total[k] / cap[k], 6) for k in RESOURCES},
             "fits_part": {k: total[k] <= cap[k] for k in RESOURCES},
-            "within_budget": {k: total[k] <= limit[k] for k in RESOURCES},
-            "bottleneck": pred["bottleneck"], "bottleneck_cycles": pred["bottleneck_cycles"],
-            "predicted_cycles": pred["total"], "nodes": rows}
+            "within_budget": {k: total[k] <= limit[k] for k in RESOURCES}}
