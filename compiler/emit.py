@@ -20,17 +20,11 @@ from masec.sim.mxstream import mx_stream, plain_stream
 from masec.sim.vectors import StreamVectors, VectorFile
 
 
-def _modules(ir, view, dep_ctx: dict | None = None) -> list:
-    """Every SV module the design needs, each once, dependencies first, top last.
-
-    ``dep_ctx``: Jinja context per dependency kernel (mx_quantize's ``pipe`` from ``--clock``)."""
+def _modules(ir, view) -> list:
+    """Every SV module the design needs, each once, dependencies first, top last."""
     from masec.hw_templates.manifest import dependency_closure, kernel
 
     mods: dict[str, object] = {}
-    dep_ctx = dep_ctx or {}
-
-    def render_dep(name):
-        return render(name, **dep_ctx.get(name, {}))
 
     def add(r):
         if r.module in mods and mods[r.module].text != r.text:
@@ -38,15 +32,13 @@ def _modules(ir, view, dep_ctx: dict | None = None) -> list:
         mods.setdefault(r.module, r)
 
     for dep in dependency_closure(("stream_fifo",)):
-        add(render_dep(dep))
+        add(render(dep))
     add(render("stream_fifo"))
     for inst in ir.instances.values():
         for r in inst.renders:
-            if r.module in dep_ctx and r.module != inst.module:   # a dependency rendered with defaults
-                r = render_dep(r.module)
             if r.module == inst.module:
                 for dep in dependency_closure(kernel(inst.kernel).deps):
-                    add(render_dep(dep))
+                    add(render(dep))
             add(r)
     add(render_template("top.sv.j2", view.top, inputs=view.inputs, outputs=view.outputs, edges=view.edges,
                         instances=view.instances))
@@ -143,37 +135,6 @@ def _report_md(rows, config, vectors: VectorFile, acc: list[dict], pred: dict) -
     return "\n".join(lines)
 
 
-def _folding_md(f: dict) -> str:
-    """The report's folding section: lanes, estimated resources and cycles per instance; totals vs the part."""
-    keys = ("LUT", "FF", "DSP", "BRAM")
-    lines = ["## Folding: lanes and estimated resources", "", f"{f['mode']}. Part {f['part']}."]
-    if f["note"]:
-        lines += ["", f"Note: {f['note']}."]
-    lines += ["", "| instance | node | kernel | lanes | LUT | FF | DSP | BRAM | ideal cycles |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for r in f["nodes"]:
-        res = r["resources"] or {}
-        mark = " **(bottleneck)**" if r["instance"] == f["bottleneck"] else ""
-        lines.append(f"| {r['instance']}{mark} | {r['node']} | {r['kernel']} | {r['lanes']} | "
-                     + " | ".join(f"{res[k]:,}" if k in res else "-" for k in keys) + f" | {r['ideal_cycles']:,} |")
-    lines += ["", f"Bottleneck: `{f['bottleneck']}`, {f['bottleneck_cycles']:,} cycles per inference.", ""]
-    if f["total"] is not None:
-        lines += ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
-                  "| estimated total (kernels, FIFOs, forks, retiles) | " +
-                  " | ".join(f"{f['total'][k]:,}" for k in keys) + " |",
-                  f"| {f['part']} capacity | " + " | ".join(f"{f['capacity'][k]:,}" for k in keys) + " |"]
-        if f["budget"] is not None:
-            lines.append(f"| budget ({f['budget']} of the part) | " +
-                         " | ".join(f"{f['limit'][k]:,.0f}" for k in keys) + " |")
-            lines.append("| within budget | " + " | ".join("yes" if f["within_budget"][k] else "no"
-                                                            for k in keys) + " |")
-        lines.append("| utilization | " + " | ".join(f"{100 * f['utilization'][k]:.2f}%" for k in keys) + " |")
-        lines.append("| fits | " + " | ".join("yes" if f["fits_part"][k] else "no" for k in keys) + " |")
-        lines += ["", f"Fits {f['part']}: {'yes' if all(f['fits_part'].values()) else 'no'} (cost-model "
-                      f"estimates; `masec synth` measures with Yosys).", ""]
-    return "\n".join(lines)
-
-
 def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: dict | None = None
                ) -> tuple[list[dict], list[dict]]:
     root = Path(root)
@@ -182,9 +143,7 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: d
     version = masec.__version__
 
     view = top_view(ir)
-    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock
-
-    modules = _modules(ir, view, {"mx_quantize": {"pipe": pipe_for_clock(config.clock_ns)}})
+    modules = _modules(ir, view)
     sources = [f"rtl/{r.module}.sv" for r in modules]
     for r in modules:
         r.write(root / "rtl")
@@ -245,16 +204,13 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: d
     pred = predict_cycles(ir)
     for r in rows:
         r["predicted_start"], r["predicted_finish"] = pred["start"][r["instance"]], pred["finish"][r["instance"]]
-    from masec.passes.hw.fold import fold_summary
-
-    folding = fold_summary(ir, config)
     (root / "report" / "report.json").write_text(json.dumps(
         {"config": json.loads(config.to_json()), "nodes": rows, "ideal_cycles": vectors.ideal_cycles,
          "predicted_cycles": pred["total"], "bottleneck": pred["bottleneck"],
-         "bottleneck_cycles": pred["bottleneck_cycles"], "folding": folding,
+         "bottleneck_cycles": pred["bottleneck_cycles"],
          "outputs": [i.node for i in ir.outputs], "accuracy": acc, "evaluation": evaluation},
         indent=2, sort_keys=True) + "\n")
-    md = _report_md(rows, config, vectors, acc, pred) + _folding_md(folding)
+    md = _report_md(rows, config, vectors, acc, pred)
     if evaluation:
         e = evaluation
         md += ("\n## The model's metric on held-out data (`--evaluate`)\n\n"
