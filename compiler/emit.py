@@ -20,11 +20,17 @@ from masec.sim.mxstream import mx_stream, plain_stream
 from masec.sim.vectors import StreamVectors, VectorFile
 
 
-def _modules(ir, view) -> list:
-    """Every SV module the design needs, each once, dependencies first, top last."""
+def _modules(ir, view, dep_ctx: dict | None = None) -> list:
+    """Every SV module the design needs, each once, dependencies first, top last.
+
+    ``dep_ctx``: Jinja context per dependency kernel (mx_quantize's ``pipe`` from ``--clock``)."""
     from masec.hw_templates.manifest import dependency_closure, kernel
 
     mods: dict[str, object] = {}
+    dep_ctx = dep_ctx or {}
+
+    def render_dep(name):
+        return render(name, **dep_ctx.get(name, {}))
 
     def add(r):
         if r.module in mods and mods[r.module].text != r.text:
@@ -32,13 +38,15 @@ def _modules(ir, view) -> list:
         mods.setdefault(r.module, r)
 
     for dep in dependency_closure(("stream_fifo",)):
-        add(render(dep))
+        add(render_dep(dep))
     add(render("stream_fifo"))
     for inst in ir.instances.values():
         for r in inst.renders:
+            if r.module in dep_ctx and r.module != inst.module:   # a dependency rendered with defaults
+                r = render_dep(r.module)
             if r.module == inst.module:
                 for dep in dependency_closure(kernel(inst.kernel).deps):
-                    add(render(dep))
+                    add(render_dep(dep))
             add(r)
     add(render_template("top.sv.j2", view.top, inputs=view.inputs, outputs=view.outputs, edges=view.edges,
                         instances=view.instances))
@@ -143,7 +151,9 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: d
     version = masec.__version__
 
     view = top_view(ir)
-    modules = _modules(ir, view)
+    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock
+
+    modules = _modules(ir, view, {"mx_quantize": {"pipe": pipe_for_clock(config.clock_ns)}})
     sources = [f"rtl/{r.module}.sv" for r in modules]
     for r in modules:
         r.write(root / "rtl")
