@@ -67,6 +67,14 @@ def test_mixed_lanes_mlp_simulates_bit_exactly(tmp_path, capsys):
     report = json.loads((out / "report" / "report.json").read_text())
     lanes = {r["node"]: r["lanes"] for r in report["nodes"] if r["op"] in ("linear", "relu")}
     assert lanes == {"fc1": 8, "act": 4, "fc2": 2}
+    f = report["folding"]                        # the report says how lanes were chosen and what it costs
+    assert "no --budget" in f["mode"] and "--parallelism 4" in f["mode"]
+    assert {r["instance"]: r["lanes"] for r in f["nodes"]}["retile_fc2_0"] == 2
+    assert f["bottleneck"] == "fc2" and f["bottleneck_cycles"] == 4 * 20 * 48
+    md = (out / "report" / "report.md").read_text()
+    assert "## Folding" in md and "fc2 **(bottleneck)**" in md
+    if f["total"] is not None:
+        assert f"Fits {f['part']}: yes" in md and "| fits | yes | yes | yes | yes |" in md
 
 
 @pytest.mark.slow
@@ -104,6 +112,16 @@ def test_illegal_lanes_are_refused_in_one_line(tmp_path, capsys, text, needles):
 def test_rope_lanes_must_be_even(tmp_path):
     with pytest.raises(MasecError, match=r"node `\w*rope\w*` \(rope.*lanes = 1 is not legal.*legal lanes: 2, 4, 8"):
         _lower(LLAMA, "[op.rope]\nlanes = 1\n", tmp_path)
+
+
+def test_budget_on_a_part_without_estimates_is_refused(tmp_path, capsys):
+    from masec.parts import PARTS
+
+    ecp5 = [p.name for p in PARTS.values() if getattr(p, "vendor", "xilinx") != "xilinx"]
+    if not ecp5:
+        pytest.skip("no non-Xilinx part in the parts table")
+    code = main(["compile", str(MLP), "--out", str(tmp_path / "o"), "--part", ecp5[0], "--budget", "0.5"])
+    _one_line_error(capsys, code, f"--part {ecp5[0]}", "synth_xilinx", "no estimates")
 
 
 @pytest.mark.parametrize("flag,needles", [
