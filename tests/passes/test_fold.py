@@ -146,3 +146,28 @@ def test_budget_is_validated_before_any_pass():
     for bad in (0, -0.1, 1.5):
         with pytest.raises(MasecError, match=r"--budget .*0 < F <= 1"):
             CompileConfig(model_file=str(MLP), out="o", budget=bad).validated()
+
+
+@pytest.mark.slow
+def test_yosys_total_of_a_budgeted_design_stays_within_the_budget(tmp_path, monkeypatch, capsys):
+    """masec synth (Yosys synth_xilinx, per kernel) of the MLP folded onto 10% of an xc7z020."""
+    import json
+
+    import masec.cost_model as cm
+    from masec.cli import main
+
+    try:
+        cm.estimate("mx_relu", {"P": 4, "W": 8, "REG": 1})
+    except MasecError as exc:
+        pytest.skip(f"the cost model's fit is not shipped: {exc}")
+    monkeypatch.setenv("MASEC_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "o"
+    budget, part = 0.1, "xc7z020"
+    assert main(["compile", str(MLP), "--out", str(out), "--part", part, "--budget", str(budget)]) == 0
+    folding = json.loads((out / "report" / "report.json").read_text())["folding"]
+    assert main(["synth", str(out)]) == 0
+    total = json.loads((out / "report" / "synth.json").read_text())["total"]
+    cap = lookup_part(part).capacity()
+    print(f"budget {budget} of {part}: estimated {folding['total']}, Yosys {total}")
+    for r in RESOURCES:
+        assert total[r] <= budget * cap[r], (r, total[r], budget * cap[r], folding["total"])
