@@ -67,11 +67,11 @@ def _names(node) -> tuple[str, ...]:
     return tuple(n for n in (m.path, node.name) if n)
 
 
-def lanes_override(config, node) -> int | None:
-    """``lanes = N`` for ``node`` from the precision file ([node."<path or name>"] beats [op.<op>])."""
-    if not config.precision_file:
+def lanes_override(spec, node) -> int | None:
+    """``lanes = N`` for ``node`` from the precision file's ``spec`` ([node."<path or name>"] beats
+    [op.<op>]); None without a file or a ``lanes`` key."""
+    if spec is None:
         return None
-    spec = config.precision().spec
     path = None
     for n in _names(node):   # as masec.precision.Precision.resolve: the last name with a section wins
         if n in spec.node:
@@ -162,9 +162,10 @@ def fold(gm, config):
     from masec.passes.hw.build_ir import effective_lanes
 
     nodes = fold_nodes(gm)
+    spec = config.precision().spec if config.precision_file else None
     fixed: dict = {}
     for node in nodes:
-        o = lanes_override(config, node)
+        o = lanes_override(spec, node)
         if o is not None:
             legal = legal_lanes(gm, node, config)
             if o not in legal:
