@@ -82,7 +82,7 @@ def _compiled_config(out: Path):
     return CompileConfig(model_file=str(model), out=str(out), format=d["format"], block_size=d["block_size"],
                          rounding=d["rounding"], model_name=d["model_name"], inputs_name=d["inputs_name"],
                          parallelism=d["parallelism"], part=d["part"], clock_ns=d["clock_ns"], seed=d["seed"],
-                         precision_file=prec)
+                         precision_file=prec, budget=d.get("budget"))
 
 
 def generate(out: Path, prompt: str, n_tokens: int, seed: int | None = None, progress=None) -> GenerateResult:
