@@ -340,6 +340,21 @@ def _num(v):
     return int(v) if float(v).is_integer() else v
 
 
+#: The Xilinx cell-delay estimate (no open place and route reaches these parts): per register-to-
+#: register stage, T_REG + levels * (T_LUT + T_NET). T_LUT is the slowest LUT arc of Yosys's xc7 cell
+#: library (cells_sim.v: LUT6 I0 -> O, 642 ps); T_NET and T_REG are assumed routing and register margins.
+#: Carry chains, wide muxes and combinational DSPs are not counted (a lower bound on the path there).
+XC7_T_LUT_NS, XC7_T_NET_NS, XC7_T_REG_NS = 0.642, 0.5, 0.6
+XC7_TIMING_MODEL = (f"estimate per stage = {XC7_T_REG_NS} ns (clock-to-out + setup, assumed) + LUT levels x "
+                    f"({XC7_T_LUT_NS} ns LUT6 arc from Yosys's xc7 cells_sim.v + {XC7_T_NET_NS} ns routing, assumed); "
+                    f"carry chains, MUXF and combinational DSPs not counted")
+
+
+def fmax_estimate_mhz(levels: int) -> float:
+    """The xc7 cell-delay estimate of a stage with ``levels`` LUT levels (see XC7_TIMING_MODEL)."""
+    return round(1000.0 / (XC7_T_REG_NS + levels * (XC7_T_LUT_NS + XC7_T_NET_NS)), 1)
+
+
 def _dsp_registered(cell: dict) -> bool:
     p = cell.get("parameters", {})
     return any(int(str(p.get(k, "0")).replace("x", "0") or "0", 2) for k in ("AREG", "BREG", "MREG", "PREG"))
@@ -808,7 +823,8 @@ def _report(build: dict, plan: list[Job], instances: list[Instance], results: di
         kernels.append({"id": j.key[:16], "module": j.module,
                         "params": Instance("", j.module, j.params).report_params(), "instances": list(j.instances),
                         "cells": {k: v for k, v in r["cells"].items() if not k.startswith("$")},
-                        **classify(r["cells"]), "logic_depth": r["logic_depth"]})
+                        **classify(r["cells"]), "logic_depth": r["logic_depth"],
+                        "fmax_estimate_mhz": fmax_estimate_mhz(r["logic_depth"])})
     rows, total = [], dict.fromkeys(RESOURCES, 0)
     for inst in instances:
         j = by_ident[(inst.module, inst.params)]
@@ -822,7 +838,9 @@ def _report(build: dict, plan: list[Job], instances: list[Instance], results: di
     return {"top": build["top"], "part": part.part, "family": part.family, "tool": f"{version}; synth_xilinx "
             f"-flatten -noiopad -noclkbuf -family {part.family}, per kernel configuration, out of context",
             "total": total, "fits": fits(total, part),
-            "logic_depth": max((r["logic_depth"] for r in rows), default=0), "instances": rows, "kernels": kernels}
+            "logic_depth": max((r["logic_depth"] for r in rows), default=0), "instances": rows, "kernels": kernels,
+            "fmax_estimate_mhz": fmax_estimate_mhz(max((r["logic_depth"] for r in rows), default=0)),
+            "timing_model": XC7_TIMING_MODEL}
 
 
 def _fmt(v) -> str:
@@ -884,8 +902,12 @@ def report_markdown(rep: dict) -> str:
     lines.append("| utilization | | | " + " | ".join(f"{100 * f['utilization'][k]:.2f}%" for k in RESOURCES)
                  + " | |")
     lines += ["", f"The design {'fits' if f['fits'] else 'does **not** fit'} {rep['part']} "
-              f"(largest share: {f['limiting']}, {100 * f['utilization'][f['limiting']]:.2f}%).", "",
-              "## Distinct kernel configurations", "",
+              f"(largest share: {f['limiting']}, {100 * f['utilization'][f['limiting']]:.2f}%).", ""]
+    if "fmax_estimate_mhz" in rep:
+        lines += [f"Cell-delay estimate: {rep['fmax_estimate_mhz']:.1f} MHz for the deepest stage "
+                  f"({rep['logic_depth']} LUT levels; {rep['timing_model']}). The Vivado constraint stays the "
+                  f"compiled --clock.", ""]
+    lines += ["## Distinct kernel configurations", "",
               "| id | module | instances | LUT | FF | DSP | BRAM | LUTRAM | SRL | CARRY | logic depth |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k in rep["kernels"]:

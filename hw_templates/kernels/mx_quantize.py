@@ -252,5 +252,15 @@ SPEC = KernelSpec(
         {"label": "P32 B32 mxfp4 MW16", "ctx": {},
          "params": {"P": 32, "B": 32, "MW": 16, "EW": 10, "ELEM_IS_INT": 0, "ELEM_BITS": 4, "ELEM_MBITS": 1,
                     "ELEM_BIAS": 1, "ELEM_EMAX": 2, "ELEM_MAX_CODE": 7}},
+        # pipelined: the same configurations at the PIPE of a 4 ns (2) and a 3 ns (3) clock
+        {"label": "P8 B32 mxfp8_e4m3 MW24 PIPE2", "ctx": {},
+         "params": {"P": 8, "B": 32, "MW": 24, "EW": 10, "ELEM_IS_INT": 0, "ELEM_BITS": 8, "ELEM_MBITS": 3,
+                    "ELEM_BIAS": 7, "ELEM_EMAX": 8, "ELEM_MAX_CODE": 126, "PIPE": 2}},
+        {"label": "P8 B32 mxfp8_e4m3 MW24 PIPE3", "ctx": {},
+         "params": {"P": 8, "B": 32, "MW": 24, "EW": 10, "ELEM_IS_INT": 0, "ELEM_BITS": 8, "ELEM_MBITS": 3,
+                    "ELEM_BIAS": 7, "ELEM_EMAX": 8, "ELEM_MAX_CODE": 126, "PIPE": 3}},
+        {"label": "P32 B32 mxfp4 MW16 PIPE3", "ctx": {},
+         "params": {"P": 32, "B": 32, "MW": 16, "EW": 10, "ELEM_IS_INT": 0, "ELEM_BITS": 4, "ELEM_MBITS": 1,
+                    "ELEM_BIAS": 1, "ELEM_EMAX": 2, "ELEM_MAX_CODE": 7, "PIPE": 3}},
     ),
 )

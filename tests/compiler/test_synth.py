@@ -15,7 +15,8 @@ import pytest
 
 from masec.errors import MasecError
 from masec.parts import RESOURCES
-from masec.synth import add_synth_arguments, design_instances, logic_depth, parse_instances, read_build, synth_main
+from masec.synth import (add_synth_arguments, design_instances, fmax_estimate_mhz, logic_depth, parse_instances,
+                         read_build, synth_main)
 
 pytest.importorskip("pyosys")
 
@@ -99,6 +100,8 @@ def _check_report(rep: dict) -> None:
         assert r["name"] in kernels[r["kernel"]]["instances"]
     assert set(rep["fits"]) == {"part", "utilization", "fits", "limiting"} and isinstance(rep["fits"]["fits"], bool)
     assert rep["logic_depth"] == max(r["logic_depth"] for r in rep["instances"])
+    assert rep["fmax_estimate_mhz"] == fmax_estimate_mhz(rep["logic_depth"]) and "routing" in rep["timing_model"]
+    assert all(k["fmax_estimate_mhz"] == fmax_estimate_mhz(k["logic_depth"]) for k in rep["kernels"])
 
 
 def test_parse_instances_named_overrides_comments_and_strings():
@@ -166,6 +169,12 @@ def test_cache_key_covers_memory_image_and_family(tmp_path, monkeypatch):
     rep = json.loads((out / "report" / "synth.json").read_text())
     assert rep["part"] == "xczu3eg-sbva484-1-e" and rep["family"] == "xcup" and len(list(entries.glob("*.json"))) == 3
     _check_report(rep)
+
+
+def test_xc7_estimate_model():
+    # 0.6 ns + levels x (0.642 + 0.5) ns: 2 levels = 2.884 ns, 3 levels = 4.026 ns
+    assert fmax_estimate_mhz(2) == 346.7 and fmax_estimate_mhz(3) == 248.4
+    assert fmax_estimate_mhz(0) > fmax_estimate_mhz(1) > fmax_estimate_mhz(10) > 0
 
 
 def test_errors_are_one_line(tmp_path):

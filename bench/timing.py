@@ -1,0 +1,241 @@
+"""Timing table of the kernel library and compiled tops: ECP5 post-route Fmax and the xc7 estimate.
+
+For every kernel in ``masec.hw_templates.manifest.registry()`` and every configuration in its
+``SPEC.examples`` (the configurations of ``bench/kernel_resources.py``), the kernel is rendered
+with its dependencies into a one-instance output folder and timed with ``masec synth``'s own
+machinery (``masec.synth.synthesize``, cached in ``$MASEC_CACHE/synth``):
+
+* ECP5: Yosys ``synth_ecp5 -flatten`` + ``nextpnr-ecp5 --85k --package CABGA381 --speed 6
+  --out-of-context`` (LFE5U-85F-6BG381C): post-route Fmax, LUT4/FF/MULT18/EBR, critical path RTL lines;
+* xc7 (xc7z020): ``synth_xilinx -flatten``: LUT levels per register-to-register stage and the
+  cell-delay estimate of ``masec.synth.XC7_TIMING_MODEL``.
+
+``--tops`` also compiles the bundled MLP example (``--format mxint8 --parallelism 4``, the issue's
+baseline) at ``--clock`` 10 ns and 4 ns (mx_quantize PIPE 0 and 2) and places and routes each
+whole top level on LFE5U-85F.
+
+Results go to ``bench/results/timing.json`` (merged: a ``--kernel`` run updates only that
+kernel) and a markdown table in ``docs/kernels.md`` between ``<!-- BEGIN timing -->`` and
+``<!-- END timing -->`` (deterministic, no dates).
+
+Usage::
+
+    nice python bench/timing.py --quick                  # first example of each kernel
+    nice python bench/timing.py --kernel mx_quantize     # every example of one kernel
+    nice python bench/timing.py --tops --no-kernels      # the compiled MLP tops only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "timing.json"
+DOC = ROOT / "docs" / "kernels.md"
+BEGIN, END = "<!-- BEGIN timing -->", "<!-- END timing -->"
+ECP5, XC7 = "LFE5U-85F-6BG381C", "xc7z020"
+#: Targets of issue 12.
+TARGET_KERNEL_MHZ, TARGET_TOP_MHZ, TARGET_XC7_NS = 150.0, 100.0, 2.5
+ECP5_FREQ = 250.0   # nextpnr's target for the kernels (timing-driven placement aims here)
+
+
+def _kernel_folder(name: str, example: dict, folder: Path) -> Path:
+    """A one-instance output folder (the masec synth contract) holding kernel ``name`` in ``example``'s
+    configuration; string parameters naming an example file refer to it in rtl/."""
+    from masec.hw_templates.render import render_with_deps
+
+    rtl = folder / "rtl"
+    files = render_with_deps(name, rtl, **example.get("ctx", {}))
+    for fname, text in (example.get("files") or {}).items():
+        (rtl / fname).write_text(text() if callable(text) else text)
+    build = {"top": files[-1].stem, "sources": [f"rtl/{Path(f).name}" for f in files],
+             "instances": [{"name": "u_k", "module": files[-1].stem, "params": dict(example.get("params", {}))}]}
+    (folder / "masec_build.json").write_text(json.dumps(build, indent=1, sort_keys=True))
+    return folder
+
+
+def time_kernel(name: str, example: dict, workdir: Path, cache: Path, timeout: float) -> dict:
+    """ECP5 post-route and xc7 estimate of one kernel configuration."""
+    from masec.errors import MasecError
+    from masec.parts import lookup_part
+    from masec.synth import synthesize
+
+    rec = {"kernel": name, "label": example["label"], "params": example.get("params", {})}
+    folder = _kernel_folder(name, example, workdir)
+    try:
+        e = synthesize(folder, lookup_part(ECP5), cache=cache, timeout=timeout, freq_mhz=ECP5_FREQ, top=False).report
+        (k,) = e["kernels"]
+        cp = k.get("critical_path") or {}
+        rec["ecp5"] = {"fmax_mhz": k["fmax_mhz"], **{c: k[c] for c in ("LUT", "FF", "DSP", "BRAM")},
+                       "path_ns": cp.get("delay_ns"), "path_logic_ns": cp.get("logic_ns"),
+                       "path_rtl": cp.get("sources", [])[:6]}
+    except MasecError as exc:
+        rec["ecp5"] = {"error": str(exc).splitlines()[0]}
+    try:
+        x = synthesize(folder, lookup_part(XC7), cache=cache, timeout=timeout).report
+        (k,) = x["kernels"]
+        rec["xc7"] = {"logic_depth": k["logic_depth"], "fmax_estimate_mhz": k["fmax_estimate_mhz"],
+                      "LUT": k["LUT"], "FF": k["FF"]}
+    except MasecError as exc:
+        rec["xc7"] = {"error": str(exc).splitlines()[0]}
+    return rec
+
+
+def time_top(label: str, compile_args: list[str], workdir: Path, cache: Path, timeout: float) -> dict:
+    """Compile a model with ``masec compile`` and place and route its whole top level on ECP5."""
+    from masec.errors import MasecError
+    from masec.parts import lookup_part
+    from masec.synth import synthesize
+
+    out = workdir / "out"
+    proc = subprocess.run([sys.executable, "-m", "masec.cli", "compile", *compile_args, "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        return {"label": label, "compile": compile_args, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+    try:
+        rep = synthesize(out, lookup_part(ECP5), cache=cache, timeout=timeout, jobs=2).report
+    except MasecError as exc:
+        return {"label": label, "compile": compile_args, "error": str(exc).splitlines()[0]}
+    cp = rep.get("critical_path") or {}
+    quant = [k for k in rep["kernels"] if k["module"] == "mx_quantize"]
+    return {"label": label, "compile": compile_args, "fmax_mhz": rep["fmax_mhz"], "target_mhz": rep["target_mhz"],
+            **{c: rep["total"][c] for c in ("LUT", "FF", "DSP", "BRAM")},
+            "critical_path": {k: cp.get(k) for k in ("delay_ns", "logic_ns", "routing_ns", "instances")}
+            | {"rtl": cp.get("sources", [])[:6]},
+            "kernels_fmax_mhz": {f"{k['module']} ({', '.join(k['instances'][:3])})": k["fmax_mhz"]
+                                 for k in rep["kernels"]}, "mx_quantize_kernels": len(quant)}
+
+
+TOPS = (  # label, masec compile arguments
+    ("MLP mxint8 P4, --clock 10 (PIPE 0)", ["examples/mlp/model.py", "--format", "mxint8", "--parallelism", "4",
+                                           "--clock", "10"]),
+    ("MLP mxint8 P4, --clock 4 (PIPE 2)", ["examples/mlp/model.py", "--format", "mxint8", "--parallelism", "4",
+                                          "--clock", "4"]),
+)
+
+
+def _mhz(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def markdown(results: dict) -> str:
+    lines = [f"ECP5: LFE5U-85F-6BG381C, Yosys `synth_ecp5` + nextpnr-ecp5 (yowasp) out of context, target "
+             f"{ECP5_FREQ:g} MHz, seed 1; target >= {TARGET_KERNEL_MHZ:g} MHz. xc7: `synth_xilinx` LUT levels and "
+             "the cell-delay estimate of `masec.synth.XC7_TIMING_MODEL` (0.6 ns + levels x 1.142 ns, routing "
+             f"assumed); target <= {TARGET_XC7_NS} ns per stage.", "",
+             "| kernel | configuration | ECP5 Fmax (MHz) | LUT4 | FF | critical path (RTL) | xc7 LUT levels | "
+             "xc7 estimate (MHz) | targets |",
+             "|---|---|---:|---:|---:|---|---:|---:|---|"]
+    failed = []
+    for kernel in sorted(results.get("kernels", {})):
+        for r in results["kernels"][kernel]:
+            e, x = r.get("ecp5", {}), r.get("xc7", {})
+            for side, d in (("ECP5", e), ("xc7", x)):
+                if "error" in d:
+                    failed.append(f"- `{kernel}` / {r['label']} ({side}): {d['error']}")
+            ok_e = e.get("fmax_mhz") is not None and e["fmax_mhz"] >= TARGET_KERNEL_MHZ
+            ok_x = x.get("fmax_estimate_mhz") is not None and 1000.0 / x["fmax_estimate_mhz"] <= TARGET_XC7_NS
+            met = "both" if ok_e and ok_x else "ECP5" if ok_e else "xc7" if ok_x else "**neither**"
+            if e.get("fmax_mhz") is None and "error" not in e:
+                met = "xc7 (no reg-to-reg path on ECP5)" if ok_x else "no reg-to-reg path"
+            lines.append(f"| `{kernel}` | {r['label']} | {_mhz(e.get('fmax_mhz'))} | {e.get('LUT', '-')} | "
+                         f"{e.get('FF', '-')} | {', '.join(e.get('path_rtl', [])[:3])} | {x.get('logic_depth', '-')} | "
+                         f"{_mhz(x.get('fmax_estimate_mhz'))} | {met} |")
+    tops = results.get("tops", [])
+    if tops:
+        lines += ["", "Compiled tops, whole top level placed and routed with its IOs on LFE5U-85F "
+                  f"(target >= {TARGET_TOP_MHZ:g} MHz):", "",
+                  "| design | Fmax (MHz) | LUT4 | FF | MULT18 | EBR | critical path |", "|---|---:|---:|---:|---:|---:|---|"]
+        for t in tops:
+            if "error" in t:
+                failed.append(f"- {t['label']}: {t['error']}")
+                continue
+            cp = t["critical_path"]
+            lines.append(f"| {t['label']} | {_mhz(t['fmax_mhz'])} | {t['LUT']} | {t['FF']} | {t['DSP']} | {t['BRAM']} | "
+                         f"{cp.get('delay_ns')} ns ({cp.get('logic_ns')} logic) through "
+                         f"{', '.join(cp.get('instances') or [])}: {', '.join(cp.get('rtl', [])[:3])} |")
+    text = "\n".join(lines) + "\n"
+    if failed:
+        text += "\nNot measured:\n\n" + "\n".join(failed) + "\n"
+    return text
+
+
+def write_doc(results: dict, path: Path = DOC) -> None:
+    block = f"{BEGIN}\n<!-- generated by bench/timing.py; do not edit by hand -->\n{markdown(results)}{END}"
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        pre, rest = text.split(BEGIN, 1)
+        new = pre + block + rest.split(END, 1)[1]
+    else:
+        new = text.rstrip("\n") + ("\n\n" if text else "") + (
+            "## Timing\n\nPost-route Fmax on ECP5 and the xc7 cell-delay estimate of every kernel configuration "
+            "above, and of compiled tops (issue 12; docs/synthesis.md). Regenerate with "
+            "`nice python bench/timing.py` (`--quick`, `--kernel K`, `--tops`).\n\n" + block + "\n")
+    path.write_text(new)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kernel", action="append", default=[], help="only this kernel (repeatable)")
+    ap.add_argument("--quick", action="store_true", help="only the first example configuration of each kernel")
+    ap.add_argument("--tops", action="store_true", help="also compile and place and route the MLP tops")
+    ap.add_argument("--no-kernels", action="store_true", help="skip the kernel table (with --tops)")
+    ap.add_argument("--jobs", "-j", type=int, default=2, help="kernel configurations timed at once (default 2)")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per synthesis / place and route")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not update the JSON and the doc")
+    args = ap.parse_args(argv)
+
+    from masec.hw_templates.manifest import registry
+    from masec.synth import cache_dir
+
+    reg = registry()
+    unknown = [k for k in args.kernel if k not in reg]
+    if unknown:
+        ap.error(f"unknown kernel(s) {', '.join(unknown)}; known: {', '.join(reg)}")
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    kres = results.setdefault("kernels", {})
+    cache = cache_dir()
+    with tempfile.TemporaryDirectory(prefix="masec_timing_") as tmp:
+        tmp = Path(tmp)
+        jobs = []
+        if not args.no_kernels:
+            for name in args.kernel or list(reg):
+                examples = list(reg[name].examples)[:1 if args.quick else None]
+                jobs += [(name, i, ex) for i, ex in enumerate(examples)]
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futs = [(name, ex, pool.submit(time_kernel, name, ex, tmp / name / f"ex{i}", cache, args.timeout))
+                    for name, i, ex in jobs]
+            for name, ex, fut in futs:
+                rec = fut.result()
+                e, x = rec["ecp5"], rec["xc7"]
+                print(f"{name} [{ex['label']}]: ECP5 {e.get('error') or _mhz(e['fmax_mhz']) + ' MHz'}; "
+                      f"xc7 {x.get('error') or str(x['logic_depth']) + ' levels, ' + _mhz(x['fmax_estimate_mhz'])}",
+                      file=sys.stderr, flush=True)
+                order = [e["label"] for e in reg[name].examples]
+                old = {r["label"]: r for r in kres.get(name, []) if r["label"] in order}
+                old[ex["label"]] = rec
+                kres[name] = sorted(old.values(), key=lambda r: order.index(r["label"]))
+        if args.tops:
+            tops = {t["label"]: t for t in results.get("tops", [])}
+            for i, (label, cargs) in enumerate(TOPS):
+                rec = time_top(label, cargs, tmp / f"top{i}", cache, args.timeout)
+                print(f"{label}: {rec.get('error') or _mhz(rec['fmax_mhz']) + ' MHz'}", file=sys.stderr, flush=True)
+                tops[label] = rec
+            results["tops"] = [tops[label] for label, _ in TOPS if label in tops]
+    results["kernels"] = {k: v for k, v in sorted(kres.items()) if k in reg}
+    print(markdown(results))
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        write_doc(results)
+        print(f"wrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
