@@ -1,5 +1,7 @@
 """Linear -> ``mx_linear``: weights and bias MX-encoded into on-chip ROMs, exact block dot
-products, the kernel's bounded floating accumulator, output re-quantized to the node's format."""
+products, the kernel's bounded floating accumulator, output re-quantized to the node's format.
+Seed weight formats (m2xfp4_w, nvfp4, bitmod_fp4/fp3) use the kernel's WFMT datapaths
+(:func:`mx_linear.weight_image`, :func:`mx_linear.seed_linear_model`); the bias stays MX."""
 from __future__ import annotations
 
 import re
@@ -53,12 +55,17 @@ class LinearLowering(Lowering):
         x_fmt = meta(node.args[0]).formats["out"].parse()
         p = config.parallelism
         try:
+            wf = m.formats["weight"].parse()
+            ts = None
+            if mx_linear.weight_kind(wf) == "nvfp4":
+                img = mx_linear.weight_image(wf, wf.encode(w), x_fmt.block_size, in_f)
+                ts = (img.ts_sig, img.ts_exp)
             instance = mx_linear.instance_config(
-                in_f, out_f, x_fmt, m.formats["weight"].parse(), m.formats["out"].parse(), b is not None,
+                in_f, out_f, x_fmt, wf, m.formats["out"].parse(), b is not None,
                 p_in=p, p_out=p, b_fmt=m.formats["bias"].parse() if b is not None else None,
-                w_mem=_mem_name(node, "w"), ws_mem=_mem_name(node, "ws"), b_mem=_mem_name(node, "b"))
+                w_mem=_mem_name(node, "w"), ws_mem=_mem_name(node, "ws"), b_mem=_mem_name(node, "b"), ts=ts)
         except ValueError as exc:
-            raise MasecError(str(exc)) from None
+            raise MasecError(f"node `{node.name}` (linear): {exc}") from None
         return self.choice(node, instance, p, mx_linear.ideal_cycles(rows_of(m.shape), in_f, out_f, p, p))
 
     def _encoded(self, gm, node):
@@ -74,6 +81,15 @@ class LinearLowering(Lowering):
         m = meta(node)
         w, wf, we, be = self._encoded(gm, node)
         out_fmt = m.formats["out"]
+        if mx_linear.weight_kind(wf) != "mx":
+            img = mx_linear.weight_image(wf, we, x.fmt.block_size, w.shape[1])
+            bf = m.formats["bias"].parse().element if be is not None else None
+            y_codes, y_scales = mx_linear.seed_linear_model(
+                x.codes, x.scales, x.fmt.parse().element, img,
+                be.codes.to(torch.int64) if be is not None else None,
+                be.scales.to(torch.int64) if be is not None else None, bf, out_fmt.parse().element,
+                out_fmt.block_size, out_features=w.shape[0])
+            return MXValue(y_codes, y_scales, out_fmt, m.shape)
         y_codes, y_scales = mx_linear.linear_model(
             x.codes, x.scales, x.fmt.parse().element, we.codes.to(torch.int64), we.scales.to(torch.int64),
             wf.element, be.codes.to(torch.int64) if be is not None else None,
@@ -85,8 +101,12 @@ class LinearLowering(Lowering):
         w, wf, we, be = self._encoded(gm, node)
         k = meta(node).kernel.params_dict
         out_f, in_f = w.shape
-        w_lines, ws_lines = mx_linear.pack_weight_mem(we.codes, we.scales, wf.element, in_f, out_f,
-                                                      wf.block_size, k["P_IN"], k["P_OUT"])
+        if mx_linear.weight_kind(wf) != "mx":
+            img = mx_linear.weight_image(wf, we, k["B"], in_f)
+            w_lines, ws_lines = mx_linear.pack_seed_weight_mem(img, in_f, out_f, k["P_IN"], k["P_OUT"])
+        else:
+            w_lines, ws_lines = mx_linear.pack_weight_mem(we.codes, we.scales, wf.element, in_f, out_f,
+                                                          wf.block_size, k["P_IN"], k["P_OUT"])
         mems = {k["W_MEM"]: w_lines, k["WS_MEM"]: ws_lines}
         if be is not None:
             bf = meta(node).formats["bias"].parse()

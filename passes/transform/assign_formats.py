@@ -14,8 +14,11 @@ Rules beyond the precision file, each forced by what the hardware streams:
   the smallest requested block; a ``view`` that changes the last axis (head split/merge) needs a
   block dividing both last dims, so the group's block shrinks to the largest power of two that
   does (e.g. head_dim 8 -> blocks of 8 for q, k, v and the attention output).
-* Only formats with hardware kernels are accepted (OCP MX with E8M0 scales); others are refused
-  naming the node.
+* Only formats with hardware kernels are accepted: OCP MX (E8M0 scales) everywhere, and the seed
+  weight formats ``m2xfp4_w``, ``nvfp4``, ``bitmod_fp4``, ``bitmod_fp3`` as the weight of a linear
+  (``mx_linear``'s WFMT datapaths); others are refused naming the node and port. A linear with a
+  seed-format weight keeps its bias in the node's activation format; a BitMoD weight's group is not
+  tied to the input's block (the kernel needs the group to be a multiple of it).
 
     gm, changed = assign_formats(gm, config)   # changed is False the second time
 """
@@ -33,7 +36,16 @@ def _pow2_divisor(n: int) -> int:
     return n & -n
 
 
-def _check_hw_format(name: str, block: int, rounding: str, where: str) -> str:
+#: seed formats with a hardware datapath, and where (op, port)
+SEED_WEIGHT_FORMATS = ("m2xfp4_w", "nvfp4", "bitmod_fp4", "bitmod_fp3")
+
+
+def seed_weight_format(f) -> bool:
+    """True for a parsed format mx_linear takes as a seed weight format."""
+    return getattr(f, "name", None) in SEED_WEIGHT_FORMATS and not (f.name == "nvfp4" and not f.tensor_scale)
+
+
+def _check_hw_format(name: str, block: int, rounding: str, where: str, linear_weight: bool = False) -> str:
     from masec.formats import FormatError, parse_format
     from masec.formats.mx import MXFormat
 
@@ -41,11 +53,20 @@ def _check_hw_format(name: str, block: int, rounding: str, where: str) -> str:
         f = parse_format(name, block_size=block, rounding=rounding)
     except (FormatError, ValueError) as exc:
         raise MasecError(f"{where}: format {name!r}: {exc}") from None
+    if seed_weight_format(f):
+        if linear_weight:
+            return f.name
+        raise MasecError(f"{where}: format {name!r} has hardware only as the weight of a linear "
+                         f"(mx_linear); give this port an MX format (e.g. [op.<op>] weight = \"mxint8\")")
     if not isinstance(f, MXFormat):
         raise MasecError(f"{where}: format {name!r} has no hardware kernels yet (masec builds OCP MX formats "
                          f"with E8M0 block scales: mxint<k>, mxfp_e<E>m<M>, mxfp8_e4m3, mxfp4 ...); "
                          f"it is available in masec.formats for software studies")
     return f.name
+
+
+def _is_seed(name: str) -> bool:
+    return name in SEED_WEIGHT_FORMATS
 
 
 def _stream_consumer(node):
@@ -102,7 +123,9 @@ def assign_formats(gm, config):
                 present = len(node.args) > pos and node.args[pos] is not None
                 if port in ("weight", "bias") and present:
                     fmt, block = prec.resolve(m.op, names, "weight")
-                    f[port] = (_check_hw_format(fmt, block, rounding, where), block)
+                    f[port] = (_check_hw_format(fmt, block, rounding, where, m.op == "linear"), block)
+            if m.op == "linear" and "bias" in f and _is_seed(f["weight"][0]):
+                f["bias"] = f["out"]   # mx_linear adds an MX bias; the seed format is for W only
         if m.op == "embedding":
             f["out"] = f["weight"]   # the kernel streams the table's own codes
         want[node] = f
@@ -120,7 +143,7 @@ def assign_formats(gm, config):
         if m.op in ("add", "mul"):
             tie((streams[0], "out"), (node, "out"))
             tie((streams[1], "out"), (node, "out"))
-        if m.op == "linear":
+        if m.op == "linear" and not want[node]["weight"][0].startswith("bitmod"):
             tie((node, "weight"), (streams[0], "out"))
         if m.op == "embedding":
             tie((node, "weight"), (node, "out"))

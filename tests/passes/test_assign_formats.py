@@ -146,7 +146,7 @@ def test_residual_add_ties_both_operands(tmp_path):
     assert fmt(x)[1] == fmt(add)[1] == fmt(by_path(gm, "fc"))[1] == 8
 
 
-@pytest.mark.parametrize("bad", ["nvfp4", "m2xfp4_w", "bitmod_fp4", "fp_e4m3"])
+@pytest.mark.parametrize("bad", ["m2xfp4_a", "anda4", "int8", "fp_e4m3"])
 def test_formats_without_kernels_are_refused_naming_the_node(tmp_path, bad):
     gm = prepared(Head(), X)
     fc2 = by_path(gm, "fc2")
@@ -173,3 +173,34 @@ def test_idempotent(tmp_path):
     gm, changed = assign_formats(gm, cfg)
     assert not changed
     assert {n.name: dict(meta(n).formats) for n in gm.graph.nodes} == before
+
+
+@pytest.mark.parametrize("wname,block", [("m2xfp4_w", 32), ("nvfp4", 16), ("bitmod_fp4", 128), ("bitmod_fp3", 32)])
+def test_seed_weight_formats_on_a_linear(tmp_path, wname, block):
+    """The seed weight formats mx_linear builds are accepted as a linear's weight; its bias takes the
+    node's activation format; M2XFP/NVFP4 tie their block with the input's, a BitMoD group does not."""
+    gm = prepared(Head(), X)
+    gm, _ = assign_formats(gm, config(tmp_path, f'[node."fc2"]\nweight = "{wname}"\nweight_block_size = {block}\n'))
+    fc2 = by_path(gm, "fc2")
+    assert fmt(fc2, "weight") == (wname, block)
+    assert fmt(fc2, "bias") == fmt(fc2, "out")
+    x_block = fmt(fc2.args[0])[1]
+    assert x_block == (32 if wname.startswith("bitmod") else block)
+
+
+def test_seed_weight_format_elsewhere_is_refused(tmp_path):
+    """A seed weight format on a port without its datapath (a norm's weight) is refused in one line."""
+    class Norm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n = nn.LayerNorm(32)
+            self.fc = nn.Linear(32, 32)
+
+        def forward(self, x):
+            return self.fc(self.n(x))
+
+    gm = prepared(Norm(), X)
+    with pytest.raises(MasecError) as exc:
+        assign_formats(gm, config(tmp_path, '[default]\nweight = "nvfp4"\n'))
+    msg = str(exc.value)
+    assert "\n" not in msg.strip() and "nvfp4" in msg and "only as the weight of a linear" in msg
