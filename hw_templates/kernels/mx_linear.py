@@ -903,6 +903,43 @@ def example_config(label: str, in_features: int, out_features: int, x_name: str,
     return {"label": label, "ctx": {}, "params": params, "files": files}
 
 
+def seed_example_config(label: str, in_features: int, out_features: int, x_name: str, w_name: str, out_name: str,
+                        p_in: int, p_out: int, has_bias: bool = False, seed: int = 0, w_block: int | None = None,
+                        x_block: int = 32) -> dict:
+    """A resource-table configuration with seed-format weights (m2xfp4_w, nvfp4, bitmod_fp4/fp3):
+    a seeded Gaussian W encoded in ``w_name`` (NVFP4: x in blocks of its 16), packed by
+    :func:`pack_seed_weight_mem`; the bias in x's format."""
+    from masec.formats import parse_format
+
+    w_fmt = parse_format(w_name, block_size=w_block)
+    xb = x_block if weight_kind(w_fmt) == "bitmod" else w_fmt.block_size
+    x_fmt, o_fmt = parse_format(x_name, block_size=xb), parse_format(out_name)
+
+    def image():
+        g = torch.Generator().manual_seed(seed)
+        w = torch.randn(out_features, in_features, generator=g) / math.sqrt(in_features)
+        return weight_image(w_fmt, w_fmt.encode(w), xb, in_features)
+
+    img = image()
+    _, params, _ = instance_config(in_features, out_features, x_fmt, w_fmt, o_fmt, has_bias, p_in, p_out,
+                                   b_fmt=x_fmt, ts=(img.ts_sig, img.ts_exp) if img.kind == "nvfp4" else None)
+
+    def w_lines():
+        return "\n".join(pack_seed_weight_mem(image(), in_features, out_features, p_in, p_out)[0]) + "\n"
+
+    def ws_lines():
+        return "\n".join(pack_seed_weight_mem(image(), in_features, out_features, p_in, p_out)[1]) + "\n"
+
+    files = {params["W_MEM"]: w_lines, params["WS_MEM"]: ws_lines}
+    if has_bias:
+        def b_lines():
+            g = torch.Generator().manual_seed(seed + 1)
+            e = x_fmt.encode(torch.randn(out_features, generator=g) * 0.1)
+            return "\n".join(pack_bias_mem(e.codes, e.scales, x_fmt.element, out_features, p_out)) + "\n"
+        files[params["B_MEM"]] = b_lines
+    return {"label": label, "ctx": {}, "params": params, "files": files}
+
+
 _LINEAR = SPECS[2]
 SPECS = SPECS[:2] + (KernelSpec(
     **{**{f: getattr(_LINEAR, f) for f in ("name", "template", "doc", "params", "ports", "deps", "ops", "model")},
@@ -914,4 +951,11 @@ SPECS = SPECS[:2] + (KernelSpec(
            example_config("64x64 mxfp8_e4m3 P_IN8 P_OUT8", 64, 64, "mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3", 8, 8),
            example_config("64x64 mxfp8_e4m3 P_IN8 P_OUT8 L-Mul", 64, 64, "mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3",
                           8, 8, lmul=True),
+           seed_example_config("64x64 mxint8 x m2xfp4_w P_IN8 P_OUT8", 64, 64, "mxint8", "m2xfp4_w", "mxint8", 8, 8,
+                               True),
+           seed_example_config("64x64 mxint8 x nvfp4 P_IN8 P_OUT8", 64, 64, "mxint8", "nvfp4", "mxint8", 8, 8, True),
+           seed_example_config("64x64 mxint8 x bitmod_fp4 P_IN8 P_OUT8", 64, 64, "mxint8", "bitmod_fp4", "mxint8",
+                               8, 8, True, w_block=64),
+           seed_example_config("64x64 mxint8 x bitmod_fp3 P_IN8 P_OUT8", 64, 64, "mxint8", "bitmod_fp3", "mxint8",
+                               8, 8, True, w_block=64),
        )}),)
