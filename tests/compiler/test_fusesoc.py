@@ -87,3 +87,17 @@ def test_fusesoc_runs_the_verilator_sim_target_bit_exactly(out, tmp_path, seed):
         hexfile.write_text(good)
     text = bad.stdout + bad.stderr
     assert bad.returncode != 0 and "m_axis_y: beat 9 of 64: expected TDATA" in text, text[-4000:]
+
+
+@pytest.mark.slow
+def test_fusesoc_sim_token_ids_to_logits(monkeypatch, tmp_path, seed):
+    """stories260K (one layer, 8 tokens): token ids in as a plain 16-bit TDATA stream, logits out."""
+    monkeypatch.setenv("MASEC_LAYERS", "1")
+    monkeypatch.setenv("MASEC_SEQ_LEN", "8")
+    o = tmp_path / "st"
+    compile_model(CompileConfig(model_file=str(ROOT / "examples" / "stories260k" / "model.py"), out=str(o)))
+    s = seed % 100000
+    proc = fusesoc(o, tmp_path / "b", "sim", "masec:design:top", "--seed", str(s))
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-4000:]
+    assert "top_axi_tb: PASS: 1024 beats on m_axis_y bit-exact" in text
