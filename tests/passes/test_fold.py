@@ -140,6 +140,9 @@ def test_lanes_override_is_a_fixed_choice_under_a_budget(cost, tmp_path):
     assert f["fc2"].lanes == 1 and f["fc2"].origin == "override"
     assert ir.instances["fc2"].params["P_IN"] == 1
     assert max(LANE_CANDIDATES) >= f["fc1"].lanes > 1 and f["fc1"].origin == "budget"
+    from masec.passes.hw.fold import fold
+
+    assert fold(gm, cfg) == (gm, False)                          # a second run changes nothing
 
 
 def test_budget_is_validated_before_any_pass():
