@@ -52,7 +52,10 @@ class CompileConfig:
         if not isinstance(parsed, MXFormat):
             raise MasecError(f"--format {self.format!r}: no hardware kernels for this format yet; masec builds OCP "
                              f"MX formats with E8M0 block scales (mxint<k>, mxfp_e<E>m<M>, mxfp8_e4m3, mxfp4 ...); "
-                             f"{fmt} is available in masec.formats for software studies")
+                             f"{fmt} is available in masec.formats for software studies"
+                             + ("; as a linear's weight it is built: --precision with [op.linear] weight = "
+                                f"\"{parsed.name}\"" if parsed.name in ("m2xfp4_w", "nvfp4", "bitmod_fp4", "bitmod_fp3")
+                                else ""))
         if self.budget is not None and not (isinstance(self.budget, (int, float)) and 0 < self.budget <= 1):
             raise MasecError(f"--budget {self.budget}: must be a fraction of the part's resources, 0 < F <= 1 "
                              f"(e.g. --budget 0.5)")
