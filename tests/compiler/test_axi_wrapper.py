@@ -29,10 +29,13 @@ def mlp(tmp_path_factory):
     return out
 
 
-def _lint_axi(out: Path) -> None:
+def _lint_axi(out: Path, tb: bool = False) -> None:
+    """``verilator --lint-only -Wall`` of <top>_axi (``tb``: of its SystemVerilog testbench)."""
     build = json.loads((out / "masec_build.json").read_text())
-    cmd = [verilator_binary(), "--lint-only", "-Wall", "--top-module", build["axi"]["top"], *build["sources"],
-           build["axi"]["source"]]
+    top = build["axi"]["top"]
+    extra = ["--timing", f"tb/{top}_tb.sv"] if tb else []
+    cmd = [verilator_binary(), "--lint-only", "-Wall", "--top-module", top + ("_tb" if tb else ""),
+           *build["sources"], build["axi"]["source"], *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env(), cwd=out)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "%Warning" not in text and "%Error" not in text, text
@@ -55,6 +58,7 @@ def test_mlp_wrapper_layout_and_lint(mlp):
     sv = (mlp / axi["source"]).read_text()
     assert "module top_axi" in sv and "top u_core" in sv and "s_axis_x_tlast" in sv
     _lint_axi(mlp)
+    _lint_axi(mlp, tb=True)
 
 
 def test_mlp_axi_simulates_bit_exactly(mlp, seed):
@@ -79,6 +83,7 @@ def test_two_outputs_wrapper_lints(tmp_path):
     assert [s["name"] for s in axi["streams"] if s["direction"] == "out"] == ["m_axis_y0", "m_axis_y1"]
     assert {"M_AXIS_Y0_BEATS", "M_AXIS_Y1_COUNT"} <= {r["name"] for r in axi["registers"]}
     _lint_axi(out)
+    _lint_axi(out, tb=True)
 
 
 def test_token_id_stream_layout(monkeypatch, tmp_path):
@@ -101,3 +106,4 @@ def test_token_id_design_wrapper_lints(monkeypatch, tmp_path):
     out = tmp_path / "st"
     compile_model(CompileConfig(model_file=str(STORIES), out=str(out)))
     _lint_axi(out)
+    _lint_axi(out, tb=True)
