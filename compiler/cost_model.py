@@ -1,0 +1,319 @@
+"""The per-kernel cost model: LUT, FF, DSP and BRAM of a kernel configuration without Yosys.
+
+Pure Python and fast (microseconds per call), for passes that size the design (folding: lanes
+per node under a resource budget) and for the report. Per kernel:
+
+* **LUT, FF**: a small linear model ``sum(c_i * f_i)`` in meaningful features of the kernel's SV
+  parameters (lanes, element bits, lanes x element bits, dimensions, memory bits; see
+  :func:`features`), fitted by least squares to Yosys ``synth_xilinx`` results by
+  ``bench/cost_model.py``; the coefficients ship as ``cost_model.json`` beside this module.
+* **DSP**: counted from the RTL's multipliers (:func:`dsp`): the products Yosys maps to DSP48
+  slices (both operands at least 2 bits and the product at least 9 bits, ``synth_xilinx``'s
+  ``mul2dsp`` limits), one slice per product up to 27x18 bits.
+* **BRAM**: the RTL's memories (:func:`memories`) tiled onto RAMB36/RAMB18 shapes the way Yosys'
+  ``memory_libmap`` does (:func:`bram_tiles`); a memory too small for block RAM costs none.
+
+The held-out error of the fit (LUT, FF) and the exact-match rate of DSP and BRAM are in
+``docs/cost_model.md``.
+
+    estimate("mx_add", {"P": 8, "B": 32, "X_BITS": 8, ...})   # {"LUT": 3805, "FF": 320, "DSP": 0, "BRAM": 0, ...}
+    estimate_design(ir)["total"]                             # {"LUT": ..., "FF": ..., "DSP": ..., "BRAM": ...}
+"""
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+
+from masec.errors import MasecError
+
+RESOURCES = ("LUT", "FF", "DSP", "BRAM")
+FIT_FILE = Path(__file__).with_name("cost_model.json")
+#: Kernels that share one fitted model (same RTL skeleton, a different function table).
+MODEL_GROUP = {"mx_gelu": "mx_act", "mx_silu": "mx_act", "mx_gelu_tanh": "mx_act"}
+_PORTS = ("input", "output")
+_fit_override: dict | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters -> features
+
+def _i(params: dict, key: str, default: int = 0) -> int:
+    v = params.get(key, default)
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def _fp(params: dict, prefix: str) -> int:
+    """1 when the element ``prefix`` (X_, W_, ...) is a float format."""
+    return 0 if _i(params, prefix + "IS_INT", 1) else 1
+
+
+def _sig(params: dict, prefix: str) -> int:
+    """Significand bits of an element: int codes are their own significand; fp: mbits + hidden bit + sign."""
+    bits = _i(params, prefix + "BITS", 8)
+    return bits if _i(params, prefix + "IS_INT", 1) else _i(params, prefix + "MBITS", 3) + 2
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // max(b, 1))
+
+
+def features(kernel: str, params: dict) -> dict[str, float]:
+    """The features of the LUT/FF model of ``kernel`` at SV parameters ``params`` (constant first)."""
+    k, p = kernel, params
+    if k == "mx_linear":
+        macs = _i(p, "P_IN", 1) * _i(p, "P_OUT", 1)
+        fp = max(_fp(p, "X_"), _fp(p, "W_"))
+        lmul = _i(p, "LMUL")
+        rom = _i(p, "IN") * _i(p, "OUT") * _i(p, "W_BITS", 8)
+        return {"1": 1.0, "macs": macs, "macs_sigbits": macs * (_sig(p, "X_") + _sig(p, "W_")) * (1 - lmul),
+                "macs_fp": macs * fp, "macs_lmul": macs * lmul, "p_out": _i(p, "P_OUT", 1),
+                "p_y_outbits": _i(p, "P_Y", _i(p, "P_OUT", 1)) * _i(p, "Y_BITS", 8),
+                "rom_kbit": rom / 1024.0}
+    if k == "mx_matmul":
+        pn = _i(p, "P_N", 1)
+        fp = max(_fp(p, "A_"), _fp(p, "B_"))
+        return {"1": 1.0, "p_n": pn, "p_n_sigbits": pn * (_sig(p, "A_") + _sig(p, "B_")), "p_n_fp": pn * fp,
+                "p_a_bits": _i(p, "P_A", 1) * _i(p, "A_BITS", 8) + _i(p, "P_B", 1) * _i(p, "B_BITS", 8),
+                "b_kbit": _i(p, "K") * _i(p, "N") * _i(p, "B_BITS", 8) / 1024.0}
+    if k in ("mx_add", "mx_mul"):
+        lanes = _i(p, "P", 1)
+        nfp = _fp(p, "X_") + _fp(p, "Y_") + _fp(p, "OUT_")
+        return {"1": 1.0, "p": lanes, "p_bits": lanes * (_i(p, "X_BITS", 8) + _i(p, "Y_BITS", 8) + _i(p, "OUT_BITS", 8)),
+                "p_fp": lanes * nfp}
+    if MODEL_GROUP.get(k) == "mx_act":
+        lanes = _i(p, "P", 1)
+        return {"1": 1.0, "p": lanes, "p_bits": lanes * (_i(p, "X_BITS", 8) + _i(p, "OUT_BITS", 8)),
+                "p_fp": lanes * (_fp(p, "X_") + _fp(p, "OUT_"))}
+    if k in ("mx_rmsnorm", "mx_layernorm"):
+        lanes = _i(p, "P", 1)
+        return {"1": 1.0, "p": lanes, "p_bits": lanes * (_i(p, "X_BITS", 8) + _i(p, "Y_BITS", 8)),
+                "blocks": _cdiv(_i(p, "N", 64), _i(p, "B", 32))}
+    if k == "mx_softmax":
+        lanes = _i(p, "P", 1)
+        return {"1": 1.0, "p": lanes, "p_fp": lanes * (_fp(p, "X_") + _fp(p, "Y_")),
+                "n_kbit": _i(p, "N", 64) * 32 / 1024.0}
+    if k == "mx_rope":
+        lanes = _i(p, "P", 1)
+        return {"1": 1.0, "p": lanes, "p_bits": lanes * (_i(p, "IN_BITS", 8) + _i(p, "OUT_BITS", 8)),
+                "p_fp": lanes * (_fp(p, "IN_") + _fp(p, "OUT_"))}
+    if k == "mx_embedding":
+        return {"1": 1.0, "beat_bits": _i(p, "P", 1) * _i(p, "W", 8),
+                "addr_bits": math.log2(max(2, _embedding_depth(p)))}
+    if k == "mx_cast":
+        lanes = _i(p, "P", 1)
+        return {"1": 1.0, "p": lanes, "p_fp_in": lanes * _fp(p, "IN_"), "p_fp_out": lanes * _fp(p, "OUT_"),
+                "p_bits": lanes * (_i(p, "IN_BITS", 8) + _i(p, "OUT_BITS", 8))}
+    if k == "mx_quantize":
+        lanes = _i(p, "P", 1)
+        return {"1": 1.0, "p": lanes, "p_fp": lanes * _fp(p, "ELEM_"), "p_bits": lanes * _i(p, "ELEM_BITS", 8)}
+    if k == "mx_retile":
+        w = _i(p, "W", 8)
+        return {"1": 1.0, "wide_bits": max(_i(p, "P_IN", 1), _i(p, "P_OUT", 1)) * w,
+                "sum_bits": (_i(p, "P_IN", 1) + _i(p, "P_OUT", 1)) * w}
+    if k == "mx_relu":
+        return {"1": 1.0, "bits": _i(p, "P", 1) * _i(p, "W", 8)}
+    if k == "stream_fifo":
+        w, d, ram = _i(p, "WIDTH", 8), _i(p, "DEPTH", 2), _i(p, "RAM_STYLE")
+        reg = d <= 2 and not ram
+        return {"1": 1.0, "reg_bits": w if reg else 0, "lutram_bits": 0 if (reg or ram) else w * d / 64.0,
+                "addr": 0 if reg else math.log2(max(2, d)), "bram": 1.0 if ram else 0.0}
+    if k == "stream_fork":
+        return {"1": 1.0, "n": _i(p, "N_OUTPUTS", 2)}
+    if k == "stream_reorder":
+        return {"1": 1.0, "addr": math.log2(max(2, 2 * _i(p, "N_IN", 1) * _i(p, "UNIT_BEATS", 1))),
+                "idx": _i(p, "N_OUT", 1) * math.log2(max(2, _i(p, "N_IN", 1))) / 64.0}
+    if k == "stream_rom":
+        w, d = _i(p, "WIDTH", 8), _i(p, "DEPTH", 1)
+        in_bram = bram_tiles(w, d) > 0
+        return {"1": 1.0, "logic_kbit": 0.0 if in_bram else w * d / 1024.0, "addr": math.log2(max(2, d))}
+    raise MasecError(f"no cost model for kernel {kernel!r}; known: {', '.join(sorted(KNOWN))}")
+
+
+KNOWN = ("mx_linear", "mx_matmul", "mx_add", "mx_mul", "mx_gelu", "mx_silu", "mx_gelu_tanh", "mx_rmsnorm",
+         "mx_layernorm", "mx_softmax", "mx_rope", "mx_embedding", "mx_cast", "mx_quantize", "mx_retile", "mx_relu",
+         "stream_fifo", "stream_fork", "stream_reorder", "stream_rom")
+
+
+# ---------------------------------------------------------------------------------------------
+# DSP: products mapped to DSP48 slices
+
+def _mul_dsp(a_bits: int, b_bits: int) -> int:
+    """DSP48 slices of one signed a x b product under synth_xilinx (mul2dsp: A <= 27, B <= 18 per
+    slice; operands below 2 bits or products below 9 bits stay in LUTs)."""
+    a, b = max(a_bits, b_bits), min(a_bits, b_bits)
+    if b < 2 or a + b < 9:
+        return 0
+    return _cdiv(a, 27) * _cdiv(b, 18) if a > 27 or b > 18 else 1
+
+
+def dsp(kernel: str, params: dict) -> int:
+    """DSP48 slices of ``kernel`` at ``params`` (see the per-kernel notes in docs/cost_model.md)."""
+    k, p = kernel, params
+    if k == "mx_linear":
+        if _i(p, "LMUL"):
+            return 0
+        return _i(p, "P_IN", 1) * _i(p, "P_OUT", 1) * _mul_dsp(_sig(p, "X_"), _sig(p, "W_"))
+    if k == "mx_matmul":
+        return _i(p, "P_N", 1) * _mul_dsp(_sig(p, "A_"), _sig(p, "B_"))
+    coef = _fit().get("groups", {}).get(MODEL_GROUP.get(k, k), {}).get("DSP_rule")
+    if coef:  # an integer rule read off the RTL and checked against Yosys (bench/cost_model.py)
+        return int(round(sum(c * f for c, f in zip(coef["coef"], _dsp_features(k, p, coef["features"])))))
+    return 0
+
+
+def _dsp_features(kernel: str, params: dict, names: list[str]) -> list[float]:
+    f = features(kernel, params)
+    return [f.get(n, 0.0) for n in names]
+
+
+# ---------------------------------------------------------------------------------------------
+# BRAM: memories tiled onto RAMB36 / RAMB18
+
+#: (depth, width) shapes of a RAMB36 and a RAMB18 in simple dual-port mode (UG573).
+RAMB36_SHAPES = ((512, 72), (1024, 36), (2048, 18), (4096, 9), (8192, 4), (16384, 2), (32768, 1))
+RAMB18_SHAPES = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
+#: Memories below this many bits stay in LUT-RAM or logic (Yosys' libmap prefers them there).
+BRAM_MIN_BITS = 4096
+
+
+def bram_tiles(width: int, depth: int) -> float:
+    """36 Kb block RAMs for a ``width`` x ``depth`` memory: the cheapest column split onto RAMB36
+    shapes (deep columns first), the narrow rest of the width on a RAMB18 (0.5) when that suffices."""
+    if width <= 0 or depth <= 0 or width * depth < BRAM_MIN_BITS or depth <= 64:
+        return 0.0
+    best = math.inf
+    for d36, w36 in RAMB36_SHAPES:
+        rows = _cdiv(depth, d36)
+        full, rest = divmod(width, w36)
+        cost = rows * full
+        if rest:
+            half = min((_cdiv(depth, d18) * _cdiv(rest, w18) * 0.5 for d18, w18 in RAMB18_SHAPES), default=math.inf)
+            cost += min(rows * _cdiv(rest, w36), half)
+        best = min(best, cost)
+    return float(best)
+
+
+def _embedding_depth(p: dict) -> int:
+    b = _i(p, "B", 32)
+    return _i(p, "VOCAB", 1) * _cdiv(_i(p, "DIM", 1), b) * (b // max(_i(p, "P", 1), 1))
+
+
+def memories(kernel: str, params: dict) -> list[tuple[int, int]]:
+    """(width, depth) of every memory the RTL of ``kernel`` infers that may become block RAM."""
+    k, p = kernel, params
+    if k == "stream_fifo":
+        return [(_i(p, "WIDTH"), _i(p, "DEPTH"))] if _i(p, "RAM_STYLE") else []
+    if k == "stream_reorder":
+        return [(_i(p, "WIDTH"), 2 * _i(p, "N_IN") * _i(p, "UNIT_BEATS", 1))]
+    if k == "stream_rom":
+        return [(_i(p, "WIDTH"), _i(p, "DEPTH"))]
+    if k == "mx_embedding":
+        return [(_i(p, "P", 1) * _i(p, "W", 8) + 8, _embedding_depth(p))]
+    if k == "mx_rope":
+        return [(2 * _i(p, "CS_W", 16), _i(p, "MAX_POS", 1) * _i(p, "HEAD_DIM", 2) // 2)]
+    return []
+
+
+def bram(kernel: str, params: dict) -> float:
+    rule = _fit().get("groups", {}).get(MODEL_GROUP.get(kernel, kernel), {}).get("BRAM_rule")
+    if rule:
+        return float(round(2 * sum(c * f for c, f in zip(rule["coef"], _dsp_features(kernel, params,
+                                                                                       rule["features"])))) / 2)
+    return float(sum(bram_tiles(w, d) for w, d in memories(kernel, params)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The fit and the estimates
+
+def load_fit() -> dict:
+    """The shipped fit (``cost_model.json``), or the one :func:`set_fit` installed."""
+    return _fit()
+
+
+def set_fit(doc: dict | None) -> None:
+    """Use ``doc`` instead of the shipped fit (``bench/cost_model.py`` while refitting); None restores it."""
+    global _fit_override
+    _fit_override = doc
+    _estimate_cached.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> dict:
+    try:
+        return json.loads(FIT_FILE.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _fit() -> dict:
+    return _fit_override if _fit_override is not None else _shipped()
+
+
+def _num(v: float):
+    return int(v) if float(v).is_integer() else v
+
+
+def estimate(kernel: str, params: dict, n_outputs: int | None = None) -> dict:
+    """LUT, FF, DSP, BRAM (36 Kb units) of one ``kernel`` instance with SV parameters ``params``.
+
+    ``n_outputs`` is a fork's output count (a Jinja parameter of ``stream_fork``, not an SV one).
+    Ports (``input``/``output``) cost nothing; an unknown kernel raises :class:`MasecError`.
+    """
+    if kernel in _PORTS:
+        return {"LUT": 0, "FF": 0, "DSP": 0, "BRAM": 0}
+    key = tuple(sorted((k, v) for k, v in params.items() if isinstance(v, (int, str, float, bool))))
+    return dict(_estimate_cached(kernel, key, n_outputs))
+
+
+@lru_cache(maxsize=4096)
+def _estimate_cached(kernel: str, key: tuple, n_outputs: int | None) -> tuple:
+    params = dict(key)
+    if n_outputs is not None:
+        params["N_OUTPUTS"] = n_outputs
+    f = features(kernel, params)
+    group = _fit().get("groups", {}).get(MODEL_GROUP.get(kernel, kernel))
+    if group is None:
+        raise MasecError(f"the cost model has no fit for kernel {kernel!r}; run `python bench/cost_model.py "
+                         f"--kernel {kernel}`")
+    out = {}
+    for res in ("LUT", "FF"):
+        val = sum(c * f.get(n, 0.0) for c, n in zip(group[res], group["features"]))
+        out[res] = max(0, int(round(val)))
+    out["DSP"] = dsp(kernel, params)
+    out["BRAM"] = _num(bram(kernel, params))
+    return tuple(out.items())
+
+
+def estimate_instance(inst) -> dict:
+    """:func:`estimate` of a hardware-IR instance (``masec.hwir.Instance``), plus its ideal cycles."""
+    if inst.is_port:
+        return {"LUT": 0, "FF": 0, "DSP": 0, "BRAM": 0, "cycles": 0}
+    n_out = len(inst.out_ports) if inst.kernel == "stream_fork" else None
+    return {**estimate(inst.kernel, inst.params, n_out), "cycles": inst.ideal_cycles}
+
+
+def fifo_params(edge, bus_bits: int | None = None) -> dict:
+    """The SV parameters of the ``stream_fifo`` on an IR edge (as ``masec.design`` instantiates it)."""
+    width = bus_bits if bus_bits is not None else edge.type.bus_bits
+    return {"WIDTH": width, "DEPTH": edge.depth, "RAM_STYLE": edge.ram_style}
+
+
+def estimate_design(ir) -> dict:
+    """Per instance (kernel instances and the FIFO on every edge) and the total."""
+    nodes = {}
+    total = dict.fromkeys(RESOURCES, 0)
+    for inst in ir.instances.values():
+        if inst.is_port:
+            continue
+        nodes[inst.name] = estimate_instance(inst)
+    for k, e in enumerate(ir.edges):
+        nodes[f"fifo_e{k}"] = {**estimate("stream_fifo", fifo_params(e)), "cycles": 0}
+    for est in nodes.values():
+        for r in RESOURCES:
+            total[r] += est[r]
+    return {"total": {r: _num(v) for r, v in total.items()}, "nodes": nodes}
