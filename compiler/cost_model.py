@@ -129,7 +129,7 @@ def features(kernel: str, params: dict) -> dict[str, float]:
                 "idx": _i(p, "N_OUT", 1) * math.log2(max(2, _i(p, "N_IN", 1))) / 64.0}
     if k == "stream_rom":
         w, d = _i(p, "WIDTH", 8), _i(p, "DEPTH", 1)
-        in_bram = bram_tiles(w, d) > 0
+        in_bram = bram_tiles(w, d, True) > 0
         return {"1": 1.0, "logic_kbit": 0.0 if in_bram else w * d / 1024.0, "addr": math.log2(max(2, d))}
     raise MasecError(f"no cost model for kernel {kernel!r}; known: {', '.join(sorted(KNOWN))}")
 
@@ -151,24 +151,33 @@ def _mul_dsp(a_bits: int, b_bits: int) -> int:
     return _cdiv(a, 27) * _cdiv(b, 18) if a > 27 or b > 18 else 1
 
 
+def _not_pow2(v: int) -> int:
+    return int(v > 0 and v & (v - 1) != 0)
+
+
 def dsp(kernel: str, params: dict) -> int:
-    """DSP48 slices of ``kernel`` at ``params`` (see the per-kernel notes in docs/cost_model.md)."""
+    """DSP48 slices of ``kernel`` at ``params``, counted from the multipliers of its RTL."""
     k, p = kernel, params
-    if k == "mx_linear":
+    lanes = _i(p, "P", 1)
+    if k == "mx_linear":   # one x*w product per MAC (L-Mul: adders only)
         if _i(p, "LMUL"):
             return 0
         return _i(p, "P_IN", 1) * _i(p, "P_OUT", 1) * _mul_dsp(_sig(p, "X_"), _sig(p, "W_"))
-    if k == "mx_matmul":
+    if k == "mx_matmul":   # P_N MACs
         return _i(p, "P_N", 1) * _mul_dsp(_sig(p, "A_"), _sig(p, "B_"))
-    coef = _fit().get("groups", {}).get(MODEL_GROUP.get(k, k), {}).get("DSP_rule")
-    if coef:  # an integer rule read off the RTL and checked against Yosys (bench/cost_model.py)
-        return int(round(sum(c * f for c, f in zip(coef["coef"], _dsp_features(k, p, coef["features"])))))
+    if k == "mx_mul":      # one significand product per lane
+        return lanes * _mul_dsp(_sig(p, "X_"), _sig(p, "Y_"))
+    if MODEL_GROUP.get(k) == "mx_act":   # per lane: the table interpolation and the scale product
+        return 2 * lanes
+    if k == "mx_rope":     # per pair of lanes: x*cos, x*sin for both elements
+        return 2 * lanes
+    if k == "mx_softmax":  # per lane: u = s*x*log2(e), exp2 and the normalizing product; 2 per row
+        return 5 * lanes + 2
+    if k == "mx_rmsnorm":  # per lane: x^2 and the two output products; 6 in the rsqrt; sqrt(N) unless a power of 2
+        return 3 * lanes + 6 + _not_pow2(_i(p, "SQN_M"))
+    if k == "mx_layernorm":  # per lane also the mean products and beta
+        return 7 * lanes + 8 + _not_pow2(_i(p, "SQN_M"))
     return 0
-
-
-def _dsp_features(kernel: str, params: dict, names: list[str]) -> list[float]:
-    f = features(kernel, params)
-    return [f.get(n, 0.0) for n in names]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,10 +190,11 @@ RAMB18_SHAPES = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384,
 BRAM_MIN_BITS = 4096
 
 
-def bram_tiles(width: int, depth: int) -> float:
+def bram_tiles(width: int, depth: int, rom: bool = False) -> float:
     """36 Kb block RAMs for a ``width`` x ``depth`` memory: the cheapest column split onto RAMB36
-    shapes (deep columns first), the narrow rest of the width on a RAMB18 (0.5) when that suffices."""
-    if width <= 0 or depth <= 0 or width * depth < BRAM_MIN_BITS or depth <= 64:
+    shapes, the narrow rest of the width on a RAMB18 (0.5) when that is cheaper. A RAM of at most 64
+    words or under 4 Kb, and a ROM of fewer than 512 words, stay in LUT-RAM or logic (as Yosys maps them)."""
+    if width <= 0 or depth <= 0 or width * depth < BRAM_MIN_BITS or depth <= 64 or (rom and depth < 512):
         return 0.0
     best = math.inf
     for d36, w36 in RAMB36_SHAPES:
@@ -203,28 +213,42 @@ def _embedding_depth(p: dict) -> int:
     return _i(p, "VOCAB", 1) * _cdiv(_i(p, "DIM", 1), b) * (b // max(_i(p, "P", 1), 1))
 
 
-def memories(kernel: str, params: dict) -> list[tuple[int, int]]:
-    """(width, depth) of every memory the RTL of ``kernel`` infers that may become block RAM."""
+def _act_table(func: str, frac_bits: int) -> tuple[int, int]:
+    """(width, depth) of the function table an activation kernel holds per lane: one word
+    ``{hm (G bits), hs (8 bits)}`` per input binade k in [K_LO, K_HI] and fraction j < 2^frac_bits."""
+    from masec.hw_templates.kernels.mx_act import DEFAULT_G, K_HI, k_lo
+
+    return DEFAULT_G + 8, (K_HI[func] - k_lo(DEFAULT_G) + 1) << frac_bits
+
+
+def memories(kernel: str, params: dict) -> list[tuple[int, int, bool]]:
+    """(width, depth, is_rom) of every memory of ``kernel``'s RTL that may become block RAM (per copy)."""
     k, p = kernel, params
     if k == "stream_fifo":
-        return [(_i(p, "WIDTH"), _i(p, "DEPTH"))] if _i(p, "RAM_STYLE") else []
-    if k == "stream_reorder":
-        return [(_i(p, "WIDTH"), 2 * _i(p, "N_IN") * _i(p, "UNIT_BEATS", 1))]
+        return [(_i(p, "WIDTH"), _i(p, "DEPTH"), False)] if _i(p, "RAM_STYLE") else []
+    if k == "stream_reorder":  # double buffer of whole tensors
+        return [(_i(p, "WIDTH"), 2 * _i(p, "N_IN") * _i(p, "UNIT_BEATS", 1), False)]
     if k == "stream_rom":
-        return [(_i(p, "WIDTH"), _i(p, "DEPTH"))]
-    if k == "mx_embedding":
-        return [(_i(p, "P", 1) * _i(p, "W", 8) + 8, _embedding_depth(p))]
-    if k == "mx_rope":
-        return [(2 * _i(p, "CS_W", 16), _i(p, "MAX_POS", 1) * _i(p, "HEAD_DIM", 2) // 2)]
+        return [(_i(p, "WIDTH"), _i(p, "DEPTH"), True)]
+    if k == "mx_embedding":    # one word per beat: P codes + the block scale
+        return [(_i(p, "P", 1) * _i(p, "W", 8) + 8, _embedding_depth(p), True)]
+    if k == "mx_rope":         # one word per beat: P/2 (cos, sin) pairs
+        lanes = _i(p, "P", 1)
+        return [(max(lanes // 2, 1) * 2 * _i(p, "CS_W", 16), _i(p, "MAX_POS", 1) * _i(p, "HEAD_DIM", 2) // lanes, True)]
+    if k == "mx_linear":       # W_MEM: P_OUT x P_IN codes per word; WS_MEM: P_OUT scales per word
+        p_in, p_out = _i(p, "P_IN", 1), _i(p, "P_OUT", 1)
+        passes = _cdiv(_i(p, "OUT", 1), p_out)
+        return [(p_out * p_in * _i(p, "W_BITS", 8), passes * _cdiv(_i(p, "IN", 1), p_in), True),
+                (p_out * 8, passes * _cdiv(_i(p, "IN", 1), _i(p, "B", 32)), True)]
+    if MODEL_GROUP.get(k) == "mx_act":  # one function table per lane
+        w, d = _act_table(k[3:], _i(p, "X_MBITS", 3))
+        return [(w, d, True)] * _i(p, "P", 1)
     return []
 
 
 def bram(kernel: str, params: dict) -> float:
-    rule = _fit().get("groups", {}).get(MODEL_GROUP.get(kernel, kernel), {}).get("BRAM_rule")
-    if rule:
-        return float(round(2 * sum(c * f for c, f in zip(rule["coef"], _dsp_features(kernel, params,
-                                                                                       rule["features"])))) / 2)
-    return float(sum(bram_tiles(w, d) for w, d in memories(kernel, params)))
+    """36 Kb block RAMs of ``kernel`` at ``params``: its memories tiled as :func:`bram_tiles`."""
+    return float(sum(bram_tiles(w, d, rom) for w, d, rom in memories(kernel, params)))
 
 
 # ---------------------------------------------------------------------------------------------
