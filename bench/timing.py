@@ -73,6 +73,7 @@ def time_kernel(name: str, example: dict, workdir: Path, cache: Path, timeout: f
         cp = k.get("critical_path") or {}
         rec["ecp5"] = {"fmax_mhz": k["fmax_mhz"], **{c: k[c] for c in ("LUT", "FF", "DSP", "BRAM")},
                        "path_ns": cp.get("delay_ns"), "path_logic_ns": cp.get("logic_ns"),
+                       "port_path_ns": cp.get("io_delay_ns"),
                        "path_rtl": cp.get("sources", [])[:6]}
     except MasecError as exc:
         rec["ecp5"] = {"error": str(exc).splitlines()[0]}
@@ -128,9 +129,11 @@ def markdown(results: dict) -> str:
              f"{ECP5_FREQ:g} MHz, seed 1; target >= {TARGET_KERNEL_MHZ:g} MHz. xc7: `synth_xilinx` LUT levels and "
              "the cell-delay estimate of `masec.synth.XC7_TIMING_MODEL` (0.6 ns + levels x 1.142 ns, routing "
              f"assumed); target <= {TARGET_XC7_NS} ns per stage.", "",
-             "| kernel | configuration | ECP5 Fmax (MHz) | LUT4 | FF | critical path (RTL) | xc7 LUT levels | "
-             "xc7 estimate (MHz) | targets |",
-             "|---|---|---:|---:|---:|---|---:|---:|---|"]
+             "Out of context the Fmax counts register-to-register paths; the port column is the longest path "
+             "from an input or to an output port, which joins its neighbour's in a top level.", "",
+             "| kernel | configuration | ECP5 Fmax (MHz) | port path (ns) | LUT4 | FF | critical path (RTL) | "
+             "xc7 LUT levels | xc7 estimate (MHz) | targets |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
     failed = []
     for kernel in sorted(results.get("kernels", {})):
         for r in results["kernels"][kernel]:
@@ -143,7 +146,9 @@ def markdown(results: dict) -> str:
             met = "both" if ok_e and ok_x else "ECP5" if ok_e else "xc7" if ok_x else "**neither**"
             if e.get("fmax_mhz") is None and "error" not in e:
                 met = "xc7 (no reg-to-reg path on ECP5)" if ok_x else "no reg-to-reg path"
-            lines.append(f"| `{kernel}` | {r['label']} | {_mhz(e.get('fmax_mhz'))} | {e.get('LUT', '-')} | "
+            port = e.get("port_path_ns")
+            lines.append(f"| `{kernel}` | {r['label']} | {_mhz(e.get('fmax_mhz'))} | "
+                         f"{'-' if port is None else f'{port:.2f}'} | {e.get('LUT', '-')} | "
                          f"{e.get('FF', '-')} | {', '.join(e.get('path_rtl', [])[:3])} | {x.get('logic_depth', '-')} | "
                          f"{_mhz(x.get('fmax_estimate_mhz'))} | {met} |")
     tops = results.get("tops", [])
@@ -185,6 +190,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="only the first example configuration of each kernel")
     ap.add_argument("--tops", action="store_true", help="also compile and place and route the MLP tops")
     ap.add_argument("--no-kernels", action="store_true", help="skip the kernel table (with --tops)")
+    ap.add_argument("--top-clock", type=float, action="append", default=[],
+                    help="with --tops: only the top compiled at this --clock (repeatable)")
     ap.add_argument("--jobs", "-j", type=int, default=2, help="kernel configurations timed at once (default 2)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per synthesis / place and route")
     ap.add_argument("--no-write", action="store_true", help="print only; do not update the JSON and the doc")
@@ -223,6 +230,8 @@ def main(argv=None) -> int:
         if args.tops:
             tops = {t["label"]: t for t in results.get("tops", [])}
             for i, (label, cargs) in enumerate(TOPS):
+                if args.top_clock and float(cargs[cargs.index("--clock") + 1]) not in args.top_clock:
+                    continue
                 rec = time_top(label, cargs, tmp / f"top{i}", cache, args.timeout)
                 print(f"{label}: {rec.get('error') or _mhz(rec['fmax_mhz']) + ' MHz'}", file=sys.stderr, flush=True)
                 tops[label] = rec

@@ -455,18 +455,22 @@ def _cell_instance(name: str) -> str:
 def critical_path(report: dict) -> dict:
     """The longest register-to-register path of a nextpnr ``--report`` JSON (``--detailed-timing-report``).
 
-    Returns ``{"delay_ns", "logic_ns", "routing_ns", "from", "to", "instances", "sources"}``:
+    Returns ``{"delay_ns", "logic_ns", "routing_ns", "from", "to", "instances", "sources", "io_delay_ns"}``:
     ``from``/``to`` are the start and end cells, ``instances`` the top-level instances the path
     crosses in order (from the flattened names), ``sources`` the RTL lines of its cells and nets
-    (file base names; Yosys library files left out).
+    (file base names; Yosys library files left out). ``io_delay_ns`` is the longest path from an input
+    port or to an output port: out of context it is not part of Fmax (it is timed in the top level,
+    where it joins its neighbour's port path).
     """
-    best = None
+    best, io = None, 0.0
     for cp in report.get("critical_paths", []):
         path = cp.get("path") or []
         if not path:
             continue
         total = sum(float(p.get("delay", 0.0)) for p in path)
         reg2reg = str(cp.get("from", "")).startswith("posedge") and str(cp.get("to", "")).startswith("posedge")
+        if not reg2reg:
+            io = max(io, total)
         rank = (reg2reg, total)
         if best is None or rank > best[0]:
             best = (rank, cp, path, total)
@@ -489,7 +493,8 @@ def critical_path(report: dict) -> dict:
     return {"delay_ns": round(total, 3), "logic_ns": round(logic, 3), "routing_ns": round(total - logic, 3),
             "from": path[0].get("from", {}).get("cell", "").lstrip("\\"),
             "to": path[-1].get("to", {}).get("cell", "").lstrip("\\"),
-            "clock": f"{cp.get('from', '')} -> {cp.get('to', '')}", "instances": insts, "sources": srcs[:24]}
+            "clock": f"{cp.get('from', '')} -> {cp.get('to', '')}", "instances": insts, "sources": srcs[:24],
+            "io_delay_ns": round(io, 3)}
 
 
 def ecp5_utilization(report: dict) -> dict:
