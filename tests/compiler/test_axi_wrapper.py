@@ -107,3 +107,12 @@ def test_token_id_design_wrapper_lints(monkeypatch, tmp_path):
     compile_model(CompileConfig(model_file=str(STORIES), out=str(out)))
     _lint_axi(out)
     _lint_axi(out, tb=True)
+
+
+@pytest.mark.slow
+def test_two_outputs_axi_simulates_bit_exactly(tmp_path, seed):
+    """Two output streams: DONE_COUNT counts an inference once both output tensors are out."""
+    out = tmp_path / "fanout"
+    compile_model(CompileConfig(model_file=str(FANOUT), out=str(out), seed=seed))
+    res = run_axi_test(out, out / "axi_build", seed=seed)
+    assert res.ok, res.message
