@@ -286,10 +286,31 @@ def synth_config(cfg: dict, workdir: Path, cache: Path | None, timeout: float, c
     try:
         res = synthesize(workdir, lookup_part(PART), jobs=1, cache=cache, timeout=timeout)
     except MasecError as exc:
-        return {"error": str(exc).splitlines()[0].replace(str(workdir), "<workdir>")}
+        if cached_only:
+            return {"error": str(exc).splitlines()[0].replace(str(workdir), "<workdir>")}
+        return fallback(cfg, workdir / "fallback", timeout)
     k = res.report["kernels"][0]
     return {"yosys": {c: k[c] for c in ("LUT", "FF", "DSP", "BRAM", "LUTRAM", "SRL", "CARRY")},
             "seconds": sum(res.seconds.values()), "cached": res.cached == 1}
+
+
+def fallback(cfg: dict, workdir: Path, timeout: float) -> dict:
+    """Yosys 0.70 asserts (rtlil_bufnorm.cc) on ``masec synth``'s ``read_verilog -defer`` + ``-chparam``
+    flow for mx_matmul; such a configuration is synthesized by the resource table's driver instead
+    (``bench/kernel_resources.py``: ``read_verilog`` + ``chparam``, ``synth_xilinx`` default family xc7)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import kernel_resources
+
+    rec = kernel_resources.synthesize(cfg["kernel"], cfg, workdir, timeout)
+    if "error" in rec:
+        return {"error": rec["error"]}
+    return {"yosys": {c: rec[c] for c in ("LUT", "FF", "DSP", "BRAM", "LUTRAM", "SRL", "CARRY")},
+            "flow": "kernel_resources (xc7)", "seconds": rec.get("seconds", 0.0)}
+
+
+def load_fallback(path: Path) -> dict:
+    """Results of :func:`fallback` saved by an earlier run: {kernel: {label: record}}."""
+    return json.loads(path.read_text()) if path and path.exists() else {}
 
 
 def _prepare(cfg: dict, workdir: Path) -> Path:
@@ -496,6 +517,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration (default 900)")
     ap.add_argument("--no-cache", action="store_true", help="ignore the synthesis cache")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--fallback-results", type=Path, default=None, metavar="FILE",
+                    help="records of configurations synthesized by the fallback driver earlier ({kernel: {label: "
+                         "record}}, bench/kernel_resources.synthesize's format)")
     ap.add_argument("--cached-only", action="store_true", help="synthesize nothing: fit on the cached configurations")
     ap.add_argument("--export", type=Path, metavar="DIR", help="only write the uncached configurations as Yosys "
                     "jobs under DIR (to run elsewhere with --run-jobs)")
@@ -520,6 +544,12 @@ def main(argv=None) -> int:
         print(f"{n} uncached configurations exported to {args.export}", file=sys.stderr)
         return 0
     results = import_jobs(configs, *args.import_) if args.import_ else {}
+    old_fb = load_fallback(args.fallback_results)
+    for i, c in enumerate(configs):
+        rec = old_fb.get(c["kernel"], {}).get(c["label"])
+        if i not in results and rec and "error" not in rec:
+            results[i] = {"yosys": {k: rec[k] for k in ("LUT", "FF", "DSP", "BRAM", "LUTRAM", "SRL", "CARRY")},
+                          "flow": "kernel_resources (xc7)", "cached": True}
     if args.import_:
         print(f"{len(results)} configurations from {args.import_[1]}", file=sys.stderr)
     records: list[dict] = []
@@ -546,7 +576,16 @@ def main(argv=None) -> int:
             rec["error"] = results[i]["error"]
         else:
             rec["yosys"] = results[i]["yosys"]
+            if results[i].get("flow"):
+                rec["flow"] = results[i]["flow"]
         records.append(rec)
+    # mx_matmul: few sweep points synthesize (see fallback); the resource table's two examples join its fit
+    table = json.loads((ROOT / "bench" / "results" / "kernel_resources.json").read_text())
+    for r in table.get("mx_matmul", []):
+        if "error" not in r and (not args.kernel or "mx_matmul" in args.kernel):
+            records.append({"kernel": "mx_matmul", "label": "resource table: " + r["label"], "held_out": False,
+                            "params": dict(sorted(r["params"].items())), "flow": "kernel_resources.json (xc7)",
+                            "yosys": {c: r[c] for c in ("LUT", "FF", "DSP", "BRAM", "LUTRAM", "SRL", "CARRY")}})
     if args.kernel and RESULTS.exists():  # keep the other kernels' records
         old = [r for r in json.loads(RESULTS.read_text())["records"] if r["kernel"] not in args.kernel]
         records = old + records

@@ -77,9 +77,7 @@ def features(kernel: str, params: dict) -> dict[str, float]:
     if k == "mx_matmul":
         pn = _i(p, "P_N", 1)
         fp = max(_fp(p, "A_"), _fp(p, "B_"))
-        return {"1": 1.0, "p_n": pn, "p_n_sigbits": pn * (_sig(p, "A_") + _sig(p, "B_")), "p_n_fp": pn * fp,
-                "p_a_bits": _i(p, "P_A", 1) * _i(p, "A_BITS", 8) + _i(p, "P_B", 1) * _i(p, "B_BITS", 8),
-                "b_kbit": _i(p, "K") * _i(p, "N") * _i(p, "B_BITS", 8) / 1024.0}
+        return {"1": 1.0, "p_n_sigbits": pn * (_sig(p, "A_") + _sig(p, "B_")), "p_n_fp": pn * fp}
     if k in ("mx_add", "mx_mul"):
         lanes = _i(p, "P", 1)
         nfp = _fp(p, "X_") + _fp(p, "Y_") + _fp(p, "OUT_")
