@@ -229,6 +229,9 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: d
                f"| {e['float32']:.4f} | {e['hardware_exact']:.4f} | {100 * e['relative_change']:+.2f}% | "
                f"{100 * e['top1_agreement']:.2f}% of {e['positions']} positions |\n")
     (root / "report" / "report.md").write_text(md)
+    from masec.report_html import render_report
+
+    render_report(root, ir)   # report/index.html + plots; estimates per node into report.json
     (root / "masec_config.json").write_text(config.to_json(Path(config.out)))
     return rows, acc
 
