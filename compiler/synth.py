@@ -1008,6 +1008,10 @@ def synth_main(args, console=None) -> int:
     (out / "report").mkdir(exist_ok=True)
     (out / "report" / "synth.json").write_text(json.dumps(rep, indent=2, sort_keys=True) + "\n")
     (out / "report" / "synth.md").write_text(report_markdown(rep))
+    if not part.is_ecp5 and (out / "report" / "report.json").exists():
+        from masec.report_html import render_report
+
+        render_report(out)   # report/index.html again, the Yosys counts beside the estimates
     if part.is_ecp5:
         _print_ecp5(console, rep, res, out, part, time.monotonic() - t0, bit)
         return 0
