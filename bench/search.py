@@ -1,12 +1,14 @@
-"""Precision search on the pretrained stories260K: float32, uniform MX formats and the searched
-assignment, each with average bits (weights and linear-input activations, incl. block scales) and
-perplexity on held-out TinyStories (the model file's evaluate(); calibration on other text).
+"""Precision search results table: float32, per-tensor int8, uniform MX formats, the seed formats
+(NVFP4, M2XFP, BitMoD, Anda) and the searched assignments, each with average bits (weights of every
+nn.Linear/nn.Embedding and the input of every nn.Linear, block scales and metadata included) and
+perplexity on held-out text (the model file's evaluate(); calibration on other text).
 
-    python3 bench/search.py                    # small budget: 20 Optuna trials, max loss 2 %
-    python3 bench/search.py --trials 40 --max-loss 2% --by node --out out/bench_search
+    python3 bench/search.py                                    # stories260K, CPU
+    python3 bench/search.py --model-file examples/smollm2/model.py --device cuda --by layer \\
+        --max-loss 3% --results bench/results/search_smollm2.json --out out/bench_search_smollm2
 
-Prints a table and writes bench/results/search.json. The search's own files (precision.toml,
-search.json with every point, nodes.md, pareto.png, search.log) go to --out.
+Prints a table and writes --results (JSON). The search's own files (precision.toml, search.json
+with every point, nodes.md, pareto.png, search.log) go to --out.
 """
 from __future__ import annotations
 
@@ -29,9 +31,48 @@ from masec.passes.search.cli import load_search_inputs  # noqa: E402
 from masec.passes.search.emulate import Emulator  # noqa: E402
 from masec.passes.search.ilp import ilp_min_loss_at_bits  # noqa: E402
 from masec.passes.search.runner import run_search  # noqa: E402
-from masec.passes.search.space import Candidate, build_space, discover_sites  # noqa: E402
+from masec.passes.search.space import (BLOCK_SIZES, ELEMENT_TYPES, Candidate, build_space,  # noqa: E402
+                                       discover_sites)
 
-UNIFORM = [("mxint8", 32), ("mxfp8_e4m3", 32), ("mxfp6_e2m3", 32), ("mxint4", 32), ("mxfp4", 32)]
+#: (row name, weight format, activation format, block) -- block None: the format's own grouping
+REFERENCES = [
+    ("int8 per tensor", "int8", "int8", None),
+    ("uniform mxint8", "mxint8", "mxint8", 32),
+    ("uniform mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3", 32),
+    ("uniform mxfp6_e2m3", "mxfp6_e2m3", "mxfp6_e2m3", 32),
+    ("uniform mxint4", "mxint4", "mxint4", 32),
+    ("uniform mxfp4", "mxfp4", "mxfp4", 32),
+    ("uniform mxfp4 @16", "mxfp4", "mxfp4", 16),
+    ("NVFP4", "nvfp4", "nvfp4", 16),
+    ("M2XFP (m2xfp4_w / m2xfp4_a)", "m2xfp4_w", "m2xfp4_a", 32),
+    ("BitMoD fp4", "bitmod_fp4", "bitmod_fp4", None),
+    ("Anda4", "anda4", "anda4", None),
+]
+
+
+def _cand(name: str, block: int | None) -> Candidate:
+    from masec.formats import parse_format
+
+    f = parse_format(name) if block is None else parse_format(name, block_size=block)
+    b = block if block is not None else int(getattr(f, "block_size", None) or getattr(f, "group_size", None) or 0)
+    return Candidate(f.name, b)
+
+
+def reference_rows(model, space, evaluate, device: str, f32: float) -> list[dict]:
+    rows = []
+    with Emulator(model, space, device=device) as emu:
+        for label, wname, aname, block in REFERENCES:
+            wc, ac = _cand(wname, block), _cand(aname, block)
+            assign = {s.key: (wc if s.kind == "weight" else ac) for s in space.sites}
+            bits = sum(s.numel * assign[s.key].bits for s in space.sites) / space.total_numel
+            t = time.time()
+            emu.apply(assign)
+            ppl = float(evaluate(model))
+            emu.restore()
+            rows.append({"point": label, "weight": wc.fmt, "act": ac.fmt, "avg_bits": bits, "perplexity": ppl,
+                         "seconds": round(time.time() - t, 1)})
+            print(f"  {label}: {bits:.3f} bits, perplexity {ppl:.4f}", flush=True)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -40,106 +81,105 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "out" / "bench_search"))
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--max-loss", default="2%")
+    ap.add_argument("--max-bits", type=float, default=4.5, help="the bits-mode search's budget (0: skip it)")
     ap.add_argument("--bits-trials", type=int, default=10, help="Optuna trials of the bits-mode search")
     ap.add_argument("--by", default="node", choices=("type", "layer", "node"))
+    ap.add_argument("--types", default=",".join(ELEMENT_TYPES))
+    ap.add_argument("--block-sizes", default=",".join(str(b) for b in BLOCK_SIZES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-references", action="store_true", help="skip the uniform/seed-format rows")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "search.json"))
     ap.add_argument("--fresh", action="store_true", help="delete --out first (no resumed study)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    types = [t for t in args.types.split(",") if t]
+    blocks = [int(b) for b in args.block_sizes.split(",") if b]
     out = Path(args.out)
-    if args.fresh and out.exists():
+    bits_out = out.parent / (out.name + "_bits")
+    if args.fresh:
         import shutil
 
-        shutil.rmtree(out)
-        shutil.rmtree(out.parent / (out.name + "_bits"), ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(bits_out, ignore_errors=True)
+    t_load = time.time()
     ins = load_search_inputs(args.model_file)
     model, evaluate = ins["model"], ins["evaluate"]
+    load_s = time.time() - t_load
+    device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else \
+        f"{platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} thread(s)"
+    print(f"loaded {args.model_file} in {load_s:.1f} s; device: {device_name}", flush=True)
 
-    # uniform references, measured with the same emulation the search uses
     sites, _, _ = discover_sites(model, ins["example_inputs"])
     space = build_space(sites, "node")
     rows = []
     t = time.time()
-    f32 = float(evaluate(model))
+    with Emulator(model, space, device=args.device) as emu:
+        emu.restore()
+        f32 = float(evaluate(model))
     rows.append({"point": "float32", "avg_bits": 32.0, "perplexity": f32, "seconds": round(time.time() - t, 1)})
-    with Emulator(model, space) as emu:
-        for name, block in UNIFORM:
-            c = Candidate.make(name, block)
-            t = time.time()
-            emu.apply({s.key: c for s in space.sites})
-            ppl = float(evaluate(model))
-            emu.restore()
-            rows.append({"point": f"uniform {c.key}", "avg_bits": c.bits, "perplexity": ppl,
-                         "seconds": round(time.time() - t, 1)})
+    print(f"  float32: perplexity {f32:.4f} ({time.time() - t:.1f} s)", flush=True)
 
     t0 = time.time()
     res = run_search(model, ins["example_inputs"], evaluate, ins["calibration_data"], out,
-                     metric_name=ins["metric_name"] if ins["metric_name"] != "metric" else "perplexity",
-                     max_loss=args.max_loss, trials=args.trials, storage=None, device="cpu", by=args.by,
-                     seed=args.seed, progress=True, threads=args.threads)
+                     metric_name="perplexity", max_loss=args.max_loss, trials=args.trials, storage=None,
+                     device=args.device, by=args.by, seed=args.seed, progress=True, threads=args.threads,
+                     types=types, blocks=blocks, proxy=ins["search_proxy"])
     wall = time.time() - t0
     c = res.chosen
     rows.append({"point": f"searched (by {args.by}, {args.trials} trials, max loss {args.max_loss})",
                  "avg_bits": c["avg_bits"], "perplexity": c["metric"], "seconds": round(wall, 1)})
-    # the cheapest point within the budget at or below uniform mxfp4's bits, for the comparison
-    fp4 = next(r for r in rows if r["point"].startswith("uniform mxfp4"))
-    best_at_fp4 = min((p for p in res.points if p["avg_bits"] <= fp4["avg_bits"] + 1e-9),
-                      key=lambda p: p["metric"], default=None)
-    if best_at_fp4 is not None:
-        rows.append({"point": f"best searched point at <= {fp4['avg_bits']:.3f} bits", "avg_bits": best_at_fp4["avg_bits"],
-                     "perplexity": best_at_fp4["metric"], "seconds": None})
-
-    # the dual knapsack at uniform mxfp4's bits: lowest predicted error within 4.25 average bits
-    sens = json.loads((out / "sensitivity.json").read_text())["table"]
-    with Emulator(model, res.space) as emu:
-        for cap in (fp4["avg_bits"], 5.0):
-            a = ilp_min_loss_at_bits(res.space, sens, cap)
-            if a is None:
-                continue
-            t = time.time()
-            emu.apply(res.space.expand(a))
-            ppl = float(evaluate(model))
-            emu.restore()
-            rows.append({"point": f"ILP, least predicted error at <= {cap:.2f} bits", "avg_bits": res.space.avg_bits(a),
-                         "perplexity": ppl, "seconds": round(time.time() - t, 1)})
-    # bits mode: the best perplexity within uniform mxfp4's bits (the sensitivity table is reused)
-    bits_out = out.parent / (out.name + "_bits")
-    bits_out.mkdir(parents=True, exist_ok=True)
-    (bits_out / "sensitivity.json").write_text((out / "sensitivity.json").read_text())
-    t0 = time.time()
-    rb = run_search(model, ins["example_inputs"], evaluate, ins["calibration_data"], bits_out,
-                    metric_name="perplexity", max_loss=args.max_loss, trials=args.bits_trials, by=args.by,
-                    seed=args.seed, progress=True, threads=args.threads, max_bits=fp4["avg_bits"])
-    rows.append({"point": f"searched, bits mode (<= {fp4['avg_bits']:.2f} bits, {args.bits_trials} trials)",
-                 "avg_bits": rb.chosen["avg_bits"], "perplexity": rb.chosen["metric"],
-                 "seconds": round(time.time() - t0, 1)})
+    searched_rows = [rows[-1]]
+    rb = None
+    if args.max_bits:
+        # bits mode: the best perplexity within --max-bits (the sensitivity table is reused)
+        bits_out.mkdir(parents=True, exist_ok=True)
+        (bits_out / "sensitivity.json").write_text((out / "sensitivity.json").read_text())
+        t0 = time.time()
+        rb = run_search(model, ins["example_inputs"], evaluate, ins["calibration_data"], bits_out,
+                        metric_name="perplexity", max_loss=args.max_loss, trials=args.bits_trials, by=args.by,
+                        device=args.device, seed=args.seed, progress=True, threads=args.threads,
+                        max_bits=args.max_bits, types=types, blocks=blocks, proxy=ins["search_proxy"])
+        rows.append({"point": f"searched, bits mode (<= {args.max_bits:g} bits, {args.bits_trials} trials)",
+                     "avg_bits": rb.chosen["avg_bits"], "perplexity": rb.chosen["metric"],
+                     "seconds": round(time.time() - t0, 1)})
+        searched_rows.append(rows[-1])
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).with_suffix(".partial.json").write_text(json.dumps(
+        {"device": device_name, "load_s": round(load_s, 1), "rows": rows}, indent=1) + "\n")
+    if not args.no_references:   # after the searches: the rows of fixed formats
+        rows[1:1] = reference_rows(model, space, evaluate, args.device, f32)
     for r in rows:
         r["vs_float32"] = r["perplexity"] / f32 - 1.0
-    print_table(f"stories260K precision search (perplexity on held-out TinyStories, "
-                f"MASEC_SEQ_LEN={os.environ.get('MASEC_SEQ_LEN', '32')})",
-                ["point", "avg bits", "perplexity", "vs float32", "seconds"],
+    title = (f"{Path(args.model_file).parent.name}: precision search, perplexity on held-out text "
+             f"({device_name})")
+    print_table(title, ["point", "avg bits", "perplexity", "vs float32", "seconds"],
                 [[r["point"], f"{r['avg_bits']:.3f}", f"{r['perplexity']:.4f}", f"{r['vs_float32'] * 100:+.2f}%",
                   "" if r["seconds"] is None else f"{r['seconds']:.1f}"] for r in rows])
     doc = {
-        "model": "stories260K (examples/stories260k/model.py)",
-        "metric": "perplexity on the evaluation split of TinyStories (model file's evaluate)",
-        "quantized": "weights of every nn.Linear/nn.Embedding and the input of every nn.Linear",
-        "seq_len": int(os.environ.get("MASEC_SEQ_LEN", "32")),
-        "max_loss": args.max_loss, "by": args.by, "trials": args.trials, "bits_trials": args.bits_trials,
-        "seed": args.seed,
-        "threads": args.threads, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "model_file": str(Path(args.model_file).resolve().relative_to(ROOT)) if Path(args.model_file).resolve().is_relative_to(ROOT) else args.model_file,
+        "metric": "perplexity (the model file's evaluate, on text never used for calibration)",
+        "quantized": "weights of every nn.Linear/nn.Embedding and the input of every nn.Linear; "
+                     "avg_bits weighted by tensor size incl. block scales/metadata",
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MASEC_")},
+        "max_loss": args.max_loss, "max_bits": args.max_bits, "by": args.by, "trials": args.trials,
+        "bits_trials": args.bits_trials, "types": types, "blocks": blocks, "seed": args.seed,
+        "threads": args.threads, "device": device_name, "load_s": round(load_s, 1),
         "float32_perplexity": f32,
         "search_wall_s": round(wall, 1),
         "search_points": len(res.points),
         "chosen": {k: c[k] for k in ("avg_bits", "metric", "loss", "source", "within_max_loss")},
-        "chosen_precision_toml": res.spec and (out / "precision.toml").read_text(),
+        "chosen_precision_toml": (out / "precision.toml").read_text(),
+        "bits_mode_chosen": rb and {k: rb.chosen[k] for k in ("avg_bits", "metric", "loss", "source")},
+        "bits_mode_precision_toml": rb and (bits_out / "precision.toml").read_text(),
+        "pareto": [{k: p[k] for k in ("avg_bits", "metric", "loss", "source")} for p in res.pareto],
         "rows": rows,
     }
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(json.dumps(doc, indent=1) + "\n")
+    Path(args.results).with_suffix(".partial.json").unlink(missing_ok=True)
     print(f"wrote {args.results}; search files in {out}")
     return 0
 

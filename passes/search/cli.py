@@ -93,10 +93,10 @@ def search_main(args: argparse.Namespace) -> int:
     """Run ``masec search`` from parsed arguments; returns the exit code (MasecError propagates)."""
     from masec.formats import FormatError
     from masec.passes.search.runner import run_search
-    from masec.passes.search.space import BLOCK_SIZES, ELEMENT_TYPES, get_format
+    from masec.passes.search.space import BLOCK_SIZES, default_types, get_format
 
     ins = load_search_inputs(args.model_file, args.model, args.inputs, args.metric, args.calibration)
-    types = _csv(args.types) or list(ELEMENT_TYPES)
+    types = _csv(args.types) or list(default_types())
     try:
         blocks = [int(b) for b in (_csv(args.block_sizes) or BLOCK_SIZES)]
         for t in types:

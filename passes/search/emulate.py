@@ -41,7 +41,7 @@ class Emulator:
         self._current: dict[str, Candidate | None] = {k: None for k in self.params}
         self._cache: dict[tuple[str, Candidate], torch.Tensor] = {}
         self._cache_elems = 0
-        self._cache_limit = cache_elems
+        self._cache_limit = cache_elems if self.device.type == "cpu" else max(cache_elems, 2_000_000_000)
         self.act_fmt: dict[str, object] = {}          # linear path -> format object (None = float)
         self._consumer_site: dict[str, str] = {}
         for s in space.sites:
@@ -49,6 +49,8 @@ class Emulator:
                 for c in s.consumers:
                     self._consumer_site[c] = s.key
         self._handles = []
+        #: False while a caller that computes on the device (the sensitivity proxy) runs the model
+        self.outputs_to_cpu = True
         for path in self._consumer_site:
             self._handles.append(mods[path].register_forward_pre_hook(self._hook(path)))
         # a model on another device: move inputs there and outputs back, so evaluate() is unchanged
@@ -58,7 +60,8 @@ class Emulator:
                 self.floats[k] = self.floats[k].to(self.device)
             self._handles.append(model.register_forward_pre_hook(lambda m, a, kw: (_move(a, self.device), _move(kw, self.device)),
                                                                  with_kwargs=True))
-            self._handles.append(model.register_forward_hook(lambda m, a, out: _move(out, "cpu")))
+            self._handles.append(model.register_forward_hook(
+                lambda m, a, out: _move(out, "cpu") if self.outputs_to_cpu else out))
 
     def _hook(self, path):
         def pre(_mod, args):

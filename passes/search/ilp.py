@@ -23,7 +23,7 @@ def sensitivity(space: Space, emulator, proxy, progress=None) -> dict[str, dict[
     table: dict[str, dict[str, float]] = {}
     for g, site_keys in space.groups.items():
         row = {}
-        for c in space.cands:
+        for c in space.cands_for(g):
             emulator.apply({s: c for s in site_keys})
             v = proxy()
             row[c.key] = v if math.isfinite(v) else 1e30
@@ -36,7 +36,7 @@ def sensitivity(space: Space, emulator, proxy, progress=None) -> dict[str, dict[
 
 def dominated_pruned(space: Space, sens: dict[str, dict[str, float]], g: str) -> list[Candidate]:
     """Candidates of group ``g`` not dominated by another (fewer or equal bits and lower proxy)."""
-    cands = sorted(space.cands, key=lambda c: (c.bits, sens[g][c.key], c.key))
+    cands = sorted(space.cands_for(g), key=lambda c: (c.bits, sens[g][c.key], c.key))
     keep, best = [], float("inf")
     for c in cands:
         if sens[g][c.key] < best:
@@ -138,7 +138,7 @@ def predicted(space: Space, sens, assignment: dict[str, Candidate]) -> float:
 
 def min_loss_assignment(space: Space, sens) -> dict[str, Candidate]:
     """Per group the candidate with the lowest proxy (ties: fewer bits)."""
-    return {g: min(space.cands, key=lambda c: (sens[g][c.key], c.bits, c.key)) for g in space.groups}
+    return {g: min(space.cands_for(g), key=lambda c: (sens[g][c.key], c.bits, c.key)) for g in space.groups}
 
 
 def ilp_min_loss_at_bits(space: Space, sens: dict[str, dict[str, float]], max_bits: float) -> dict[str, Candidate] | None:

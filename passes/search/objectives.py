@@ -75,10 +75,11 @@ class Proxy:
     float tensor of 3 or more dimensions ([batch, seq, vocab] logits), else ``mse``.
     """
 
-    def __init__(self, model, batches: list[tuple], merge: bool = True, kind: str = "auto"):
+    def __init__(self, model, batches: list[tuple], merge: bool = True, kind: str = "auto", emulator=None):
         if kind not in PROXIES:
             raise MasecError(f"--proxy {kind!r}: use one of {', '.join(PROXIES)}")
         self.model = model
+        self.emulator = emulator    # on a GPU: outputs stay there, the distance is computed there
         self.batches = batches
         self.merged = False
         if merge and len(batches) > 1:
@@ -119,8 +120,16 @@ class Proxy:
 
     @torch.no_grad()
     def _run(self, batch) -> list[torch.Tensor]:
-        out = self.model(*batch)
-        return [t.detach().float().cpu() for t in _flat_tensors(out) if t.is_floating_point()]
+        emu = self.emulator
+        if emu is None or emu.device.type == "cpu":
+            out = self.model(*batch)
+            return [t.detach().float().cpu() for t in _flat_tensors(out) if t.is_floating_point()]
+        emu.outputs_to_cpu = False
+        try:
+            out = self.model(*batch)
+        finally:
+            emu.outputs_to_cpu = True
+        return [t.detach().float() for t in _flat_tensors(out) if t.is_floating_point()]
 
     @torch.no_grad()
     def __call__(self) -> float:

@@ -25,7 +25,7 @@ from masec.passes.search import study as study_mod
 from masec.passes.search.emulate import Emulator
 from masec.passes.search.objectives import MaxLoss, Proxy, loss_of, pareto_front
 from masec.passes.search.precision_file import PrecisionSpec, Section, dump_precision
-from masec.passes.search.space import (BLOCK_SIZES, ELEMENT_TYPES, GROUPINGS, Candidate, Space, build_space,
+from masec.passes.search.space import (BLOCK_SIZES, GROUPINGS, Candidate, Space, build_space,
                                        candidates, discover_sites)
 
 log = logging.getLogger("masec.search")
@@ -128,7 +128,7 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
                metric_name: str = "metric", max_loss="2%", trials: int = 20, storage: str | None = None,
                device: str = "cpu", by: str = "node", seed: int = 0, progress: bool = True,
                higher_is_better: bool = False, study_name: str | None = None, pareto: bool | None = None,
-               types=ELEMENT_TYPES, blocks=BLOCK_SIZES, calib_batches: int = 8, ilp_points: int = 8,
+               types=None, blocks=BLOCK_SIZES, calib_batches: int = 8, ilp_points: int = 8,
                threads: int | None = None, proxy: str = "auto", max_bits: float | None = None,
                console=None) -> SearchResult:
     """Search the formats of ``model``'s weights and activations; write the results into ``out_dir``.
@@ -213,7 +213,7 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
 
     emu = Emulator(model, space, device=device)
     try:
-        proxy = Proxy(model, batches, kind=proxy_kind)  # the emulator moves inputs to the device, outputs back
+        proxy = Proxy(model, batches, kind=proxy_kind, emulator=emu)  # on a GPU the proxy stays on the GPU
         log.info("calibration: %d batches%s; sensitivity proxy: %s", len(batches),
                  " (merged into one forward)" if proxy.merged else "", proxy.kind)
         if evaluate is None:
@@ -282,7 +282,7 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
             except (json.JSONDecodeError, KeyError):
                 sens = None
         if sens is None:
-            n = len(space.groups) * len(space.cands)
+            n = sum(len(space.cands_for(g)) for g in space.groups)
             task = ui.task("sensitivity", n)
             ts = time.time()
             sens = ilp_mod.sensitivity(space, emu, proxy, progress=lambda: ui.advance(task))

@@ -68,9 +68,56 @@ class Candidate:
         return self.key
 
 
-def candidates(types=ELEMENT_TYPES, blocks=BLOCK_SIZES) -> list[Candidate]:
-    """Every (type, block) pair, sorted by bits then name (deterministic)."""
-    cands = {Candidate.make(t, b) for t in types for b in blocks}
+#: seed formats (docs/formats.md) at the grouping they are defined with; searched by default only
+#: where the compiler builds hardware for them (``hardware_accepts``), so the space grows as their
+#: kernels land (today: NVFP4, M2XFP and BitMoD as the weight of a linear)
+SEED_TYPES = {"nvfp4": 16, "m2xfp4_w": 32, "m2xfp4_a": 32, "bitmod_fp4": 128, "bitmod_fp3": 128, "anda4": 64}
+
+
+@lru_cache(maxsize=None)
+def hardware_accepts(name: str, block: int, linear_weight: bool = False) -> bool:
+    """True when ``masec compile`` accepts format ``name`` at ``block`` (as a linear's weight when
+    ``linear_weight``): asks assign_formats, the pass that refuses formats without hardware."""
+    from masec.errors import MasecError
+    from masec.passes.transform.assign_formats import _check_hw_format
+
+    try:
+        try:
+            _check_hw_format(name, block, "even", "search", linear_weight)
+        except TypeError:          # an assign_formats without per-port formats
+            _check_hw_format(name, block, "even", "search")
+    except MasecError:
+        return False
+    return True
+
+
+def default_types() -> tuple[str, ...]:
+    """The OCP MX element types plus every seed format that has a hardware kernel (anywhere, or as
+    a linear's weight)."""
+    return ELEMENT_TYPES + tuple(t for t, b in SEED_TYPES.items()
+                                 if hardware_accepts(t, b) or hardware_accepts(t, b, True))
+
+
+def allowed(c: "Candidate", kind: str, ops) -> bool:
+    """May candidate ``c`` be given to tensors of ``kind`` produced/used by ``ops``? A format the
+    hardware takes only as a linear's weight is kept to weight groups of linears; every other
+    candidate (also a software-only format the user asked for) goes everywhere."""
+    if hardware_accepts(c.fmt, c.block) or not hardware_accepts(c.fmt, c.block, True):
+        return True
+    return kind == "weight" and all(op == "linear" for op in ops)
+
+
+def candidates(types=None, blocks=BLOCK_SIZES) -> list[Candidate]:
+    """Every (type, block) pair, sorted by bits then name (deterministic). ``types=None``:
+    ``default_types()``. A seed format (``SEED_TYPES``) comes at its own grouping only."""
+    types = default_types() if types is None else types
+    cands = set()
+    for t in types:
+        base = t.lower()
+        if base in SEED_TYPES:
+            cands.add(Candidate.make(t, SEED_TYPES[base]))
+        else:
+            cands.update(Candidate.make(t, b) for b in blocks)
     return sorted(cands, key=lambda c: (c.bits, c.fmt, c.block))
 
 
@@ -103,6 +150,7 @@ class Space:
         self.site_group = {s: g for g, ss in self.groups.items() for s in ss}
         self.by_key = {s.key: s for s in self.sites}
         self.total_numel = sum(s.numel for s in self.sites)
+        self._cands_by_group: dict[str, list[Candidate]] = {}
 
     def group_numel(self, g: str) -> int:
         return sum(self.by_key[s].numel for s in self.groups[g])
@@ -111,7 +159,14 @@ class Space:
         return self.by_key[self.groups[g][0]].kind
 
     def cands_for(self, g: str) -> list[Candidate]:
-        return self.cands
+        """The candidates group ``g`` may take (``allowed``: linear-weight-only formats are kept
+        to weight groups of linears)."""
+        hit = self._cands_by_group.get(g)
+        if hit is None:
+            sites = [self.by_key[s] for s in self.groups[g]]
+            hit = [c for c in self.cands if allowed(c, sites[0].kind, {s.op for s in sites})]
+            self._cands_by_group[g] = hit
+        return hit
 
     def expand(self, assignment: dict[str, Candidate]) -> dict[str, Candidate]:
         """Group assignment -> site assignment."""

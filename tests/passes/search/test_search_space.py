@@ -8,11 +8,12 @@ import torch.nn.functional as F
 
 from masec.passes.search.objectives import MaxLoss, loss_of, pareto_front
 from masec.passes.search.report import knee
-from masec.passes.search.space import Candidate, build_space, candidates, discover_sites, layer_of
+from masec.passes.search.space import (ELEMENT_TYPES, SEED_TYPES, Candidate, build_space, candidates, default_types,
+                                       discover_sites, hardware_accepts, layer_of)
 
 
 def test_candidates_and_bits():
-    cands = candidates()
+    cands = candidates(ELEMENT_TYPES)
     assert len(cands) == 8 * 3
     c = Candidate.make("mxfp4", 64)
     assert c.fmt == "mxfp4_e2m1" and c.bits == 4 + 8 / 64 and c.key == "mxfp4_e2m1:64"
@@ -20,6 +21,42 @@ def test_candidates_and_bits():
     assert Candidate.make("mxint6", 16).bits == 6 + 8 / 16
     bits = [c.bits for c in cands]
     assert bits == sorted(bits) and bits[0] == 4.125 and bits[-1] == 8.5
+
+
+def test_default_types_follow_the_compiler():
+    """Seed formats join the default space exactly when assign_formats accepts them somewhere."""
+    from masec.errors import MasecError
+    from masec.passes.transform.assign_formats import _check_hw_format
+
+    def compiles(name, block, lw):
+        try:
+            _check_hw_format(name, block, "even", "t", lw)
+            return True
+        except MasecError:
+            return False
+
+    types = default_types()
+    assert types[:8] == ELEMENT_TYPES
+    for t, b in SEED_TYPES.items():
+        assert (t in types) == (compiles(t, b, False) or compiles(t, b, True)), t
+        assert hardware_accepts(t, b, True) == compiles(t, b, True)
+    assert not hardware_accepts("anda4", 64) or "anda4" in types
+
+
+def test_linear_weight_only_formats_stay_on_linear_weights():
+    """A format the hardware takes only as a linear's weight (NVFP4 today) is offered to the weight
+    groups of linears, never to activations or to an embedding table."""
+    nv = Candidate.make("nvfp4", 16)
+    if hardware_accepts("nvfp4", 16) or not hardware_accepts("nvfp4", 16, True):
+        pytest.skip("nvfp4 is not a linear-weight-only format in this compiler")
+    model = Net()
+    sites, _, _ = discover_sites(model, (torch.randint(0, 50, (2, 4)),))
+    space = build_space(sites, "node", candidates(("mxint8", "nvfp4"), (32,)))
+    for g in space.groups:
+        kinds = {space.by_key[s].kind for s in space.groups[g]}
+        ops = {space.by_key[s].op for s in space.groups[g]}
+        assert (nv in space.cands_for(g)) == (kinds == {"weight"} and ops == {"linear"}), g
+        assert Candidate.make("mxint8", 32) in space.cands_for(g)
 
 
 class Block(nn.Module):
