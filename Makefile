@@ -13,13 +13,15 @@ install:
 
 # System packages (root + apt): lz4 headers for `masec sim --waves` (Verilator's FST writer) and
 # ccache, which masec hands to Verilator's makefile so every build reuses the compiled runtime;
-# tclsh (Debian `tcl`), which runs the emitted Vivado scripts with stubbed commands in the tests.
+# tclsh (Debian `tcl`), which runs the emitted Vivado scripts with stubbed commands in the tests;
+# chromium, which renders the HTML report headless in its test.
 install-system:
 	@if command -v apt-get >/dev/null; then \
 	  missing=""; \
 	  echo '#include <lz4.h>' | cc -E -x c - >/dev/null 2>&1 || missing="$$missing liblz4-dev"; \
 	  command -v ccache >/dev/null || missing="$$missing ccache"; \
 	  command -v tclsh >/dev/null || missing="$$missing tcl"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then \
 	    apt-get install -y -q $$missing || (apt-get update -q && apt-get install -y -q $$missing) \
 	      || echo "note: could not install$$missing (optional: waves / faster builds / TCL tests)"; \
