@@ -20,6 +20,10 @@ Arithmetic, shared by the RTL and the bit-exact model below:
 3. Across blocks: the floating accumulator (A, X), A signed AW = DW + ACC_GUARD + 1 bits, value
    A * 2^X, started from the bias (exact) or empty, updated by :func:`facc_step`.
 4. The row's accumulators (A, X) go to ``mx_quantize`` (m = A, e = X) -> MX output block.
+
+Seed formats (docs/kernels/mx_linear.md): W in M2XFP / NVFP4 / BitMoD (``WFMT``; model
+:func:`seed_linear_accumulators`, ROMs :func:`pack_seed_weight_mem`) and x in Anda (``X_ANDA``;
+:func:`anda_as_mx` turns its codes into the int element the kernel multiplies).
 """
 from __future__ import annotations
 
@@ -402,8 +406,9 @@ def _seed_widths(x_elem, w_elem, block, acc_guard, b_elem, kind) -> LinearWidths
     nvfp4: fp4 products, the block sum times the UE4M3 significand (4 bits);
     bitmod: products with the code's integer value (code units), the block sum times the FP16
     significand (11 bits)."""
-    if b_elem is None:
-        raise ValueError("seed weight formats need the bias element format (b_elem)")
+    if b_elem is None:   # no bias: the RTL's BB_* default to an int8 element (GB and BC unused)
+        from masec.formats.element import int_element
+        b_elem = int_element(8)
     xi, bi = elem_info(x_elem), elem_info(b_elem)
     if kind == "bitmod":
         dwb = BITMOD_DOT_BITS[w_elem.bits]
@@ -442,6 +447,26 @@ class WeightImage:
     @property
     def block(self) -> int:
         return self.codes.shape[-1]
+
+
+ANDA_SCALE_OFFSET = 112   # Anda S -> the E8M0-equivalent scale of its int element (see anda_as_mx)
+
+
+def is_anda(fmt) -> bool:
+    from masec.formats.anda import AndaFormat
+    return isinstance(fmt, AndaFormat)
+
+
+def anda_as_mx(codes, scales, mbits: int):
+    """Anda x (codes sign<<M | k [..., G], shared exponents S [...]) as the kernel decodes it:
+    (two's complement int codes of M+1 bits, E8M0-equivalent scales S + 112, int_element(M+1)).
+    value k * 2^(S - 14 - M) = k * 2^-(M-1) * 2^((S + 112) - 127): the same numbers, exactly."""
+    from masec.formats.element import int_element
+
+    c = torch.as_tensor(codes, dtype=torch.int64)
+    k = c & ((1 << mbits) - 1)
+    tc = torch.where((c >> mbits) & 1 == 1, (-k) & ((1 << (mbits + 1)) - 1), k)
+    return tc, torch.as_tensor(scales, dtype=torch.int64) + ANDA_SCALE_OFFSET, int_element(mbits + 1)
 
 
 def fp32_sig_exp(v: float) -> tuple[int, int]:
@@ -766,28 +791,36 @@ def instance_config(in_features: int, out_features: int, x_fmt, w_fmt, out_fmt, 
     scale as ``(TS_SIG, TS_EXP)`` (:class:`WeightImage` ``ts_sig``/``ts_exp``; default 1.0).
     """
     kind = weight_kind(w_fmt)
-    block = x_fmt.block_size
+    anda = is_anda(x_fmt)
+    if anda and x_fmt.mbits > 15:
+        raise ValueError(f"{x_fmt.name} x: the linear decodes Anda with M <= 15 (an M+1-bit int element)")
+    block = x_fmt.group_size if anda else x_fmt.block_size
     if kind == "bitmod":
         if w_fmt.group_size % block:
             raise ValueError(f"the BitMoD group ({w_fmt.group_size}) must be a multiple of x's block ({block})")
     elif block != w_fmt.block_size:
-        raise ValueError(f"x and W must share the block size along IN ({x_fmt.block_size} != {w_fmt.block_size})")
+        raise ValueError(f"x and W must share the block size along IN ({block} != {w_fmt.block_size})")
     if kind != "mx" and lmul:
         raise ValueError(f"L-Mul products are built for MX weights only, not {w_fmt.name}")
-    if kind != "mx" and b_fmt is None and has_bias:
-        raise ValueError(f"{w_fmt.name} weights need an MX bias format (b_fmt)")
     if block % p_in or out_fmt.block_size % p_out:
         raise ValueError(f"P_IN={p_in} must divide B={block} and P_OUT={p_out} the output block {out_fmt.block_size}")
-    b_fmt = b_fmt or (w_fmt if kind == "mx" else x_fmt)
+    if b_fmt is None and (kind != "mx" or anda) and has_bias:
+        raise ValueError("an Anda x or a seed-format W needs an MX bias format (b_fmt)")
+    if b_fmt is None:   # without a bias the BB_* parameters only need to be a valid MX element
+        from masec.formats import parse_format
+        b_fmt = w_fmt if kind == "mx" else parse_format("mxint8")
     p_y = p_out if p_y is None else p_y
     if p_out % p_y:
         raise ValueError(f"P_Y={p_y} must divide P_OUT={p_out}")
     params = {"IN": in_features, "OUT": out_features, "P_IN": p_in, "P_OUT": p_out, "P_Y": p_y, "B": block,
               "B_OUT": out_fmt.block_size,
-              **_elem_params(x_fmt.element, "X_"), **_elem_params(_rom_element(w_fmt, kind), "W_"),
+              **_elem_params(anda_as_mx([0], [0], x_fmt.mbits)[2] if anda else x_fmt.element, "X_"),
+              **_elem_params(_rom_element(w_fmt, kind), "W_"),
               **_elem_params(b_fmt.element, "BB_"), **element_sv_params(out_fmt.element, "Y_"),
               "HAS_BIAS": int(bool(has_bias)), "ACC_GUARD": acc_guard, "LMUL": int(bool(lmul)),
               "W_MEM": w_mem, "WS_MEM": ws_mem, "B_MEM": b_mem if has_bias else ""}
+    if anda:
+        params["X_ANDA"] = 1
     if kind != "mx":   # MX instances keep exactly their former parameter list
         params["WFMT"] = WFMT[kind]
         if kind == "bitmod":

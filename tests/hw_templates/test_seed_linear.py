@@ -9,7 +9,7 @@ import torch
 from masec.formats import parse_format
 from masec.formats.element import FP4_E2M1, int_element
 from masec.hw_templates.kernels.mx_linear import (
-    WeightImage, bias_init, decode_sig_off, fp32_sig_exp, ideal_cycles, instance_config, linear_widths,
+    WeightImage, anda_as_mx, bias_init, linear_model, pack_weight_mem, decode_sig_off, fp32_sig_exp, ideal_cycles, instance_config, linear_widths,
     pack_bias_mem, pack_seed_weight_mem, seed_exact_weights, seed_linear_accumulators, seed_linear_model,
     weight_image,
 )
@@ -152,34 +152,94 @@ def test_model_vs_fake_quantized_float_linear(kind, seed):
     assert rel <= 2 ** -10
 
 
+def random_anda(rng: random.Random, mbits: int, rows: int, nb: int, G: int, valid: int):
+    """Random Anda x: codes sign<<M | k with all-zero and all-max groups, S in 0..30 incl. the extremes."""
+    c = torch.zeros(rows, nb, G, dtype=torch.int64)
+    s = torch.zeros(rows, nb, dtype=torch.int64)
+    top = (1 << mbits) - 1
+    for r in range(rows):
+        for b in range(nb):
+            k = rng.random()
+            blk = [0] * G if k < 0.06 else [top | (rng.randrange(2) << mbits) for _ in range(G)] if k < 0.14 else \
+                [rng.randrange(1 << (mbits + 1)) for _ in range(G)]
+            c[r, b] = torch.tensor(blk)
+            sk = rng.random()
+            s[r, b] = rng.choice([0, 1]) if sk < 0.1 else rng.choice([29, 30]) if sk < 0.2 else rng.randint(10, 20)
+    c.reshape(rows, -1)[:, valid:] = 0
+    return c, s
+
+
+@pytest.mark.parametrize("mbits", [1, 4, 7, 15])
+def test_anda_decode_is_the_format_library(mbits):
+    """Anda codes read as (two's complement int of M+1 bits, scale S + 112) decode to exactly the
+    values of masec.formats' AndaFormat.decode."""
+    f = parse_format(f"anda{mbits}")
+    g = torch.Generator().manual_seed(mbits)
+    x = torch.randn(6, 128, generator=g) * torch.logspace(-6, 4, 6).unsqueeze(-1)
+    x[2, :64] = 0.0
+    enc = f.encode(x)
+    tc, sc, el = anda_as_mx(enc.codes, enc.scales, mbits)
+    vals = el.value_table().to(torch.float64)[tc] * torch.pow(2.0, (sc - 127).to(torch.float64)).unsqueeze(-1)
+    assert torch.equal(vals.reshape(6, 128).to(torch.float32), f.decode(enc))
+
+
+def test_anda16_x_is_refused():
+    with pytest.raises(ValueError, match="anda16"):
+        instance_config(64, 8, parse_format("anda16"), fmt("mxint8", 64), fmt("mxint8"), False, 8, 8)
+
+
 # ----------------------------------------------------------------------------- RTL tests
 def build_case(tmp, rng, kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, p_y=None):
-    x_fmt, o_fmt = fmt(xf, B), fmt(of, BO)
-    x_el, o_el = x_fmt.element, o_fmt.element
+    """``xf`` an MX name or ``anda<M>`` (then x streams Anda codes and S; the model reads them as the
+    kernel does, :func:`anda_as_mx`); ``kind`` a seed weight kind or an MX weight name."""
+    o_fmt = fmt(of, BO)
+    o_el = o_fmt.element
     nb = -(-IN // B)
-    xc, xs = random_mx(rng, x_el, T, nb, B, IN)
-    img = random_image(rng, kind, OUT, IN, B)
+    if xf.startswith("anda"):
+        mb = int(xf[4:])
+        x_fmt = parse_format(xf, block_size=B)
+        sxc, sxs = random_anda(rng, mb, T, nb, B, IN)
+        xc, xs, x_el = anda_as_mx(sxc, sxs, mb)
+        b_fmt = fmt("mxint8", B)
+        x_bits = mb + 1
+    else:
+        x_fmt = b_fmt = fmt(xf, B)
+        x_el = x_fmt.element
+        xc, xs = random_mx(rng, x_el, T, nb, B, IN)
+        sxc, sxs, x_bits = xc, xs, x_el.bits
+    b_el = b_fmt.element
     bc = bs = None
+    if kind.startswith("mx"):
+        w_fmt = fmt(kind, B)
+        wc, ws = random_mx(rng, w_fmt.element, OUT, nb, B, IN)
+    else:
+        w_fmt = wfmt_of(kind, B)
+        img = random_image(rng, kind, OUT, IN, B)
     if has_bias:
-        bc, bs = random_mx(rng, x_el, 1, -(-OUT // B), B, OUT)
+        bc, bs = random_mx(rng, b_el, 1, -(-OUT // B), B, OUT)
         bc, bs = bc[0], bs[0]
         bs.clamp_(100, 150)
-    yc, ys = seed_linear_model(xc, xs, x_el, img, bc, bs, x_el, o_el, BO)
+    if kind.startswith("mx"):
+        yc, ys = linear_model(xc, xs, x_el, wc, ws, w_fmt.element, bc, bs, o_el, BO, b_elem=b_el)
+        wl, sl = pack_weight_mem(wc, ws, w_fmt.element, IN, OUT, B, p_in, p_out)
+        ts = None
+    else:
+        yc, ys = seed_linear_model(xc, xs, x_el, img, bc, bs, b_el, o_el, BO)
+        wl, sl = pack_seed_weight_mem(img, IN, OUT, p_in, p_out)
+        ts = (img.ts_sig, img.ts_exp) if kind == "nvfp4" else None
     tmp.mkdir(parents=True, exist_ok=True)
-    wl, sl = pack_seed_weight_mem(img, IN, OUT, p_in, p_out)
     (tmp / "w.mem").write_text("\n".join(wl) + "\n")
     (tmp / "ws.mem").write_text("\n".join(sl) + "\n")
     if has_bias:
-        (tmp / "b.mem").write_text("\n".join(pack_bias_mem(bc, bs, x_el, OUT, p_out)) + "\n")
-    _, params, _ = instance_config(IN, OUT, x_fmt, wfmt_of(kind, B), o_fmt, has_bias, p_in, p_out,
-                                   b_fmt=x_fmt, w_mem=str(tmp / "w.mem"), ws_mem=str(tmp / "ws.mem"),
-                                   b_mem=str(tmp / "b.mem"), p_y=p_y,
-                                   ts=(img.ts_sig, img.ts_exp) if kind == "nvfp4" else None)
+        (tmp / "b.mem").write_text("\n".join(pack_bias_mem(bc, bs, b_el, OUT, p_out)) + "\n")
+    _, params, _ = instance_config(IN, OUT, x_fmt, w_fmt, o_fmt, has_bias, p_in, p_out,
+                                   b_fmt=b_fmt, w_mem=str(tmp / "w.mem"), ws_mem=str(tmp / "ws.mem"),
+                                   b_mem=str(tmp / "b.mem"), p_y=p_y, ts=ts)
     ideal = max(ideal_cycles(T, IN, OUT, p_in, p_out), T * (-(-OUT // BO)) * BO // params["P_Y"])
     pad = T * (nb * B // p_in - (-(-IN // p_in)))
     nz = ((-(-OUT // BO)) * BO - (-(-OUT // p_out)) * p_out) // params["P_Y"]
     slack = pad + 4 + BO // params["P_Y"] + params["P_OUT"] // params["P_Y"] + nz + 4
-    return mx_stream(xc, xs, x_el.bits, p_in), mx_stream(yc, ys, o_el.bits, params["P_Y"]), params, ideal, slack
+    return mx_stream(sxc, sxs, x_bits, p_in), mx_stream(yc, ys, o_el.bits, params["P_Y"]), params, ideal, slack
 
 
 # kind, xf, of, IN, OUT, T, B, B_OUT, P_IN, P_OUT, bias, P_Y
@@ -188,8 +248,11 @@ DEFAULT_CONFIGS = [   # one build, every kind, small (the default suite)
     ("nvfp4", "mxint8", "mxint8", 40, 8, 4, 16, 8, 8, 8, True, 8),
     ("bitmod4", "mxint8", "mxfp8_e4m3", 300, 8, 3, 32, 8, 8, 4, True, 4),
     ("bitmod3", "mxint8", "mxint8", 64, 8, 3, 16, 8, 4, 8, False, 8),
+    ("mxint8", "anda6", "mxint8", 100, 8, 3, 64, 8, 8, 8, True, 8),     # Anda x (consumer decode)
 ]
 SLOW_CONFIGS = [
+    ("m2xfp", "anda4", "mxfp8_e4m3", 64, 8, 4, 64, 8, 16, 8, True, 8),
+    ("mxfp4", "anda12", "mxint8", 128, 8, 3, 64, 8, 8, 4, False, 4),
     ("m2xfp", "mxfp8_e4m3", "mxint8", 64, 8, 5, 32, 8, 16, 8, False, 8),
     ("m2xfp", "mxint8", "mxint8", 40, 8, 5, 16, 8, 4, 8, True, 8),
     ("nvfp4", "mxint8", "mxfp8_e4m3", 56, 20, 6, 16, 16, 8, 4, True, 4),
@@ -214,7 +277,8 @@ def run_configs(build_root, seed, cfgs):
         sx, sy, params, ideal_i, slack_i = build_case(folder / f"mem{i}", rng, kind, xf, of, IN, OUT, T, B, BO,
                                                       p_in, p_out, bias, p_y)
         inputs[f"s_x{i}"], outputs[f"m_y{i}"] = sx, sy
-        insts.append((params, {"s_x": (p_in * fmt(xf).element.bits, True), "m_y": (p_y * fmt(of).element.bits, True)}))
+        x_bits = int(xf[4:]) + 1 if xf.startswith("anda") else fmt(xf).element.bits
+        insts.append((params, {"s_x": (p_in * x_bits, True), "m_y": (p_y * fmt(of).element.bits, True)}))
         ideal, slack = max(ideal, ideal_i), max(slack, ideal_i + slack_i)
     vf = VectorFile(inputs, outputs, seed=seed, gap_prob=0.3, stall_prob=0.3, ideal_cycles=ideal)
     files = render_with_deps("mx_linear", folder / "rtl")
@@ -274,7 +338,9 @@ def test_rtl_check_can_fail(build_root, seed, mutant):
 @pytest.mark.parametrize("cfg", DEFAULT_CONFIGS + SLOW_CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-P{c[8]}x{c[9]}")
 def test_lint_clean(tmp_path, cfg):
     kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, bias, p_y = cfg
-    _, params, top = instance_config(IN, OUT, fmt(xf, B), wfmt_of(kind, B), fmt(of, BO), bias, p_in, p_out,
-                                     b_fmt=fmt(xf, B), p_y=p_y, ts=(3 << 22, -30) if kind == "nvfp4" else None)
+    x_fmt = parse_format(xf, block_size=B)
+    w_fmt = fmt(kind, B) if kind.startswith("mx") else wfmt_of(kind, B)
+    _, params, top = instance_config(IN, OUT, x_fmt, w_fmt, fmt(of, BO), bias, p_in, p_out,
+                                     b_fmt=fmt("mxint8", B), p_y=p_y, ts=(3 << 22, -30) if kind == "nvfp4" else None)
     files = render_with_deps("mx_linear", tmp_path)
     lint(files, top, parameters=params)
