@@ -93,11 +93,13 @@ def test_solver_matches_brute_force_on_random_instances():
             assert max(opts[i][j].cycles for i, j in enumerate(pick)) == best
 
 
-@pytest.mark.parametrize("model,part", [(MLP, "xc7z020"), (LLAMA, "xczu9eg")])
-def test_budget_respected_and_throughput_never_falls_as_the_budget_grows(cost, model, part):
+@pytest.mark.parametrize("model,part,budgets", [
+    (MLP, "xc7z020", (0.002, 0.02, 0.05, 0.1, 0.25, 1.0)),
+    (LLAMA, "xczu9eg", (0.01, 0.05, 0.1, 0.25, 1.0))])
+def test_budget_respected_and_throughput_never_falls_as_the_budget_grows(cost, model, part, budgets):
     cap = lookup_part(part).capacity()
     seen = []
-    for budget in (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0):
+    for budget in budgets:
         try:
             cfg, gm, ir = _lowered(model, part, budget)
         except MasecError as exc:
