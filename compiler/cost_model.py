@@ -191,8 +191,8 @@ BRAM_MIN_BITS = 4096
 def bram_tiles(width: int, depth: int, rom: bool = False) -> float:
     """36 Kb block RAMs for a ``width`` x ``depth`` memory: the cheapest column split onto RAMB36
     shapes, the narrow rest of the width on a RAMB18 (0.5) when that is cheaper. A RAM of at most 64
-    words or under 4 Kb, and a ROM of fewer than 512 words, stay in LUT-RAM or logic (as Yosys maps them)."""
-    if width <= 0 or depth <= 0 or width * depth < BRAM_MIN_BITS or depth <= 64 or (rom and depth < 512):
+    words, and a ROM of fewer than 512 words or under 4 Kb, stay in LUT-RAM or logic (as Yosys maps them)."""
+    if width <= 0 or depth <= 64 or (rom and (depth < 512 or width * depth < BRAM_MIN_BITS)):
         return 0.0
     best = math.inf
     for d36, w36 in RAMB36_SHAPES:
@@ -233,6 +233,16 @@ def memories(kernel: str, params: dict) -> list[tuple[int, int, bool]]:
     if k == "mx_rope":         # one word per beat: P/2 (cos, sin) pairs
         lanes = _i(p, "P", 1)
         return [(max(lanes // 2, 1) * 2 * _i(p, "CS_W", 16), _i(p, "MAX_POS", 1) * _i(p, "HEAD_DIM", 2) // lanes, True)]
+    if k == "mx_matmul":       # the B RAM (TRANS_B: one bank per output lane) and the A row buffer
+        pb, bb = _i(p, "P_B", 1), _i(p, "BB", 32)
+        bwd = pb * _i(p, "B_BITS", 8) + 8
+        n, kk = _i(p, "N", 1), _i(p, "K", 1)
+        nab = _cdiv(kk, _i(p, "BA", 32)) * _i(p, "BA", 32) // max(_i(p, "P_A", 1), 1)
+        abuf = (_i(p, "P_A", 1) * _i(p, "A_BITS", 8) + 8, 2 << max(1, math.ceil(math.log2(max(nab, 1)))), False)
+        if _i(p, "TRANS_B"):
+            npn, nkb = _cdiv(n, _i(p, "P_N", 1)), _cdiv(kk, bb) * bb // pb
+            return [abuf] + [(bwd, npn * nkb, False)] * _i(p, "P_N", 1)
+        return [abuf, (bwd, kk * (_cdiv(n, bb) * bb // pb), False)]
     if k == "mx_linear":       # W_MEM: P_OUT x P_IN codes per word; WS_MEM: P_OUT scales per word
         p_in, p_out = _i(p, "P_IN", 1), _i(p, "P_OUT", 1)
         passes = _cdiv(_i(p, "OUT", 1), p_out)
