@@ -22,7 +22,8 @@ values wherever those are float32 numbers, and an exact rational nearest-grid-po
 everywhere (tests/hw_templates/test_mx_quantize.py), including E clamping at both ends.
 
 Pipelining: the SV parameter ``PIPE`` (0..3) puts elastic register stages after the block-buffer
-read, after the per-lane decode (plus an input register slice) and after the shifter; the values
+read, the per-lane decode and the shifter on the output side, and after the per-lane leading one,
+on the input beat and after the beat's max tree on the input side; the values
 do not change, the latency grows by :func:`latency` cycles, throughput stays 1 beat/cycle.
 :func:`pipe_for_clock` chooses ``PIPE`` from the clock period (``--clock``); the template's
 default is its Jinja context ``pipe`` (0 when not given).
@@ -198,10 +199,10 @@ MAX_PIPE = 3
 
 def latency(pipe: int) -> int:
     """Cycles ``PIPE`` adds between a block's last input beat and its first output beat (and on
-    every later beat): one per output stage, one more for the input slice (PIPE >= 2)."""
+    every later beat): one input-side and one output-side stage per PIPE step."""
     if not 0 <= pipe <= MAX_PIPE:
         raise ValueError(f"PIPE {pipe}: mx_quantize has 0..{MAX_PIPE} stages")
-    return pipe + (1 if pipe >= 2 else 0)
+    return 2 * pipe
 
 
 def pipe_for_clock(clock_ns: float) -> int:
@@ -225,7 +226,7 @@ SPEC = KernelSpec(
     doc=("Shared MX output quantizer: P lanes of exact values m*2^e (MW-bit signed m, EW-bit signed e) "
          "per beat, B/P beats per block -> MX stream of the element format (OCP shared exponent, "
          "round to nearest even, saturation). Double-buffered: 1 beat/cycle, latency one block plus "
-         "PIPE + (PIPE >= 2) cycles (PIPE 0..3 elastic register stages, chosen from the clock)."),
+         "2 * PIPE cycles (PIPE 0..3: elastic register stages, chosen from the clock)."),
     params=(ParamSpec("P", "lanes per beat, divides B", 4),
             ParamSpec("B", "MX block size, power of two", 32),
             ParamSpec("MW", "bits of each lane's signed mantissa m", 16),
@@ -236,7 +237,7 @@ SPEC = KernelSpec(
             ParamSpec("ELEM_BIAS", "emin = 1 - ELEM_BIAS (fp: the exponent bias; int: 1)", 1),
             ParamSpec("ELEM_EMAX", "unbiased exponent of the top binade (int: 0)", 0),
             ParamSpec("ELEM_MAX_CODE", "largest finite magnitude code", 127),
-            ParamSpec("PIPE", "pipeline stages 0..3 (latency + PIPE + (PIPE >= 2))", 0)),
+            ParamSpec("PIPE", "pipeline depth 0..3 (latency + 2 * PIPE)", 0)),
     ports=(PortSpec("s_x", "in", "plain", "P lanes of {e[EW], m[MW]} (m in the low bits)"),
            PortSpec("m_y", "out", "mx", "P lanes of ELEM_BITS-bit codes + E8M0 scale")),
     deps=(),
