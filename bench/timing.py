@@ -188,6 +188,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kernel", action="append", default=[], help="only this kernel (repeatable)")
     ap.add_argument("--quick", action="store_true", help="only the first example configuration of each kernel")
+    ap.add_argument("--label", action="append", default=[], help="only the example configuration with this label "
+                    "(repeatable)")
     ap.add_argument("--tops", action="store_true", help="also compile and place and route the MLP tops")
     ap.add_argument("--no-kernels", action="store_true", help="skip the kernel table (with --tops)")
     ap.add_argument("--top-clock", type=float, action="append", default=[],
@@ -213,6 +215,8 @@ def main(argv=None) -> int:
         if not args.no_kernels:
             for name in args.kernel or list(reg):
                 examples = list(reg[name].examples)[:1 if args.quick else None]
+                if args.label:
+                    examples = [e for e in examples if e["label"] in args.label]
                 jobs += [(name, i, ex) for i, ex in enumerate(examples)]
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futs = [(name, ex, pool.submit(time_kernel, name, ex, tmp / name / f"ex{i}", cache, args.timeout))
