@@ -111,7 +111,13 @@ def main(argv=None) -> int:
     base = fold_one("xcu250", None)
     print(_line(base), flush=True)
     rows = run(parts, args.budget)
+    import hashlib
+
+    from masec.cost_model import FIT_FILE
+
+    fit = hashlib.sha256(FIT_FILE.read_bytes()).hexdigest()[:16] if FIT_FILE.exists() else None
     doc = {"model": "examples/stories260k/model.py", "format": "mxint8/B32", "layers": args.layers or 5,
+           "cost_model_fit_sha256_16": fit,
            "requested_budget": args.budget, "unfolded_xcu250": base, "parts": rows}
     if not args.layers and not args.parts:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
