@@ -129,11 +129,11 @@ def markdown(results: dict) -> str:
              f"{ECP5_FREQ:g} MHz, seed 1; target >= {TARGET_KERNEL_MHZ:g} MHz. xc7: `synth_xilinx` LUT levels and "
              "the cell-delay estimate of `masec.synth.XC7_TIMING_MODEL` (0.6 ns + levels x 1.142 ns, routing "
              f"assumed); target <= {TARGET_XC7_NS} ns per stage.", "",
-             "Out of context the Fmax counts register-to-register paths; the port column is the longest path "
-             "from an input or to an output port, which joins its neighbour's in a top level.", "",
-             "| kernel | configuration | ECP5 Fmax (MHz) | port path (ns) | LUT4 | FF | critical path (RTL) | "
+             "Out of context the Fmax counts register-to-register paths only: combinational paths from a "
+             "kernel's inputs or to its outputs are timed in a top level, where they join the neighbour's.", "",
+             "| kernel | configuration | ECP5 Fmax (MHz) | LUT4 | FF | critical path (RTL) | "
              "xc7 LUT levels | xc7 estimate (MHz) | targets |",
-             "|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
+             "|---|---|---:|---:|---:|---|---:|---:|---|"]
     failed = []
     for kernel in sorted(results.get("kernels", {})):
         for r in results["kernels"][kernel]:
@@ -146,9 +146,7 @@ def markdown(results: dict) -> str:
             met = "both" if ok_e and ok_x else "ECP5" if ok_e else "xc7" if ok_x else "**neither**"
             if e.get("fmax_mhz") is None and "error" not in e:
                 met = "xc7 (no reg-to-reg path on ECP5)" if ok_x else "no reg-to-reg path"
-            port = e.get("port_path_ns")
-            lines.append(f"| `{kernel}` | {r['label']} | {_mhz(e.get('fmax_mhz'))} | "
-                         f"{'-' if port is None else f'{port:.2f}'} | {e.get('LUT', '-')} | "
+            lines.append(f"| `{kernel}` | {r['label']} | {_mhz(e.get('fmax_mhz'))} | {e.get('LUT', '-')} | "
                          f"{e.get('FF', '-')} | {', '.join(e.get('path_rtl', [])[:3])} | {x.get('logic_depth', '-')} | "
                          f"{_mhz(x.get('fmax_estimate_mhz'))} | {met} |")
     tops = results.get("tops", [])
