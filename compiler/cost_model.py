@@ -58,6 +58,15 @@ def _sig(params: dict, prefix: str) -> int:
     return bits if _i(params, prefix + "IS_INT", 1) else _i(params, prefix + "MBITS", 3) + 2
 
 
+def _prod_bits(params: dict, prefix: str) -> int:
+    """An operand's share of the exact product's width (mx_matmul's PW): int bits, or fp significand
+    + 2^ebits - 2 (the exponent range folded into the fixed-point product)."""
+    if _i(params, prefix + "IS_INT", 1):
+        return _i(params, prefix + "BITS", 8)
+    e = _i(params, prefix + "BITS", 8) - 1 - _i(params, prefix + "MBITS", 3)
+    return _i(params, prefix + "MBITS", 3) + 2 + (1 << e) - 2
+
+
 def _cdiv(a: int, b: int) -> int:
     return -(-a // max(b, 1))
 
@@ -77,7 +86,8 @@ def features(kernel: str, params: dict) -> dict[str, float]:
     if k == "mx_matmul":
         pn = _i(p, "P_N", 1)
         fp = max(_fp(p, "A_"), _fp(p, "B_"))
-        return {"1": 1.0, "p_n_sigbits": pn * (_sig(p, "A_") + _sig(p, "B_")), "p_n_fp": pn * fp}
+        return {"1": 1.0, "p_n": pn, "p_n_prodbits": pn * (_prod_bits(p, "A_") + _prod_bits(p, "B_")),
+                "p_n_fp": pn * fp}
     if k in ("mx_add", "mx_mul"):
         lanes = _i(p, "P", 1)
         nfp = _fp(p, "X_") + _fp(p, "Y_") + _fp(p, "OUT_")
@@ -184,15 +194,19 @@ def dsp(kernel: str, params: dict) -> int:
 #: (depth, width) shapes of a RAMB36 and a RAMB18 in simple dual-port mode (UG573).
 RAMB36_SHAPES = ((512, 72), (1024, 36), (2048, 18), (4096, 9), (8192, 4), (16384, 2), (32768, 1))
 RAMB18_SHAPES = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
-#: Memories below this many bits stay in LUT-RAM or logic (Yosys' libmap prefers them there).
+#: ROMs below this many bits stay in logic, RAMs of at most RAM_MIN_BITS in LUT-RAM (Yosys' libmap
+#: on the calibration sweep: a 24 x 128 RAM maps to a RAMB18, a 16 x 128 one to LUT-RAM).
 BRAM_MIN_BITS = 4096
+RAM_MIN_BITS = 2048
 
 
 def bram_tiles(width: int, depth: int, rom: bool = False) -> float:
     """36 Kb block RAMs for a ``width`` x ``depth`` memory: the cheapest column split onto RAMB36
     shapes, the narrow rest of the width on a RAMB18 (0.5) when that is cheaper. A RAM of at most 64
-    words, and a ROM of fewer than 512 words or under 4 Kb, stay in LUT-RAM or logic (as Yosys maps them)."""
-    if width <= 0 or depth <= 64 or (rom and (depth < 512 or width * depth < BRAM_MIN_BITS)):
+    words or 2 Kb, and a ROM of fewer than 512 words or under 4 Kb, stay in LUT-RAM or logic (as Yosys
+    maps them)."""
+    bits = width * depth
+    if width <= 0 or depth <= 64 or bits <= RAM_MIN_BITS or (rom and (depth < 512 or bits < BRAM_MIN_BITS)):
         return 0.0
     best = math.inf
     for d36, w36 in RAMB36_SHAPES:
