@@ -147,3 +147,14 @@ def test_fresh_yosys_run_matches_dsp_and_bram(tmp_path):
         y, e = r["yosys"], estimate(c["kernel"], c["params"])
         assert (e["DSP"], e["BRAM"]) == (y["DSP"], y["BRAM"]), c["label"]
         assert abs(e["LUT"] - y["LUT"]) <= 0.25 * y["LUT"], (c["label"], e, y)
+
+
+def test_bench_sweep_is_deterministic_and_covers_every_kernel():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import cost_model as bench
+
+    quick = bench.sweep(True)
+    assert {c["kernel"] for c in quick} == set(KNOWN)
+    flags = bench.held_out(quick)
+    assert flags == bench.held_out(bench.sweep(True)) and 0 < sum(flags) < len(flags)
+    assert [c["label"] for c in quick] == [c["label"] for c in bench.sweep(True)]
