@@ -78,11 +78,12 @@ def features(kernel: str, params: dict) -> dict[str, float]:
         macs = _i(p, "P_IN", 1) * _i(p, "P_OUT", 1)
         fp = max(_fp(p, "X_"), _fp(p, "W_"))
         lmul = _i(p, "LMUL")
-        rom = _i(p, "IN") * _i(p, "OUT") * _i(p, "W_BITS", 8)
+        rom_logic = sum(w * d for w, d, rom in memories(k, p) if bram_tiles(w, d, rom) == 0)
         return {"1": 1.0, "macs": macs, "macs_sigbits": macs * (_sig(p, "X_") + _sig(p, "W_")) * (1 - lmul),
                 "macs_fp": macs * fp, "macs_lmul": macs * lmul, "p_out": _i(p, "P_OUT", 1),
                 "p_y_outbits": _i(p, "P_Y", _i(p, "P_OUT", 1)) * _i(p, "Y_BITS", 8),
-                "rom_kbit": rom / 1024.0}
+                "rom_logic_kbit": rom_logic / 1024.0,
+                "p_out_prodbits": _i(p, "P_OUT", 1) * (_prod_bits(p, "X_") + _prod_bits(p, "W_"))}
     if k == "mx_matmul":
         pn = _i(p, "P_N", 1)
         fp = max(_fp(p, "A_"), _fp(p, "B_"))
