@@ -121,16 +121,17 @@ def features(kernel: str, params: dict) -> dict[str, float]:
         lanes = _i(p, "P", 1)
         return {"1": 1.0, "p": lanes, "p_fp": lanes * _fp(p, "ELEM_"), "p_bits": lanes * _i(p, "ELEM_BITS", 8)}
     if k == "mx_retile":
-        w = _i(p, "W", 8)
-        return {"1": 1.0, "wide_bits": max(_i(p, "P_IN", 1), _i(p, "P_OUT", 1)) * w,
-                "sum_bits": (_i(p, "P_IN", 1) + _i(p, "P_OUT", 1)) * w}
+        w, pi, po = _i(p, "W", 8), _i(p, "P_IN", 1), _i(p, "P_OUT", 1)
+        return {"1": 1.0, "wide_bits": max(pi, po) * w, "sum_bits": (pi + po) * w,
+                "up_bits": po * w * math.log2(po / pi) if po > pi else 0.0}
     if k == "mx_relu":
         return {"1": 1.0, "bits": _i(p, "P", 1) * _i(p, "W", 8)}
     if k == "stream_fifo":
         w, d, ram = _i(p, "WIDTH", 8), _i(p, "DEPTH", 2), _i(p, "RAM_STYLE")
         reg = d <= 2 and not ram
         return {"1": 1.0, "reg_bits": w if reg else 0, "lutram_bits": 0 if (reg or ram) else w * d / 64.0,
-                "addr": 0 if reg else math.log2(max(2, d)), "bram": 1.0 if ram else 0.0}
+                "addr": 0 if reg else math.log2(max(2, d)), "bram": 1.0 if ram else 0.0,
+                "bram_out_bits": w if ram else 0}
     if k == "stream_fork":
         return {"1": 1.0, "n": _i(p, "N_OUTPUTS", 2)}
     if k == "stream_reorder":
