@@ -19,9 +19,15 @@ closed forms and are only checked. Writes
 
 Usage::
 
-    nice python bench/cost_model.py            # the full sweep (about 20 min on two cores, cold cache)
-    nice python bench/cost_model.py --quick    # a tiny sweep (a few configurations per kernel)
+    nice python bench/cost_model.py            # the full sweep: 309 Yosys runs, cached (see below)
+    nice python bench/cost_model.py --quick    # a tiny sweep (86 configurations, two or so per kernel)
     python bench/cost_model.py --kernel mx_add --jobs 2
+    python bench/cost_model.py --cached-only   # refit on what the cache holds, synthesize nothing
+
+The full sweep is far beyond 20 minutes on two shared cores (the calibration took about 25 minutes
+of a 16-core machine): ``--export DIR`` writes the uncached configurations as self-contained jobs,
+``--run-jobs DIR RESULTS --jobs 16`` runs them anywhere pyosys is installed (only the standard
+library and ``masec.synth``), ``--import DIR RESULTS`` fits on the results.
 """
 from __future__ import annotations
 
