@@ -70,6 +70,7 @@ class Report:
     plots: tuple[tuple[str, str], ...] = field(default=PLOTS)
     synthesized: bool = False
     tool: str = ""
+    missing: tuple[str, ...] = ()       # kernels without a cost model (left out of the estimated total)
 
 
 def _bits_of(fmt_text: str) -> float:
@@ -122,7 +123,8 @@ def build(out: Path) -> Report:
                   capacity=part.capacity(), nodes=tuple(nodes), totals=tuple(totals),
                   bottleneck=rep.get("bottleneck", ""), bottleneck_cycles=rep.get("bottleneck_cycles", 0),
                   predicted_cycles=rep.get("predicted_cycles", 0), accuracy=tuple(rep.get("accuracy") or ()),
-                  synthesized=synth is not None, tool=synth.get("tool", "") if synth else "")
+                  synthesized=synth is not None, tool=synth.get("tool", "") if synth else "",
+                  missing=tuple(rep.get("estimate_missing") or ()))
 
 
 def _plot_spec(r: Report) -> dict:
@@ -201,15 +203,29 @@ def _json_doc(r: Report) -> dict:
 def add_estimates(out: Path, ir) -> None:
     """Put the cost model's estimate of every node (``"estimate"``) and of the whole design with its
     FIFOs (``"estimate_total"``) into ``report/report.json`` (compile time: the IR is at hand)."""
-    from masec.cost_model import estimate_design
+    from masec.cost_model import estimate, estimate_instance, fifo_params
+    from masec.errors import MasecError
 
-    est = estimate_design(ir)
     path = Path(out) / "report" / "report.json"
     rep = json.loads(path.read_text())
+    total, missing = dict.fromkeys(RESOURCES, 0), set()
+    per_inst = {}
+    for inst in ir.instances.values():
+        if inst.is_port:
+            continue
+        try:   # a kernel the cost model does not know yet is reported, not fatal
+            per_inst[inst.name] = {k: v for k, v in estimate_instance(inst).items() if k in RESOURCES}
+        except MasecError:
+            missing.add(inst.kernel)
+    for k, e in enumerate(ir.edges):
+        per_inst[f"fifo_e{k}"] = estimate("stream_fifo", fifo_params(e))
+    for est in per_inst.values():
+        for k in RESOURCES:
+            total[k] += est[k]
     for r in rep["nodes"]:
-        e = est["nodes"].get(r["instance"])
-        r["estimate"] = {k: e[k] for k in RESOURCES} if e else None
-    rep["estimate_total"] = est["total"]
+        r["estimate"] = per_inst.get(r["instance"])
+    rep["estimate_total"] = {k: (int(v) if float(v).is_integer() else v) for k, v in total.items()}
+    rep["estimate_missing"] = sorted(missing)
     path.write_text(json.dumps(rep, indent=2, sort_keys=True) + "\n")
 
 
