@@ -94,3 +94,20 @@ def test_renders_in_headless_chromium_with_its_images(compiled, tmp_path):
 
     colors = {c for _, c in Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 24)}
     assert (196, 78, 82) in colors and (76, 114, 176) in colors
+
+
+def test_a_kernel_without_cost_model_is_named_not_fatal(tmp_path):
+    from masec.backend import lower
+    from masec.config import CompileConfig
+
+    model = Path(__file__).parent / "models" / "relu_fanout.py"
+    out = tmp_path / "f"
+    assert main(["compile", str(model), "--out", str(out)]) == 0
+    _, ir, _, _ = lower(CompileConfig(model_file=str(model), out="unused").validated())
+    victim = next(i for i in ir.instances.values() if not i.is_port and i.kernel != "stream_fork")
+    victim.kernel = "mx_not_modeled"
+    render_report(out, ir)
+    rep = json.loads((out / "report" / "report.json").read_text())
+    assert rep["estimate_missing"] == ["mx_not_modeled"]
+    assert next(n for n in rep["nodes"] if n["instance"] == victim.name)["estimate"] is None
+    assert "No cost model for mx_not_modeled" in (out / "report" / "index.html").read_text()
