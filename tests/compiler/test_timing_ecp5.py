@@ -103,5 +103,36 @@ def test_critical_path_names_instances_and_sources():
             {"delay": 0.25, "type": "logic", "from": {"cell": "u_b.l"}, "to": {"cell": "y_TRELLIS_FF_Q"}}]}]}
     cp = critical_path(rep)
     assert cp["delay_ns"] == 1.75 and cp["logic_ns"] == 0.75 and cp["routing_ns"] == 1.0   # reg-to-reg wins
-    assert cp["instances"] == ["u_a", "u_b"] and cp["sources"] == ["k.sv:12"]
+    assert cp["instances"] == ["u_a", "u_b"] and cp["sources"] == ["k.sv:12"] and cp["io_delay_ns"] == 9.0
     assert cp["from"] == "u_a.q_TRELLIS_FF_Q" and cp["to"] == "y_TRELLIS_FF_Q"
+
+
+@pytest.mark.slow
+def test_bitstream_from_an_all_open_flow(tmp_path, monkeypatch):
+    """--bitstream: the routed top level packed by ecppack (LFE5U-25F, as on a ULX3S board)."""
+    out = _fifo_design(tmp_path / "d")
+    monkeypatch.setenv("MASEC_CACHE", str(tmp_path / "cache"))
+    assert synth_main(_args(out, "--part", "LFE5U-25F-6BG381C", "--bitstream")) == 0
+    bit = (out / "ecp5" / "top.bit").read_bytes()
+    assert bit.startswith(b"\xff\x00Part: LFE5U-25F-6CABGA381\x00") and len(bit) > 100_000
+
+
+#: Post-route Fmax of the MLP example's top level on LFE5U-85F (mxint8, parallelism 4) measured with
+#: this flow before mx_quantize was pipelined (docs/synthesis.md): the floor a pipelined build must
+#: keep. The issue's target is 100 MHz; mx_linear's own datapath (not pipelined yet) is below it.
+MLP_FMAX_MEASURED = 24.19
+
+
+@pytest.mark.slow
+def test_mlp_example_post_route_fmax(tmp_path, monkeypatch):
+    out = tmp_path / "mlp"
+    subprocess.run([sys.executable, "-m", "masec.cli", "compile", str(ROOT / "examples" / "mlp" / "model.py"),
+                    "--format", "mxint8", "--parallelism", "4", "--clock", "4", "--out", str(out)], check=True)
+    monkeypatch.setenv("MASEC_CACHE", str(tmp_path / "cache"))
+    assert synth_main(_args(out, "--part", PART)) == 0
+    rep = json.loads((out / "report" / "synth.json").read_text())
+    cp = rep["critical_path"]
+    print(f"MLP on {PART}: {rep['fmax_mhz']} MHz post-route; critical path {cp['delay_ns']} ns through "
+          f"{cp['instances']} ({cp['sources'][:4]})")
+    assert rep["fmax_mhz"] >= MLP_FMAX_MEASURED * 0.9     # nextpnr with a fixed seed; 10% for tool drift
+    assert cp["instances"] and all(i.startswith("u_") for i in cp["instances"])
