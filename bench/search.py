@@ -31,7 +31,7 @@ from masec.passes.search.cli import load_search_inputs  # noqa: E402
 from masec.passes.search.emulate import Emulator  # noqa: E402
 from masec.passes.search.ilp import ilp_min_loss_at_bits  # noqa: E402
 from masec.passes.search.runner import run_search  # noqa: E402
-from masec.passes.search.space import (BLOCK_SIZES, ELEMENT_TYPES, Candidate, build_space,  # noqa: E402
+from masec.passes.search.space import (BLOCK_SIZES, Candidate, build_space, default_types,  # noqa: E402
                                        discover_sites)
 
 #: (row name, weight format, activation format, block) -- block None: the format's own grouping
@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-bits", type=float, default=4.5, help="the bits-mode search's budget (0: skip it)")
     ap.add_argument("--bits-trials", type=int, default=10, help="Optuna trials of the bits-mode search")
     ap.add_argument("--by", default="node", choices=("type", "layer", "node"))
-    ap.add_argument("--types", default=",".join(ELEMENT_TYPES))
+    ap.add_argument("--types", default=",".join(default_types()),
+                    help="element types (default: the MX types and the seed formats with hardware kernels)")
     ap.add_argument("--block-sizes", default=",".join(str(b) for b in BLOCK_SIZES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)

@@ -48,7 +48,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
     p.add_argument("--types", default=None,
                    help="comma-separated element types (default: mxint8,mxint6,mxint4,mxfp8_e4m3,mxfp8_e5m2,"
-                        "mxfp6_e3m2,mxfp6_e2m3,mxfp4)")
+                        "mxfp6_e3m2,mxfp6_e2m3,mxfp4 and the seed formats the compiler has kernels for)")
     p.add_argument("--block-sizes", default=None, help="comma-separated block sizes (default: 16,32,64)")
     p.add_argument("--calib-batches", type=int, default=8, help="calibration batches used (default: 8)")
     p.add_argument("--ilp-points", type=int, default=8, help="ILP budgets evaluated (default: 8)")
