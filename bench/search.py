@@ -29,7 +29,6 @@ from table import print_table  # noqa: E402
 
 from masec.passes.search.cli import load_search_inputs  # noqa: E402
 from masec.passes.search.emulate import Emulator  # noqa: E402
-from masec.passes.search.ilp import ilp_min_loss_at_bits  # noqa: E402
 from masec.passes.search.runner import run_search  # noqa: E402
 from masec.passes.search.space import (BLOCK_SIZES, Candidate, build_space, default_types,  # noqa: E402
                                        discover_sites)
@@ -132,7 +131,6 @@ def main(argv=None) -> int:
     c = res.chosen
     rows.append({"point": f"searched (by {args.by}, {args.trials} trials, max loss {args.max_loss})",
                  "avg_bits": c["avg_bits"], "perplexity": c["metric"], "seconds": round(wall, 1)})
-    searched_rows = [rows[-1]]
     rb = None
     if args.max_bits:
         # bits mode: the best perplexity within --max-bits (the sensitivity table is reused)
@@ -146,7 +144,6 @@ def main(argv=None) -> int:
         rows.append({"point": f"searched, bits mode (<= {args.max_bits:g} bits, {args.bits_trials} trials)",
                      "avg_bits": rb.chosen["avg_bits"], "perplexity": rb.chosen["metric"],
                      "seconds": round(time.time() - t0, 1)})
-        searched_rows.append(rows[-1])
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).with_suffix(".partial.json").write_text(json.dumps(
         {"device": device_name, "load_s": round(load_s, 1), "rows": rows}, indent=1) + "\n")
