@@ -143,6 +143,37 @@ def _report_md(rows, config, vectors: VectorFile, acc: list[dict], pred: dict) -
     return "\n".join(lines)
 
 
+def _folding_md(f: dict) -> str:
+    """The report's folding section: lanes, estimated resources and cycles per instance; totals vs the part."""
+    keys = ("LUT", "FF", "DSP", "BRAM")
+    lines = ["## Folding: lanes and estimated resources", "", f"{f['mode']}. Part {f['part']}."]
+    if f["note"]:
+        lines += ["", f"Note: {f['note']}."]
+    lines += ["", "| instance | node | kernel | lanes | LUT | FF | DSP | BRAM | ideal cycles |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in f["nodes"]:
+        res = r["resources"] or {}
+        mark = " **(bottleneck)**" if r["instance"] == f["bottleneck"] else ""
+        lines.append(f"| {r['instance']}{mark} | {r['node']} | {r['kernel']} | {r['lanes']} | "
+                     + " | ".join(f"{res[k]:,}" if k in res else "-" for k in keys) + f" | {r['ideal_cycles']:,} |")
+    lines += ["", f"Bottleneck: `{f['bottleneck']}`, {f['bottleneck_cycles']:,} cycles per inference.", ""]
+    if f["total"] is not None:
+        lines += ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
+                  "| estimated total (kernels, FIFOs, forks, retiles) | " +
+                  " | ".join(f"{f['total'][k]:,}" for k in keys) + " |",
+                  f"| {f['part']} capacity | " + " | ".join(f"{f['capacity'][k]:,}" for k in keys) + " |"]
+        if f["budget"] is not None:
+            lines.append(f"| budget ({f['budget']} of the part) | " +
+                         " | ".join(f"{f['limit'][k]:,.0f}" for k in keys) + " |")
+            lines.append("| within budget | " + " | ".join("yes" if f["within_budget"][k] else "no"
+                                                            for k in keys) + " |")
+        lines.append("| utilization | " + " | ".join(f"{100 * f['utilization'][k]:.2f}%" for k in keys) + " |")
+        lines.append("| fits | " + " | ".join("yes" if f["fits_part"][k] else "no" for k in keys) + " |")
+        lines += ["", f"Fits {f['part']}: {'yes' if all(f['fits_part'].values()) else 'no'} (cost-model "
+                      f"estimates; `masec synth` measures with Yosys).", ""]
+    return "\n".join(lines)
+
+
 def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: dict | None = None
                ) -> tuple[list[dict], list[dict]]:
     root = Path(root)
@@ -214,13 +245,16 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: d
     pred = predict_cycles(ir)
     for r in rows:
         r["predicted_start"], r["predicted_finish"] = pred["start"][r["instance"]], pred["finish"][r["instance"]]
+    from masec.passes.hw.fold import fold_summary
+
+    folding = fold_summary(ir, config)
     (root / "report" / "report.json").write_text(json.dumps(
         {"config": json.loads(config.to_json()), "nodes": rows, "ideal_cycles": vectors.ideal_cycles,
          "predicted_cycles": pred["total"], "bottleneck": pred["bottleneck"],
-         "bottleneck_cycles": pred["bottleneck_cycles"],
+         "bottleneck_cycles": pred["bottleneck_cycles"], "folding": folding,
          "outputs": [i.node for i in ir.outputs], "accuracy": acc, "evaluation": evaluation},
         indent=2, sort_keys=True) + "\n")
-    md = _report_md(rows, config, vectors, acc, pred)
+    md = _report_md(rows, config, vectors, acc, pred) + _folding_md(folding)
     if evaluation:
         e = evaluation
         md += ("\n## The model's metric on held-out data (`--evaluate`)\n\n"
