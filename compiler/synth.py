@@ -277,8 +277,19 @@ def _plan(out: Path, build: dict, instances: list[Instance], family: str, yosys_
 
 
 def _synth_script(job: Job, family: str) -> list[str]:
-    cmds = [f"read_verilog -sv -defer {p.name}" for p in job.files]
-    cmds.append(f"hierarchy -top {job.module}" + "".join(f" -chparam {k} {_yosys_param(v)}" for k, v in job.params))
+    if any(v.strip().startswith('"') for _, v in job.params):
+        # string parameters name memory images: elaborate only once they are set (a default image
+        # such as w.mem does not exist)
+        cmds = [f"read_verilog -sv -defer {p.name}" for p in job.files]
+        cmds.append(f"hierarchy -top {job.module}" + "".join(f" -chparam {k} {_yosys_param(v)}"
+                                                              for k, v in job.params))
+    else:
+        # no memory images: elaborate at read time and set the parameters with chparam (Yosys 0.70
+        # asserts in rtlil_bufnorm on `-defer` + `hierarchy -chparam` for mx_matmul)
+        cmds = [f"read_verilog -sv {p.name}" for p in job.files]
+        if job.params:
+            cmds.append("chparam" + "".join(f" -set {k} {_yosys_param(v)}" for k, v in job.params) + f" {job.module}")
+        cmds.append(f"hierarchy -top {job.module}")
     if family == "ecp5":
         cmds.append("synth_ecp5 -flatten")
     else:
