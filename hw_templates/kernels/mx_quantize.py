@@ -206,10 +206,11 @@ def latency(pipe: int) -> int:
 
 
 def pipe_for_clock(clock_ns: float) -> int:
-    """Pipeline stages for a clock period: none at 100 MHz or slower, more as the period shrinks.
+    """Pipeline depth for a clock period: none at 100 MHz or slower, more as the period shrinks.
 
-    Thresholds from the post-route measurement on ECP5-85F speed 6 (docs/synthesis.md,
-    bench/timing.py): PIPE 0 below 100 MHz, 1 up to 150 MHz, 2 up to 250 MHz, 3 above.
+    PIPE 0 at 100 MHz and below, 1 up to 150 MHz, 2 up to 250 MHz, 3 above. A rule of thumb, not
+    fitted to measurements: docs/synthesis.md has what each depth measured (the decode stage still
+    limits PIPE 3 on ECP5).
     """
     if clock_ns >= 10.0:
         return 0
