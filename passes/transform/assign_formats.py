@@ -140,6 +140,9 @@ def assign_formats(gm, config):
         streams = [node.args[i] for i in OPS[m.op].streams]
         if m.op in _TIED_IO:
             tie((node, "out"), (streams[0], "out"))
+            for port in want.get(node, {}):   # a norm's weight and bias stream beside x, block for block
+                if port != "out":
+                    tie((node, port), (node, "out"))
         if m.op in ("add", "mul"):
             tie((streams[0], "out"), (node, "out"))
             tie((streams[1], "out"), (node, "out"))

@@ -146,6 +146,28 @@ def test_residual_add_ties_both_operands(tmp_path):
     assert fmt(x)[1] == fmt(add)[1] == fmt(by_path(gm, "fc"))[1] == 8
 
 
+def test_norm_weight_block_follows_its_stream(tmp_path):
+    """A searched precision file may give a norm's weight its own block size; the norm kernel streams
+    the weight beside x block for block, so the weight takes the stream's block (it used to be left
+    at 64 and select_kernels refused the node)."""
+    class Norm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(32)
+            self.fc = nn.Linear(32, 32)
+
+        def forward(self, x):
+            return self.fc(self.norm(x))
+
+    gm = prepared(Norm(), X)
+    gm, _ = assign_formats(gm, config(tmp_path, '[default]\nblock_size = 32\n[node."norm"]\nweight = "mxint6"\n'
+                                                'block_size = 64\n'))
+    (norm,) = by_op(gm, "layer_norm")
+    (x,) = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    assert fmt(norm, "weight") == ("mxint6", 32) and fmt(norm)[1] == fmt(x)[1] == 32
+    assert all(f.block_size == 32 for f in meta(norm).formats.values())
+
+
 @pytest.mark.parametrize("bad", ["m2xfp4_a", "anda4", "int8", "fp_e4m3"])
 def test_formats_without_kernels_are_refused_naming_the_node(tmp_path, bad):
     gm = prepared(Head(), X)
