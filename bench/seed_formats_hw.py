@@ -40,7 +40,7 @@ P = 8
 # weight format, block (group) size
 ROWS = (("mxint8", 32), ("mxfp8_e4m3", 32), ("mxfp4", 32), ("nvfp4", 16), ("m2xfp4_w", 32),
         ("bitmod_fp4", 64), ("bitmod_fp3", 64))
-NOT_BUILT = ("anda4",)   # activation formats without a producer / consumer kernel yet
+NOT_BUILT = ("anda4",)   # activation formats without a producer quantizer yet
 
 
 def example(wname: str, block: int) -> dict:
@@ -115,8 +115,8 @@ def markdown(data: dict) -> str:
                      f"{r['cycles_per_row']} | {r['bits_per_weight']:.3f} | {r['lut_per_product']:.2f} | "
                      f"{r['perplexity']:.4f} |")
     for n in data["not_built"]:
-        lines.append(f"| {n} | | not built (activation format: no producer quantizer / consumer decode yet) "
-                     f"| | | | | | | |")
+        lines.append(f"| {n} | | activation format: consumer decode in mx_linear built (`X_ANDA`), producer "
+                     f"quantizer not built, so not compiled | | | | | | | |")
     lines += ["", f"Pareto front of (perplexity, LUT per product, bits per weight): "
                   f"{', '.join(data['pareto'])}."]
     return "\n".join(lines)
