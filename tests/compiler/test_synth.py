@@ -245,3 +245,19 @@ def test_mlp_example(tmp_path, monkeypatch):
     assert time.monotonic() - t0 < 10
     cells = _run_synth_ys(out)
     assert any(c.startswith("DSP48") for c in cells)
+
+
+@pytest.mark.slow
+def test_attention_matmul_synthesizes(tmp_path, monkeypatch):
+    """mx_matmul has no memory image: it is read without `-defer` (Yosys 0.70 asserted in rtlil_bufnorm
+    on `-defer` + `hierarchy -chparam` for it, so every attention design failed `masec synth`)."""
+    out = _compile("tests/compiler/models/single_head.py", tmp_path / "head")
+    monkeypatch.setenv("MASEC_CACHE", str(tmp_path / "cache"))
+    build = read_build(out)
+    build["instances"] = [i for i in build["instances"] if i["module"] == "mx_matmul"]
+    assert len(build["instances"]) == 2
+    (out / "masec_build.json").write_text(json.dumps(build))
+    assert synth_main(_args(out)) == 0
+    rep = json.loads((out / "report" / "synth.json").read_text())
+    _check_report(rep)
+    assert all(r["module"] == "mx_matmul" and r["LUT"] > 0 and r["DSP"] > 0 for r in rep["instances"])
