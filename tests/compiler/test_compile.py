@@ -124,6 +124,14 @@ def test_scripts_carry_part_and_clock(tmp_path):
     assert {r["op"] for r in report["nodes"]} >= {"relu", "fork"}
 
 
+def test_ecp5_part_gets_an_ecp5_yosys_script_and_no_vivado_files(tmp_path):
+    out = tmp_path / "o"
+    compile_to(FANOUT, out, part="LFE5U-25F-6BG381C")
+    ys = (out / "yosys" / "synth.ys").read_text()
+    assert "synth_ecp5 -top top -flatten" in ys and "synth_xilinx" not in ys
+    assert not list((out / "vivado").glob("*"))
+
+
 @pytest.mark.skipif(not __import__("masec.toolchain").toolchain.fst_headers_present(),
                     reason="lz4 headers missing (make install-system)")
 def test_sim_waves_writes_an_fst_trace(tmp_path, capsys):
