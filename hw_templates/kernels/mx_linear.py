@@ -649,14 +649,10 @@ def pack_seed_weight_mem(img: WeightImage, in_features: int, out_features: int, 
     words = []
     for p in range(np_real):
         for k in range(ninr):
-            word = 0
-            for j in range(p_out):
+            word = _codes_word(flat, p, k, p_in, p_out, out_features, bits)
+            for j in range(p_out if img.kind == "m2xfp" else 0):
                 o = p * p_out + j
-                if o >= out_features:
-                    continue
-                for l in range(p_in):
-                    word |= (flat[o][k * p_in + l] & ((1 << bits) - 1)) << ((j * p_in + l) * bits)
-                if img.kind == "m2xfp":
+                if o < out_features:
                     for c in range(nch):
                         i = k * p_in + c * ch            # first input of the chunk
                         m = int(img.meta[o, i // B, (i % B) // M2XFP_SUBGROUP])
@@ -696,6 +692,17 @@ def _geometry(in_features, out_features, block, out_block, p_in, p_out):
     return nb, ninr, np_real
 
 
+def _codes_word(flat, p: int, k: int, p_in: int, p_out: int, out_features: int, bits: int) -> int:
+    """The element codes of W_MEM word ``p*NINR + k``: output ``p*P_OUT + j``, input ``k*P_IN + l`` at
+    ``[(j*P_IN + l)*bits +: bits]`` (outputs beyond OUT stay zero). ``flat[o]``: output o's codes."""
+    word = 0
+    for j in range(min(p_out, out_features - p * p_out)):
+        codes = flat[p * p_out + j]
+        for l in range(p_in):
+            word |= (codes[k * p_in + l] & ((1 << bits) - 1)) << ((j * p_in + l) * bits)
+    return word
+
+
 def pack_weight_mem(w_codes, w_scales, w_elem, in_features: int, out_features: int, block: int, p_in: int,
                     p_out: int) -> tuple[list[str], list[str]]:
     """Hex lines of the two weight ROMs of mx_linear (``W_MEM``, ``WS_MEM``).
@@ -718,15 +725,7 @@ def pack_weight_mem(w_codes, w_scales, w_elem, in_features: int, out_features: i
     sc = ws.tolist()
     words, swords = [], []
     for p in range(np_real):
-        for k in range(ninr):
-            word = 0
-            for j in range(p_out):
-                o = p * p_out + j
-                if o >= out_features:
-                    continue
-                for l in range(p_in):
-                    word |= (flat[o][k * p_in + l] & ((1 << bits) - 1)) << ((j * p_in + l) * bits)
-            words.append(word)
+        words += [_codes_word(flat, p, k, p_in, p_out, out_features, bits) for k in range(ninr)]
         for b in range(nb):
             word = 0
             for j in range(p_out):
