@@ -297,8 +297,9 @@ def _synth_script(job: Job, family: str) -> list[str]:
     return cmds
 
 
-# Runs in the worker process: argv = [job.json]; writes result.json beside it.
-def _worker() -> None:
+def _run_job_script() -> tuple[dict, Path, dict]:
+    """In a worker process (argv = [job.json]): run the job's Yosys script, write the netlist to
+    ``net.json`` beside it; (spec, folder, cell counts by type)."""
     from pyosys import libyosys as ys
 
     spec = json.loads(Path(sys.argv[1]).read_text())
@@ -312,7 +313,13 @@ def _worker() -> None:
     cells = stat.get("design", {}).get("num_cells_by_type")
     if cells is None:
         cells = next(iter(stat["modules"].values()))["num_cells_by_type"]
-    res = {"cells": dict(sorted(cells.items()))}
+    return spec, tmp, dict(sorted(cells.items()))
+
+
+# Runs in the worker process: argv = [job.json]; writes result.json beside it.
+def _worker() -> None:
+    spec, tmp, cells = _run_job_script()
+    res = {"cells": cells}
     if spec.get("pnr") is not None:
         res["pnr"] = place_and_route(tmp / "net.json", tmp, **spec["pnr"])
     else:
@@ -579,18 +586,8 @@ def ecppack(textcfg: Path, bit: Path, timeout: float = 1800.0) -> None:
 
 # Top level on ECP5: the whole design flattened, placed and routed with its IOs.
 def _top_worker() -> None:
-    from pyosys import libyosys as ys
-
-    spec = json.loads(Path(sys.argv[1]).read_text())
-    tmp = Path(sys.argv[1]).parent
-    d = ys.Design()
-    for cmd in spec["script"]:
-        ys.run_pass(cmd, d)
-    ys.run_pass(f"write_json {tmp / 'net.json'}", d)
-    ys.run_pass(f"tee -q -o {tmp / 'stat.json'} stat -json", d)
-    stat = json.loads((tmp / "stat.json").read_text())
-    cells = stat.get("design", {}).get("num_cells_by_type") or next(iter(stat["modules"].values()))["num_cells_by_type"]
-    (tmp / "synth.json").write_text(json.dumps({"cells": dict(sorted(cells.items()))}))
+    _, tmp, cells = _run_job_script()
+    (tmp / "synth.json").write_text(json.dumps({"cells": cells}))
 
 
 def _run_top_ecp5(out: Path, build: dict, part: Part, freq_mhz: float, timeout: float, cache: Path | None,
