@@ -23,39 +23,26 @@ Names this file defines:
 
 Float32 perplexity on the whole test set at 1024 tokens: see docs/search.md (measured, about 20).
 """
-import os
 
 import torch
 
 from masec.errors import MasecError
+from masec.models import env_int
 from masec.models.llama2c import data_file
 from masec.models.smollm2 import load_model, load_tokenizer, missing_requirements, perplexity
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise MasecError(f"{name}={value!r}: expected an integer") from None
-    if n < 0:
-        raise MasecError(f"{name}={value!r}: expected an integer >= 0")
-    return n
 
 
 _why = missing_requirements()
 if _why:
     raise MasecError(f"examples/smollm2: {_why}")
 
-N_LAYERS = _env_int("MASEC_LAYERS", 0) or None
-SEQ_LEN = _env_int("MASEC_SEQ_LEN", 32)
-WINDOW = _env_int("MASEC_SMOLLM2_WINDOW", 1024)
-BATCH = _env_int("MASEC_SMOLLM2_BATCH", 8) or 1
-EVAL_TOKENS = _env_int("MASEC_SMOLLM2_EVAL_TOKENS", 0)
-CALIB_WINDOWS = _env_int("MASEC_SMOLLM2_CALIB", 8) or 1
-CALIB_LEN = _env_int("MASEC_SMOLLM2_CALIB_LEN", 0) or WINDOW
+N_LAYERS = env_int("MASEC_LAYERS", 0, minimum=0) or None
+SEQ_LEN = env_int("MASEC_SEQ_LEN", 32, minimum=0)
+WINDOW = env_int("MASEC_SMOLLM2_WINDOW", 1024, minimum=0)
+BATCH = env_int("MASEC_SMOLLM2_BATCH", 8, minimum=0) or 1
+EVAL_TOKENS = env_int("MASEC_SMOLLM2_EVAL_TOKENS", 0, minimum=0)
+CALIB_WINDOWS = env_int("MASEC_SMOLLM2_CALIB", 8, minimum=0) or 1
+CALIB_LEN = env_int("MASEC_SMOLLM2_CALIB_LEN", 0, minimum=0) or WINDOW
 metric_name = "perplexity"
 
 model = load_model(n_layers=N_LAYERS, rope_len=max(WINDOW, SEQ_LEN))

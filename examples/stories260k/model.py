@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from masec.errors import MasecError
+from masec.models import env_int
 from masec.models.llama2c import data_file, load_checkpoint, load_tokenizer
 from masec.models.tinystories import calibration_ids, evaluation_ids, perplexity, windows
 
@@ -263,22 +264,9 @@ class Transformer(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # The pretrained weights, the tokenizer and the data.
 
-def _env_int(name: str, default: Optional[int]) -> Optional[int]:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise MasecError(f"{name}={value!r}: expected a positive integer") from None
-    if n < 1:
-        raise MasecError(f"{name}={value!r}: expected a positive integer")
-    return n
-
-
 CHECKPOINT = os.environ.get("MASEC_CHECKPOINT") or str(data_file("stories260k", "stories260K.bin"))
-N_LAYERS = _env_int("MASEC_LAYERS", None)
-SEQ_LEN = _env_int("MASEC_SEQ_LEN", 32)
+N_LAYERS = env_int("MASEC_LAYERS", None)
+SEQ_LEN = env_int("MASEC_SEQ_LEN", 32)
 ATTN = os.environ.get("MASEC_ATTN", "sdpa") or "sdpa"
 if ATTN not in ("sdpa", "explicit"):
     raise MasecError(f"MASEC_ATTN={ATTN!r}: expected 'sdpa' or 'explicit'")
