@@ -570,8 +570,9 @@ def instance_config(kind: str, n: int, fmt_in, fmt_out, fmt_param, lanes: int, e
 
 
 def sim_params(kind: str, n: int, el, g_el, el_out, lanes: int, block: int, eps: float = 1e-5,
-               gamma_mem: str = "gamma.mem", beta_mem: str = "beta.mem", b_el=None) -> dict:
-    """SV parameters from element formats (no MXFormat needed); same as instance_config's."""
+               gamma_mem: str = "gamma.mem", beta_mem: str = "beta.mem", b_el=None, pipe: int | None = None) -> dict:
+    """SV parameters from element formats (no MXFormat needed); same as instance_config's (``PIPE`` only
+    when ``pipe`` is given)."""
     from masec.hw_templates.kernels.mx_quantize import element_sv_params
 
     k = norm_consts(n, eps)
@@ -580,6 +581,8 @@ def sim_params(kind: str, n: int, el, g_el, el_out, lanes: int, block: int, eps:
     if kind == "layernorm":
         params.update(elem_sv_params(b_el or g_el, "BT"))
         params["BETA_MEM"] = beta_mem
+    if pipe is not None:
+        params["PIPE"] = _check_pipe(pipe)
     return params
 
 
@@ -601,6 +604,62 @@ def out_param_specs() -> tuple[ParamSpec, ...]:
             ParamSpec("Y_MAX_CODE", "largest finite magnitude code", 127))
 
 
+# ----------------------------------------------------------------------------- pipelining (PIPE)
+#: Largest PIPE the templates have cuts for (3: the norms' own cuts stop at 2, mx_quantize's go to 3).
+MAX_PIPE = 3
+
+
+def _check_pipe(pipe: int) -> int:
+    pipe = int(pipe)
+    if not 0 <= pipe <= MAX_PIPE:
+        raise ValueError(f"PIPE {pipe}: the norm kernels have 0..{MAX_PIPE} stages")
+    return pipe
+
+
+def rsqrt_latency(pipe: int) -> int:
+    """Cycles ``mx_rmsnorm_rsqrt``'s ``PIPE`` adds to its 5: the two product splits (1), the leading
+    one before the normalizing shift (2)."""
+    return (0, 2, 3, 3)[_check_pipe(pipe)]
+
+
+def _pass1_latency(kind: str, pipe: int) -> int:
+    """Pass-1 stages added: the accepted beat and the adder trees' group sums (1), the squares (2);
+    LayerNorm also A1 * mu before the variance subtraction (1)."""
+    return (0, 2, 3, 3)[_check_pipe(pipe)] + (kind == "layernorm" and pipe >= 1)
+
+
+def _pass2_latency(kind: str, pipe: int) -> int:
+    """Pass-2 stages added. RMSNorm: x * R between the products (1), the decoded operands (2).
+    LayerNorm: d * R between the products (1), the x window top and the products p (2)."""
+    return ((0, 1, 2, 2) if kind == "rmsnorm" else (0, 1, 3, 3))[_check_pipe(pipe)]
+
+
+def norm_latency(kind: str, pipe: int) -> int:
+    """Cycles ``PIPE`` adds to an ``mx_rmsnorm`` / ``mx_layernorm`` instance: pass 1 + rsqrt (the row
+    statistics come later) + pass 2 + mx_quantize's ``2 * PIPE``."""
+    from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
+
+    pipe = _check_pipe(pipe)
+    return _pass1_latency(kind, pipe) + rsqrt_latency(pipe) + _pass2_latency(kind, pipe) + quantize_latency(pipe)
+
+
+def rmsnorm_latency(params: dict) -> int:
+    """``SPEC.extra["latency"]`` of mx_rmsnorm: cycles over ``PIPE = 0`` at SV ``params``."""
+    return norm_latency("rmsnorm", int(params.get("PIPE", 0) or 0))
+
+
+def layernorm_latency(params: dict) -> int:
+    """``SPEC.extra["latency"]`` of mx_layernorm: cycles over ``PIPE = 0`` at SV ``params``."""
+    return norm_latency("layernorm", int(params.get("PIPE", 0) or 0))
+
+
+def pipe_for_clock(clock_ns: float) -> int:
+    """PIPE for a clock period: mx_quantize's rule (0 at 100 MHz and slower) clipped to MAX_PIPE."""
+    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock as quantize_rule
+
+    return min(quantize_rule(clock_ns), MAX_PIPE)
+
+
 _K64 = norm_consts(64, 1e-5)
 _COMMON_PARAMS = (
     ParamSpec("P", "lanes per beat; divides B", 4),
@@ -616,10 +675,11 @@ _COMMON_PARAMS = (
     ParamSpec("INV_M", "1/N ~ INV_M * 2^INV_E, 26-bit INV_M (LayerNorm mean; RMSNorm ignores it)", _K64.inv_m),
     ParamSpec("INV_E", "exponent of 1/N", _K64.inv_e),
     ParamSpec("GAMMA_MEM", "$readmemh file of gamma: ceil(N/B) words {scale, code[B-1..0]} (pack_gamma_mem)", "gamma.mem"),
+    ParamSpec("PIPE", "pipeline depth 0..3 (latency + norm_latency(kind, PIPE))", 0),
 )
 
 
-def _example(kind: str, n: int, lanes: int, block: int = 32) -> dict:
+def _example(kind: str, n: int, lanes: int, block: int = 32, pipe: int = 0) -> dict:
     """A resource-table example: mxint8 in/out, mxfp8_e4m3 gamma (and beta), with seeded ROM files."""
     from masec.formats import parse_format
     from masec.formats.element import FP8_E4M3, INT8
@@ -637,7 +697,11 @@ def _example(kind: str, n: int, lanes: int, block: int = 32) -> dict:
     files = {params["GAMMA_MEM"]: rom(n)}
     if kind == "layernorm":
         files[params["BETA_MEM"]] = rom(n + 1)
-    return {"label": f"N{n} mxint8 P{lanes}", "ctx": {}, "params": params, "files": files}
+    label = f"N{n} mxint8 P{lanes}"
+    if pipe:
+        params["PIPE"] = pipe
+        label += f" PIPE{pipe}"
+    return {"label": label, "ctx": {}, "params": params, "files": files}
 
 
 SPECS = (
@@ -645,20 +709,25 @@ SPECS = (
         name="mx_rmsnorm_rsqrt",
         template="mx_rmsnorm_rsqrt.sv.j2",
         doc="Reciprocal square root of a row statistic for mx_rmsnorm/mx_layernorm: normalize, + N*eps, "
-            "256-entry seed table, one Newton step, * sqrt(N); fully pipelined, latency 5.",
+            "256-entry seed table, one Newton step, * sqrt(N); fully pipelined, latency 5 + rsqrt_latency(PIPE).",
         params=(ParamSpec("VW", "bits of the unsigned operand", 64),
                 ParamSpec("EPS_M", "N*eps ~ EPS_M * 2^EPS_E, 24-bit EPS_M", 10737418),
                 ParamSpec("EPS_E", "exponent of N*eps", -37),
                 ParamSpec("SQN_M", "sqrt(N) ~ SQN_M * 2^SQN_E, 17-bit SQN_M", 65536),
-                ParamSpec("SQN_E", "exponent of sqrt(N)", -13)),
+                ParamSpec("SQN_E", "exponent of sqrt(N)", -13),
+                ParamSpec("PIPE", "pipeline depth 0..3 (latency 5 + rsqrt_latency(PIPE))", 0)),
         model=f"{__name__}:rsqrt_unit",
-        examples=({"label": "VW64", "ctx": {}, "params": {"VW": 64}},),
+        examples=({"label": "VW64", "ctx": {}, "params": {"VW": 64}},
+                  {"label": "VW64 PIPE2", "ctx": {}, "params": {"VW": 64, "PIPE": 2}}),
+        extra={"latency": lambda params: rsqrt_latency(int(params.get("PIPE", 0) or 0)),
+               "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
     ),
     KernelSpec(
         name="mx_rmsnorm",
         template="mx_rmsnorm.sv.j2",
         doc="RMSNorm over rows of N elements: y = x * rsqrt(mean(x^2) + eps) * gamma, gamma in ROM; "
-            "row buffered in a FIFO of ROW_BEATS + 12 beats, 1 beat/cycle, output via mx_quantize.",
+            "row buffered in a FIFO of ROW_BEATS + 12 beats (+ the pipeline's), 1 beat/cycle, output via "
+            "mx_quantize; PIPE 0..3 adds norm_latency('rmsnorm', PIPE) cycles.",
         params=_COMMON_PARAMS,
         ports=(PortSpec("s_x", "in", "mx", "input rows, P lanes of X_BITS codes + E8M0 scale"),
                PortSpec("m_y", "out", "mx", "normalized rows, P lanes of Y_BITS codes + E8M0 scale")),
@@ -669,13 +738,17 @@ SPECS = (
             _example("rmsnorm", 64, 4),
             _example("rmsnorm", 64, 16),
             _example("rmsnorm", 256, 32),
+            _example("rmsnorm", 64, 16, pipe=2),
+            _example("rmsnorm", 256, 32, pipe=3),
         ),
+        extra={"latency": rmsnorm_latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
     ),
     KernelSpec(
         name="mx_layernorm",
         template="mx_layernorm.sv.j2",
         doc="LayerNorm over rows of N elements: y = (x - mean) * rsqrt(var + eps) * gamma + beta, gamma and "
-            "beta in ROM; row buffered in a FIFO of ROW_BEATS + 14 beats, 1 beat/cycle, output via mx_quantize.",
+            "beta in ROM; row buffered in a FIFO of ROW_BEATS + 14 beats (+ the pipeline's), 1 beat/cycle, "
+            "output via mx_quantize; PIPE 0..3 adds norm_latency('layernorm', PIPE) cycles.",
         params=_COMMON_PARAMS + elem_param_specs("BT", "beta element") + (
             ParamSpec("BETA_MEM", "$readmemh file of beta, same layout as GAMMA_MEM (pack_beta_mem)", "beta.mem"),),
         ports=(PortSpec("s_x", "in", "mx", "input rows, P lanes of X_BITS codes + E8M0 scale"),
@@ -687,6 +760,9 @@ SPECS = (
             _example("layernorm", 64, 4),
             _example("layernorm", 64, 16),
             _example("layernorm", 256, 32),
+            _example("layernorm", 64, 16, pipe=2),
+            _example("layernorm", 256, 32, pipe=3),
         ),
+        extra={"latency": layernorm_latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
     ),
 )

@@ -91,34 +91,47 @@ def simulate(tmp, top, params, seed, codes, scales, out_codes, out_scales, el_in
     return res, (files, params, vf, row_beats, block // lanes)
 
 
-def rtl_tests(top, build_and_run, default, sweep, *, latency, sweep_id, lint_id, lint_parameters):
+def rtl_tests(top, build_and_run, default, sweep, *, latency, sweep_id, lint_id, lint_parameters, pipes=(0,),
+              pipe_latency=None):
     """The RTL tests of a row-reducing kernel, for its test module to bind at module level:
     ``(default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep,
-    test_lints_clean) = rtl_tests("mx_rmsnorm", _build_and_run, DEFAULT, SWEEP, latency=12, ...)``.
+    test_lints_clean, test_pipeline_latency) = rtl_tests("mx_rmsnorm", _build_and_run, DEFAULT, SWEEP,
+    latency=12, pipes=(0, 3), pipe_latency=M.rmsnorm_latency, ...)``.
 
-    ``build_and_run(tmp, cfg, seed)`` returns :func:`simulate`'s ``(result, meta)``. The default
-    configuration builds once per module (``default_run``) for the model check and the mutated-beat
-    check; ``sweep`` runs with the slow tests. Full rate must finish within ``ideal + B/P +
-    latency`` cycles. ``default`` always lints, ``sweep`` with the slow tests; ``lint_parameters(cfg)``
-    gives the SV parameters; ``sweep_id`` / ``lint_id`` name a configuration.
+    ``build_and_run(tmp, cfg, seed, pipe)`` returns :func:`simulate`'s ``(result, meta)``. The default
+    configuration builds once per module and per ``PIPE`` in ``pipes`` (``default_run``, one seed for
+    all) for the model check and the mutated-beat check; ``sweep`` runs with the slow tests at every
+    ``PIPE``. Full rate must finish within ``ideal + B/P + latency + pipe_latency(params)`` cycles,
+    and ``test_pipeline_latency`` checks that the highest ``PIPE`` finishes exactly
+    ``pipe_latency(params)`` cycles later than ``PIPE`` 0 at full rate (1 beat/cycle kept, latency as
+    modeled). ``default`` always lints at every ``PIPE``, ``sweep`` with the slow tests;
+    ``lint_parameters(cfg, pipe)`` gives the SV parameters; ``sweep_id`` / ``lint_id`` name a configuration.
     """
+    added = pipe_latency or (lambda params: 0)
+    seed0 = random.SystemRandom().randrange(1, 2 ** 31)
+    runs: dict[int, tuple] = {}
+
+    def run_default(tmp_path_factory, pipe):
+        if pipe not in runs:
+            tmp = tmp_path_factory.mktemp(f"{top.removeprefix('mx_')}_default_pipe{pipe}")
+            print(f"\n[masec] {top} default config PIPE {pipe} seed {seed0}")
+            res, meta = build_and_run(tmp, default, seed0, pipe)
+            runs[pipe] = (tmp, res, meta)
+        return runs[pipe]
 
     def check_result(res, cfg, meta):
         assert res.ok, res.message
         full = res.run("full_rate")
-        _, _, _, row_beats, bpb = meta
-        print(f"{top} {cfg}: full_rate {full['cycles']} cycles, ideal {full['ideal_cycles']} "
-              f"(all beats + one row of {row_beats} beats)")
-        assert full["cycles"] <= full["ideal_cycles"] + bpb + latency, \
-            f"{full['cycles']} cycles > ideal {full['ideal_cycles']} + B/P {bpb} + latency {latency}"
+        _, params, _, row_beats, bpb = meta
+        extra = added(params)
+        print(f"{top} {cfg} PIPE {params.get('PIPE', 0)}: full_rate {full['cycles']} cycles, ideal "
+              f"{full['ideal_cycles']} (all beats + one row of {row_beats} beats), pipeline latency {extra}")
+        assert full["cycles"] <= full["ideal_cycles"] + bpb + latency + extra, \
+            f"{full['cycles']} cycles > ideal {full['ideal_cycles']} + B/P {bpb} + latency {latency} + {extra}"
 
-    @pytest.fixture(scope="module")
-    def default_run(tmp_path_factory):
-        tmp = tmp_path_factory.mktemp(f"{top.removeprefix('mx_')}_default")
-        seed = random.SystemRandom().randrange(1, 2 ** 31)
-        print(f"\n[masec] {top} default config seed {seed}")
-        res, meta = build_and_run(tmp, default, seed)
-        return tmp, res, meta
+    @pytest.fixture(scope="module", params=list(pipes), ids=[f"pipe{p}" for p in pipes])
+    def default_run(request, tmp_path_factory):
+        return run_default(tmp_path_factory, request.param)
 
     def test_rtl_matches_model(default_run):
         _, res, meta = default_run
@@ -133,18 +146,32 @@ def rtl_tests(top, build_and_run, default, sweep, *, latency, sweep_id, lint_id,
         assert not res.ok
         assert f"beat {i}" in res.message, res.message
 
+    def test_pipeline_latency(tmp_path_factory):
+        """The deepest PIPE: same outputs (checked above), full rate exactly pipe_latency cycles later."""
+        lo, hi = min(pipes), max(pipes)
+        _, r0, _ = run_default(tmp_path_factory, lo)
+        _, r1, meta = run_default(tmp_path_factory, hi)
+        assert r0.ok and r1.ok, (r0.message, r1.message)
+        c0, c1 = r0.run("full_rate")["cycles"], r1.run("full_rate")["cycles"]
+        print(f"{top}: full rate PIPE {lo} {c0} cycles, PIPE {hi} {c1} cycles, modeled latency {added(meta[1])}")
+        assert hi == lo or added(meta[1]) > 0
+        assert c1 - c0 == added(meta[1])
+
     @pytest.mark.slow
+    @pytest.mark.parametrize("pipe", list(pipes))
     @pytest.mark.parametrize("cfg", sweep, ids=[sweep_id(c) for c in sweep])
-    def test_rtl_matches_model_sweep(tmp_path, seed, cfg):
-        res, meta = build_and_run(tmp_path, cfg, seed)
+    def test_rtl_matches_model_sweep(tmp_path, seed, cfg, pipe):
+        res, meta = build_and_run(tmp_path, cfg, seed, pipe)
         check_result(res, cfg, meta)
 
     # lint: the default configuration always, the sweep with the slow tests
     lint_cases = [default, *(pytest.param(c, marks=pytest.mark.slow) for c in sweep)]
 
+    @pytest.mark.parametrize("pipe", list(pipes))
     @pytest.mark.parametrize("cfg", lint_cases, ids=lint_id)
-    def test_lints_clean(tmp_path, cfg):
+    def test_lints_clean(tmp_path, cfg, pipe):
         files = render_with_deps(top, tmp_path)
-        lint(files, top, parameters=lint_parameters(cfg))
+        lint(files, top, parameters=lint_parameters(cfg, pipe))
 
-    return default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep, test_lints_clean
+    return (default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep, test_lints_clean,
+            test_pipeline_latency)

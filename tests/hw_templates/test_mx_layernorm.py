@@ -105,7 +105,7 @@ SWEEP = [
 ]
 
 
-def _build_and_run(tmp, cfg, seed, rows=8):
+def _build_and_run(tmp, cfg, seed, pipe=0, rows=8):
     fi, fg, fb, fo, n, p, b = cfg
     el, gel, bel, oel = elem(fi), elem(fg), elem(fb), elem(fo)
     gen = torch.Generator().manual_seed(seed)
@@ -117,18 +117,21 @@ def _build_and_run(tmp, cfg, seed, rows=8):
     (tmp / "gamma.mem").write_text(M.pack_gamma_mem(gc, gs, gel))
     (tmp / "beta.mem").write_text(M.pack_beta_mem(bc, bs, bel))
     params = M.sim_params("layernorm", n, el, gel, oel, p, b, gamma_mem=str(tmp / "gamma.mem"),
-                          beta_mem=str(tmp / "beta.mem"), b_el=bel)
+                          beta_mem=str(tmp / "beta.mem"), b_el=bel, pipe=pipe)
     return simulate(tmp, "mx_layernorm", params, seed, codes, scales, oc, osc, el, oel, p, b, rows)
 
 
-def _lint_parameters(cfg):
+def _lint_parameters(cfg, pipe):
     fi, fg, fb, fo, n, p, b = cfg
-    return M.sim_params("layernorm", n, elem(fi), elem(fg), elem(fo), p, b, b_el=elem(fb))
+    return M.sim_params("layernorm", n, elem(fi), elem(fg), elem(fo), p, b, b_el=elem(fb), pipe=pipe)
 
 
-# latency: 10 cycles statistics + 4 output stages + mx_quantize's block (B/P beats + 1)
-default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep, test_lints_clean = rtl_tests(
+# latency: 10 cycles statistics + 4 output stages + mx_quantize's block (B/P beats + 1), at PIPE 0;
+# PIPE 0 and the deepest PIPE (M.layernorm_latency more)
+(default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep, test_lints_clean,
+ test_pipeline_latency) = rtl_tests(
     "mx_layernorm", _build_and_run, DEFAULT, SWEEP, latency=16, lint_parameters=_lint_parameters,
+    pipes=(0, M.MAX_PIPE), pipe_latency=M.layernorm_latency,
     sweep_id=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[3]}-N{c[4]}-P{c[5]}-B{c[6]}",
     lint_id=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[3]}-N{c[4]}-P{c[5]}")
 
@@ -139,3 +142,8 @@ def test_instance_config_matches_sim_params():
     assert ctx == {} and module == "mx_layernorm"
     assert params == M.sim_params("layernorm", 100, elem("mxint8"), elem("mxfp8_e4m3"), elem("mxint8"), 4, 32,
                                   gamma_mem="g.mem", beta_mem="b.mem", b_el=elem("mxfp4"))
+
+
+def test_pipeline_latency_rule():
+    assert [M.norm_latency("layernorm", p) for p in range(M.MAX_PIPE + 1)] == [0, 8, 14, 16]
+    assert M.layernorm_latency({"PIPE": 1}) == 8 and M.layernorm_latency({}) == 0

@@ -136,7 +136,7 @@ SWEEP = [
 ]
 
 
-def _build_and_run(tmp, cfg, seed, rows=8):
+def _build_and_run(tmp, cfg, seed, pipe=0, rows=8):
     fi, fg, fo, n, p, b = cfg
     el, gel, oel = elem(fi), elem(fg), elem(fo)
     gen = torch.Generator().manual_seed(seed)
@@ -146,18 +146,21 @@ def _build_and_run(tmp, cfg, seed, rows=8):
     tmp.mkdir(parents=True, exist_ok=True)
     mem = tmp / "gamma.mem"
     mem.write_text(M.pack_gamma_mem(gc[0], gs[0], gel))
-    params = M.sim_params("rmsnorm", n, el, gel, oel, p, b, gamma_mem=str(mem))
+    params = M.sim_params("rmsnorm", n, el, gel, oel, p, b, gamma_mem=str(mem), pipe=pipe)
     return simulate(tmp, "mx_rmsnorm", params, seed, codes, scales, oc, osc, el, oel, p, b, rows)
 
 
-def _lint_parameters(cfg):
+def _lint_parameters(cfg, pipe):
     fi, fg, fo, n, p, b = cfg
-    return M.sim_params("rmsnorm", n, elem(fi), elem(fg), elem(fo), p, b)
+    return M.sim_params("rmsnorm", n, elem(fi), elem(fg), elem(fo), p, b, pipe=pipe)
 
 
-# latency: 8 cycles statistics + 2 output stages + mx_quantize's block (B/P beats + 1)
-default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep, test_lints_clean = rtl_tests(
+# latency: 8 cycles statistics + 2 output stages + mx_quantize's block (B/P beats + 1), at PIPE 0;
+# PIPE 0 and the deepest PIPE (M.rmsnorm_latency more)
+(default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep, test_lints_clean,
+ test_pipeline_latency) = rtl_tests(
     "mx_rmsnorm", _build_and_run, DEFAULT, SWEEP, latency=12, lint_parameters=_lint_parameters,
+    pipes=(0, M.MAX_PIPE), pipe_latency=M.rmsnorm_latency,
     sweep_id=lambda c: f"{c[0]}-{c[1]}-{c[2]}-N{c[3]}-P{c[4]}-B{c[5]}",
     lint_id=lambda c: f"{c[0]}-{c[1]}-{c[2]}-N{c[3]}-P{c[4]}")
 
@@ -170,3 +173,11 @@ def test_instance_config_matches_sim_params():
                                   4, 32, gamma_mem="g.mem")
     with pytest.raises(ValueError):
         M.instance_config("rmsnorm", 64, "mxint8", "mxint8", "mxint8", 3)
+
+
+def test_pipeline_depth_rules():
+    assert [M.pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 5.0, 3.0)] == [0, 0, 1, 2, 3]
+    assert [M.norm_latency("rmsnorm", p) for p in range(M.MAX_PIPE + 1)] == [0, 7, 12, 14]
+    assert M.rmsnorm_latency({}) == 0 and M.rmsnorm_latency({"PIPE": 2}) == 12
+    with pytest.raises(ValueError):
+        M.norm_latency("rmsnorm", M.MAX_PIPE + 1)

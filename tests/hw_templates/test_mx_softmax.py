@@ -146,7 +146,7 @@ SWEEP = [
 ]
 
 
-def _build_and_run(tmp, cfg, seed, rows=8):
+def _build_and_run(tmp, cfg, seed, pipe=0, rows=8):
     fi, fo, n, p, b, causal, nrows, offset = cfg
     el, oel = elem(fi), elem(fo)
     gen = torch.Generator().manual_seed(seed)
@@ -156,13 +156,14 @@ def _build_and_run(tmp, cfg, seed, rows=8):
     return simulate(tmp, "mx_softmax", params, seed, codes, scales, oc, osc, el, oel, p, b, rows)
 
 
-def _lint_parameters(cfg):
+def _lint_parameters(cfg, pipe):
     fi, fo, n, p, b, causal, nrows, offset = cfg
     return S.sim_params(n, elem(fi), elem(fo), p, b, causal, nrows, offset)
 
 
 # latency: 7 cycles statistics + 4 output stages + mx_quantize's block (B/P beats + 1)
-default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep, test_lints_clean = rtl_tests(
+(default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep, test_lints_clean,
+ test_pipeline_latency) = rtl_tests(
     "mx_softmax", _build_and_run, DEFAULT, SWEEP, latency=14, lint_parameters=_lint_parameters,
     sweep_id=lambda c: f"{c[0]}-{c[1]}-N{c[2]}-P{c[3]}-B{c[4]}-c{int(c[5])}",
     lint_id=lambda c: f"{c[0]}-{c[1]}-N{c[2]}-P{c[3]}-c{int(c[5])}")
