@@ -120,6 +120,7 @@ class Instance:
     renders: tuple = ()                    # Rendered SV modules this instance needs
     comment: str = ""
     path: str = ""                         # user module path ("layers.0.attention.wq") when known
+    pipe_latency: int = 0                  # cycles its pipeline registers (SV parameter PIPE) add
 
     @property
     def is_port(self) -> bool:

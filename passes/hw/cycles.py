@@ -11,6 +11,7 @@ its buffering:
   S = F_in + 2, F = S + C; a matmul loads one B matrix (one head) before its first output,
   S = max(S_a, S_b + beats of one B) + lat, F = max(S + C - lat, F_a + lat, F_b + lat).
 
+An instance's pipeline registers (``pipe_latency``, from ``--clock``) delay S and F alike.
 The total is the latest F over the outputs; the bottleneck is the instance with the largest C.
 It is a model, compared with Verilator-measured cycles in ``bench/blocks.py``.
 
@@ -49,7 +50,8 @@ def predict_cycles(ir: HwGraph) -> dict:
         else:
             s = max(s_in) + lat
             f = max(s + c - lat, max(f_in) + lat)
-        start[inst.name], finish[inst.name] = s, f
+        # pipeline registers (SV parameter PIPE, passes/hw/pipeline.py) delay every beat equally
+        start[inst.name], finish[inst.name] = s + inst.pipe_latency, f + inst.pipe_latency
     kernels = [i for i in ir.instances.values() if not i.is_port]
     bottleneck = max(kernels, key=lambda i: i.ideal_cycles) if kernels else None
     total = max((finish[o.name] for o in ir.outputs), default=0.0)

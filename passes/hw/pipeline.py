@@ -1,0 +1,65 @@
+"""set_pipeline: every kernel instance's pipeline depth (SV parameter ``PIPE``) from the clock.
+
+A kernel that can register its datapath declares ``ParamSpec("PIPE", ...)`` in its manifest entry
+and, in ``SPEC.extra``:
+
+* ``"pipe_for_clock"``: ``clock_ns -> PIPE`` (default: :func:`masec.hw_templates.kernels.mx_quantize.pipe_for_clock`,
+  clipped to ``"max_pipe"`` when given);
+* ``"latency"``: ``params -> cycles`` that depth adds over ``PIPE = 0`` (nested kernels included).
+
+The pass writes ``inst.params["PIPE"]`` (so the top level instantiates it and the cost model sees
+it) and ``inst.pipe_latency`` (the cycle model adds it to the instance's start and finish). A slow
+clock gives ``PIPE = 0``: exactly the unpipelined RTL, with no register it does not need. A
+``PIPE`` already in the instance's parameters (a test, or a folding choice) is kept.
+
+    set_pipeline(ir, clock_ns=4.0)   # True when anything changed
+"""
+from __future__ import annotations
+
+from masec.errors import MasecError
+from masec.hw_templates.manifest import kernel
+from masec.hwir import HwGraph
+
+
+def pipe_depth(kernel_name: str, clock_ns: float) -> int | None:
+    """``PIPE`` of ``kernel_name`` at a clock period of ``clock_ns``; None for a kernel without one."""
+    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock
+
+    spec = kernel(kernel_name)
+    if not any(p.name == "PIPE" for p in spec.params):
+        return None
+    rule = spec.extra.get("pipe_for_clock", pipe_for_clock)
+    depth = int(rule(clock_ns))
+    if "max_pipe" in spec.extra:
+        depth = min(depth, int(spec.extra["max_pipe"]))
+    return depth
+
+
+def pipe_latency(kernel_name: str, params: dict) -> int:
+    """Cycles the pipeline of an instance of ``kernel_name`` with SV ``params`` adds over PIPE 0."""
+    spec = kernel(kernel_name)
+    fn = spec.extra.get("latency")
+    if fn is None:
+        if int(params.get("PIPE", 0) or 0):
+            raise MasecError(f"internal error: kernel {kernel_name} has a PIPE parameter but no latency in "
+                             f"its manifest entry (SPEC.extra['latency'])")
+        return 0
+    return int(fn(params))
+
+
+def set_pipeline(ir: HwGraph, clock_ns: float) -> bool:
+    changed = False
+    for inst in ir.instances.values():
+        if inst.is_port:
+            continue
+        depth = pipe_depth(inst.kernel, clock_ns)
+        if depth is None:
+            continue
+        if "PIPE" not in inst.params:
+            inst.params["PIPE"] = depth
+            changed = True
+        lat = pipe_latency(inst.kernel, inst.params)
+        if lat != inst.pipe_latency:
+            inst.pipe_latency = lat
+            changed = True
+    return changed

@@ -1,0 +1,86 @@
+"""set_pipeline: PIPE per instance from the clock, and the cycle model's added latency."""
+from dataclasses import replace
+
+import pytest
+
+import masec.passes.hw.pipeline as pipeline
+from masec.errors import MasecError
+from masec.hw_templates.manifest import ParamSpec, kernel
+from masec.passes.hw.cycles import predict_cycles
+from masec.passes.hw.pipeline import set_pipeline
+from tests.passes.test_ir import residual_ir
+
+
+def _with_pipe(monkeypatch, name="mx_linear", latency=lambda p: 3 * p["PIPE"], max_pipe=None):
+    """Give ``name`` a PIPE parameter (PIPE 2 below 5 ns, else 0) whatever its template has today."""
+    base = kernel(name)
+    extra = {**base.extra, "pipe_for_clock": lambda ns: 2 if ns < 5 else 0}
+    if latency is not None:
+        extra["latency"] = latency
+    else:
+        extra.pop("latency", None)
+    if max_pipe is not None:
+        extra["max_pipe"] = max_pipe
+    spec = replace(base, params=tuple(p for p in base.params if p.name != "PIPE") + (ParamSpec("PIPE", "", 0),),
+                   extra=extra)
+    real = pipeline.kernel
+    monkeypatch.setattr(pipeline, "kernel", lambda k: spec if k == name else real(k))
+
+
+def _linear(ir):
+    return next(i for i in ir.instances.values() if i.kernel == "mx_linear")
+
+
+def test_fast_clock_sets_pipe_and_delays_the_cycle_model(monkeypatch):
+    # the same design at 4 ns with the linear's pipeline adding 0 and then 6 cycles (other kernels
+    # get whatever their own manifest entries say, identically in both)
+    _with_pipe(monkeypatch, latency=lambda p: 0)
+    _, ir0, _ = residual_ir()
+    set_pipeline(ir0, 4.0)
+    before = predict_cycles(ir0)
+    _with_pipe(monkeypatch)
+    _, ir, _ = residual_ir()
+    assert set_pipeline(ir, 4.0)
+    lin = _linear(ir)
+    assert lin.params["PIPE"] == 2 and lin.pipe_latency == 6
+    after = predict_cycles(ir)
+    assert after["start"][lin.name] == before["start"][lin.name] + 6
+    assert after["total"] == before["total"] + 6     # the linear is on the longest path to the output
+    assert not set_pipeline(ir, 4.0)                  # idempotent
+
+
+def test_slow_clock_adds_nothing(monkeypatch):
+    _with_pipe(monkeypatch)
+    _, ir, _ = residual_ir()
+    before = predict_cycles(ir)
+    set_pipeline(ir, 10.0)
+    assert _linear(ir).params["PIPE"] == 0 and _linear(ir).pipe_latency == 0
+    assert all(i.pipe_latency == 0 for i in ir.instances.values())   # 10 ns: no kernel pipelines
+    assert predict_cycles(ir) == before
+
+
+def test_max_pipe_clips_and_an_explicit_pipe_is_kept(monkeypatch):
+    _with_pipe(monkeypatch, max_pipe=1)
+    _, ir, _ = residual_ir()
+    set_pipeline(ir, 4.0)
+    assert _linear(ir).params["PIPE"] == 1 and _linear(ir).pipe_latency == 3
+    _, ir, _ = residual_ir()
+    _linear(ir).params["PIPE"] = 0
+    set_pipeline(ir, 4.0)
+    assert _linear(ir).params["PIPE"] == 0 and _linear(ir).pipe_latency == 0
+
+
+def test_a_pipelined_kernel_without_latency_is_an_internal_error(monkeypatch):
+    _with_pipe(monkeypatch, latency=None)
+    _, ir, _ = residual_ir()
+    with pytest.raises(MasecError, match="internal error.*latency"):
+        set_pipeline(ir, 4.0)
+
+
+def test_every_registry_kernel_with_pipe_declares_its_latency():
+    from masec.hw_templates.manifest import registry
+
+    for name, spec in registry().items():
+        if any(p.name == "PIPE" for p in spec.params) and name != "mx_quantize":
+            assert callable(spec.extra.get("latency")), f"{name}: PIPE without SPEC.extra['latency']"
+            assert spec.extra["latency"]({**{p.name: p.default for p in spec.params}, "PIPE": 0}) == 0
