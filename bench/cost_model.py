@@ -391,10 +391,16 @@ def run_jobs(src: Path, dest: Path, jobs: int, budget: float) -> None:
             print(f"[{time.monotonic() - t0:5.0f}s] {key[:12]}: {status}", flush=True)
 
 
+def _script_key(script: list[str]) -> str:
+    """A synthesis script without its read commands: the module and its parameters (``hierarchy
+    -chparam`` or ``chparam -set``, whichever ``masec.synth`` used) and the synthesis command."""
+    return "\n".join(c for c in script if not c.startswith("read_verilog"))
+
+
 def import_jobs(configs: list[dict], jobs_dir: Path, results_dir: Path) -> dict[int, dict]:
     """Yosys counts of the configurations run by ``--run-jobs``: each job folder's ``job.json`` is matched
-    to its configuration by the synthesis script's ``hierarchy -top ... -chparam ...`` line (the module and
-    its parameters), so results stay attributable when the kernels' sources changed since the export."""
+    to its configuration by the synthesis script without its reads (the module, its parameters and the
+    synthesis command), so results stay attributable when the kernels' sources changed since the export."""
     from masec.parts import lookup_part
     from masec.synth import Job, _synth_script, classify
 
@@ -404,8 +410,7 @@ def import_jobs(configs: list[dict], jobs_dir: Path, results_dir: Path) -> dict[
         res = results_dir / f"{d.name}.json"
         if (d / "rtl" / "job.json").exists() and res.exists():
             script = json.loads((d / "rtl" / "job.json").read_text())["script"]
-            line = next(c for c in script if c.startswith("hierarchy "))
-            by_line[line] = json.loads(res.read_text())
+            by_line[_script_key(script)] = json.loads(res.read_text())
     out = {}
     with tempfile.TemporaryDirectory(prefix="masec_cost_") as tmp:
         for i, cfg in enumerate(configs):
@@ -416,7 +421,7 @@ def import_jobs(configs: list[dict], jobs_dir: Path, results_dir: Path) -> dict[
 
             job = Job("", files[-1].stem, _sv_params({k: (int(v) if isinstance(v, bool) else v)
                                                       for k, v in cfg["params"].items()}), [], [])
-            line = next(c for c in _synth_script(job, family) if c.startswith("hierarchy "))
+            line = _script_key(_synth_script(job, family))
             if line in by_line:
                 c = classify(by_line[line]["cells"])
                 out[i] = {"yosys": {k: c[k] for k in ("LUT", "FF", "DSP", "BRAM", "LUTRAM", "SRL", "CARRY")},

@@ -144,6 +144,27 @@ def features(kernel: str, params: dict) -> dict[str, float]:
     raise MasecError(f"no cost model for kernel {kernel!r}; known: {', '.join(sorted(KNOWN))}")
 
 
+#: Per model group, the feature whose width the pipeline registers of ``PIPE`` scale with (the first
+#: one present; else lanes): products for the linear and matmul, lanes x element bits elsewhere.
+PIPE_WIDTH = {"mx_linear": ("macs_sigbits", "macs"), "mx_matmul": ("p_n_prodbits",), "mx_add": ("p_bits",),
+              "mx_mul": ("p_bits",), "mx_act": ("p_bits",), "mx_rmsnorm": ("p_bits",), "mx_layernorm": ("p_bits",),
+              "mx_softmax": ("p",), "mx_rope": ("p_bits",), "mx_cast": ("p_bits",), "mx_quantize": ("p_bits",),
+              "mx_retile": ("sum_bits",), "mx_relu": ("bits",), "mx_embedding": ("beat_bits",)}
+
+
+def pipe_features(kernel: str, params: dict) -> dict[str, float]:
+    """Features of the pipeline's cost over ``PIPE = 0``: ``PIPE`` and ``PIPE`` x the kernel's datapath
+    width (:data:`PIPE_WIDTH`). Both are 0 at ``PIPE = 0`` (the base model's regime)."""
+    pipe = _i(params, "PIPE")
+    if not pipe:
+        return {"pipe": 0.0, "pipe_w": 0.0}
+    f = features(kernel, params)
+    keys = PIPE_WIDTH.get(MODEL_GROUP.get(kernel, kernel), ())
+    width = next((f[k] for k in keys if f.get(k)),
+                 float(_i(params, "P", _i(params, "P_OUT", 1)) * _i(params, "W", _i(params, "WIDTH", 1))))
+    return {"pipe": float(pipe), "pipe_w": pipe * float(width)}
+
+
 KNOWN = ("mx_linear", "mx_matmul", "mx_add", "mx_mul", "mx_gelu", "mx_silu", "mx_gelu_tanh", "mx_rmsnorm",
          "mx_layernorm", "mx_softmax", "mx_rope", "mx_embedding", "mx_cast", "mx_quantize", "mx_retile", "mx_relu",
          "stream_fifo", "stream_fork", "stream_reorder", "stream_rom")
@@ -328,9 +349,13 @@ def _estimate_cached(kernel: str, key: tuple, n_outputs: int | None) -> tuple:
     if group is None:
         raise MasecError(f"the cost model has no fit for kernel {kernel!r}; run `python bench/cost_model.py "
                          f"--kernel {kernel}`")
+    pipe = group.get("pipe")   # the pipeline's cost over PIPE 0 (bench/cost_model_pipe.py), when fitted
+    pf = pipe_features(kernel, params) if pipe else {}
     out = {}
     for res in ("LUT", "FF"):
         val = sum(c * f.get(n, 0.0) for c, n in zip(group[res], group["features"]))
+        if pipe:
+            val += sum(c * pf.get(n, 0.0) for c, n in zip(pipe[res], pipe["features"]))
         out[res] = max(0, int(round(val)))
     out["DSP"] = dsp(kernel, params)
     out["BRAM"] = _num(bram(kernel, params))
