@@ -103,6 +103,7 @@ def _estimate(kernel: str, params: dict) -> tuple[float, ...]:
 
 def options(gm, node, config, lanes_set=LANE_CANDIDATES) -> list[Option]:
     """Every legal lanes choice of ``node`` among ``lanes_set`` with its cycles and resources."""
+    from masec.passes.hw.pipeline import pipe_depth
     from masec.passes.transform.select_kernels import choose_at
 
     out = []
@@ -116,6 +117,9 @@ def options(gm, node, config, lanes_set=LANE_CANDIDATES) -> list[Option]:
                 cycles, params, kernel = choice.ideal_cycles, choice.params_dict, choice.kernel
         except MasecError:
             continue
+        depth = pipe_depth(kernel, config.clock_ns)   # the pipeline the clock will ask for (set_pipeline)
+        if depth is not None:
+            params = {**dict(params), "PIPE": depth}
         out.append(Option(lanes, int(cycles), _estimate(kernel, params)))
     return out
 

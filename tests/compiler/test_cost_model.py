@@ -158,3 +158,25 @@ def test_bench_sweep_is_deterministic_and_covers_every_kernel():
     flags = bench.held_out(quick)
     assert flags == bench.held_out(bench.sweep(True)) and 0 < sum(flags) < len(flags)
     assert [c["label"] for c in quick] == [c["label"] for c in bench.sweep(True)]
+
+
+def test_pipe_terms_add_only_above_pipe_zero():
+    from masec.cost_model import pipe_features, set_fit
+
+    params = {"P": 8, "B": 32, "X_BITS": 8, "X_IS_INT": 1, "Y_BITS": 8, "Y_IS_INT": 1, "OUT_BITS": 8,
+              "OUT_IS_INT": 1}
+    assert pipe_features("mx_add", {**params, "PIPE": 0}) == {"pipe": 0.0, "pipe_w": 0.0}
+    assert pipe_features("mx_add", {**params, "PIPE": 2}) == {"pipe": 2.0, "pipe_w": 2.0 * 8 * 24}
+    fit = load_fit()
+    base0 = estimate("mx_add", {**params, "PIPE": 0})
+    try:
+        groups = {**fit["groups"], "mx_add": {**fit["groups"]["mx_add"],
+                                              "pipe": {"features": ["pipe", "pipe_w"], "LUT": [10.0, 0.5],
+                                                       "FF": [0.0, 1.0]}}}
+        set_fit({**fit, "groups": groups})
+        assert estimate("mx_add", {**params, "PIPE": 0}) == base0
+        e = estimate("mx_add", {**params, "PIPE": 2})
+        assert e["LUT"] == base0["LUT"] + 20 + 192 and e["FF"] == base0["FF"] + 384
+        assert (e["DSP"], e["BRAM"]) == (base0["DSP"], base0["BRAM"])
+    finally:
+        set_fit(None)
