@@ -21,6 +21,18 @@ This equals masec.formats' MX quantization (``MXFormat(element, B, "even").encod
 values wherever those are float32 numbers, and an exact rational nearest-grid-point reference
 everywhere (tests/hw_templates/test_mx_quantize.py), including E clamping at both ends.
 
+Seed activation formats (SV parameter ``QFMT``; models :func:`quantize_blocks_m2xfp`,
+:func:`quantize_blocks_nvfp4`, :func:`quantize_blocks_anda`, dispatch :func:`quantize_blocks_format`;
+each equals the format library's ``encode`` on float32 values and an exact rational reference on
+wide values, tests/hw_templates/test_seed_quantize.py):
+
+* ``QFMT = 1`` M2XFP activations (``m2xfp4_a``): MXFP4 codes and E8M0 scale, plus per subgroup of 8
+  the top-1 element refined to E2M3; 2 metadata bits per subgroup above the codes on ``m_y_data_o``;
+* ``QFMT = 2`` NVFP4: E2M1 codes, UE4M3 block scale on ``m_y_scale_o``; the FP32 tensor scale is a
+  compile-time power of two ``2^TS_EXP`` (:func:`nvfp4_tensor_scale_exp` calibrates it);
+* ``QFMT = 3`` Anda (``anda<M>``, the group is the block): codes ``sign << M | k``, S on the scale bus,
+  the stream mx_linear's ``X_ANDA`` decode reads.
+
 Pipelining: the SV parameter ``PIPE`` (0..3) puts elastic register stages after the block-buffer
 read, the per-lane decode and the shifter on the output side, and after the per-lane leading one,
 on the input beat and after the beat's max tree on the input side; the values
@@ -134,25 +146,11 @@ def _bit_length(x: torch.Tensor) -> torch.Tensor:
     return n + (y > 0).to(torch.int64)
 
 
-def quantize_blocks(m: torch.Tensor, e: torch.Tensor, element) -> tuple[torch.Tensor, torch.Tensor]:
-    """Vectorized :func:`quantize_block`: ``m``, ``e`` int64 ``[..., nblocks, B]`` (``|m| < 2^62``).
-
-    Returns ``(codes [..., nblocks, B], scales [..., nblocks])`` as int64, bit-identical to
-    :func:`quantize_block` applied to every block.
-    """
-    c = element_consts(element)
-    emin, emax, mb, maxc, bits = c["emin"], c["emax"], c["mbits"], c["max_code"], c["bits"]
-    m = torch.as_tensor(m, dtype=torch.int64)
-    e = torch.as_tensor(e, dtype=torch.int64)
-    mag = m.abs()
-    nz = mag != 0
-    lz = e + _bit_length(mag) - 1
-    very_low = torch.iinfo(torch.int64).min // 4
-    maxlz = torch.where(nz, lz, torch.full_like(lz, very_low)).amax(dim=-1)
-    anynz = nz.any(dim=-1)
-    E = torch.where(anynz, (maxlz - emax).clamp(-E8M0_BIAS, E8M0_BIAS),
-                    torch.full_like(maxlz, zero_block_exponent(emax)))
-    Eb = E.unsqueeze(-1)
+def _magnitude_codes(mag: torch.Tensor, e: torch.Tensor, lz: torch.Tensor, Eb: torch.Tensor, c: dict) -> torch.Tensor:
+    """Magnitude codes of ``|m| * 2^e / 2^Eb`` in the element ``c`` (:func:`element_consts`): binade
+    ``k = max(lz - Eb, emin)``, significand rounded to nearest even, saturation at ``max_code``
+    (also when ``lz - Eb > emax``); zero lanes give 0."""
+    emin, emax, mb, maxc = c["emin"], c["emax"], c["mbits"], c["max_code"]
     rel = lz - Eb
     sat = rel > emax
     k = rel.clamp(min=emin)
@@ -167,13 +165,199 @@ def quantize_blocks(m: torch.Tensor, e: torch.Tensor, element) -> tuple[torch.Te
     q = torch.where(s >= 0, left, rnd)
     cm = (((k - emin) << mb) + q).clamp(max=maxc)
     cm = torch.where(sat, torch.full_like(cm, maxc), cm)
-    cm = torch.where(nz, cm, torch.zeros_like(cm))
+    return torch.where(mag != 0, cm, torch.zeros_like(cm))
+
+
+def quantize_blocks(m: torch.Tensor, e: torch.Tensor, element) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vectorized :func:`quantize_block`: ``m``, ``e`` int64 ``[..., nblocks, B]`` (``|m| < 2^62``).
+
+    Returns ``(codes [..., nblocks, B], scales [..., nblocks])`` as int64, bit-identical to
+    :func:`quantize_block` applied to every block.
+    """
+    c = element_consts(element)
+    emax, bits = c["emax"], c["bits"]
+    m = torch.as_tensor(m, dtype=torch.int64)
+    e = torch.as_tensor(e, dtype=torch.int64)
+    mag = m.abs()
+    nz = mag != 0
+    lz = e + _bit_length(mag) - 1
+    very_low = torch.iinfo(torch.int64).min // 4
+    maxlz = torch.where(nz, lz, torch.full_like(lz, very_low)).amax(dim=-1)
+    anynz = nz.any(dim=-1)
+    E = torch.where(anynz, (maxlz - emax).clamp(-E8M0_BIAS, E8M0_BIAS),
+                    torch.full_like(maxlz, zero_block_exponent(emax)))
+    cm = _magnitude_codes(mag, e, lz, E.unsqueeze(-1), c)
     neg = m < 0
     if c["is_int"]:
         codes = torch.where(neg, -cm, cm) & ((1 << bits) - 1)
     else:
         codes = cm | ((neg & (cm != 0)).to(torch.int64) << (bits - 1))
     return codes, E + E8M0_BIAS
+
+
+# ------------------------------------------------------------------------------ seed activation formats
+#: ``QFMT`` values: the output format of the quantizer (SV parameter ``QFMT``).
+QFMT_MX, QFMT_M2XFP, QFMT_NVFP4, QFMT_ANDA = 0, 1, 2, 3
+QFMT_NAMES = {QFMT_MX: "mx", QFMT_M2XFP: "m2xfp4_a", QFMT_NVFP4: "nvfp4", QFMT_ANDA: "anda<M>"}
+M2X_SUBGROUP = 8
+#: NVFP4 block-scale code transitions in units of 1/64 of amax's significand (amax / 2^t in
+#: [2^L, 2^(L+1))): the UE4M3 code is 8 * (L + 4) + 3 + the number passed; True = passed at equality
+#: (the upper code is even: round half to even), False = only above it.
+NV_SB_THRESHOLDS = ((69, True), (75, False), (81, True), (87, False), (93, True), (102, False), (114, True),
+                    (126, False))
+#: E2M1 midpoints 1/4 .. 5 in units of 1/4, and whether the upper code wins a tie (it is even).
+NV_EL_MIDPOINTS = ((1, False), (3, True), (5, False), (7, True), (10, False), (14, True), (20, False))
+NV_SB_MIN, NV_SB_MAX = 8, 126   # UE4M3 codes of 2^-6 and 448 (torchao's clamp)
+#: FP16 as the quantizer rounds to it (Anda's input): emin -14, emax 15, 10 fraction bits, max 65504.
+FP16_CONSTS = {"is_int": False, "bits": 16, "mbits": 10, "emin": -14, "emax": 15, "max_code": 0x7BFF}
+_VERY_LOW = torch.iinfo(torch.int64).min // 4
+
+
+def _lanes(m, e):
+    m = torch.as_tensor(m, dtype=torch.int64)
+    e = torch.as_tensor(e, dtype=torch.int64)
+    mag = m.abs()
+    nz = mag != 0
+    msb = _bit_length(mag) - 1
+    return m, e, mag, nz, msb, e + msb
+
+
+def _sig_top(mag: torch.Tensor, msb: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``bits`` bits of ``|m|`` from its leading one (an integer in [2^(bits-1), 2^bits) for a
+    non-zero lane) and whether any bit below them is set."""
+    sh = msb - (bits - 1)
+    top = torch.where(sh >= 0, mag >> sh.clamp(0, 62), mag << (-sh).clamp(0, 62))
+    rest = torch.where(sh > 0, (mag & ((torch.ones_like(mag) << sh.clamp(0, 62)) - 1)) != 0,
+                       torch.zeros_like(mag, dtype=torch.bool))
+    return top, rest
+
+
+def _passed(v: torch.Tensor, frac: torch.Tensor, thresholds) -> torch.Tensor:
+    """How many of ``thresholds`` (integer T, inclusive) the value ``v + (0 < frac-part < 1)`` reaches:
+    ``v >= T`` for inclusive ones, ``v > T`` (``v == T`` with a non-zero fraction) otherwise."""
+    n = torch.zeros_like(v)
+    for t, incl in thresholds:
+        n += ((v > t) | ((v == t) & (frac | incl))).to(torch.int64)
+    return n
+
+
+def nvfp4_block_scale_keys(m, e, ts_exp: int) -> torch.Tensor:
+    """Per lane the UE4M3 block-scale code its magnitude alone would give (:func:`quantize_blocks_nvfp4`),
+    clamped to [8, 126]; zero lanes give 8. The block's scale code is their max (rounding is monotone)."""
+    m, e, mag, nz, msb, lz = _lanes(m, e)
+    top, rest = _sig_top(mag, msb, 7)
+    key = 8 * (lz - ts_exp + 4) + 3 + _passed(top, rest, NV_SB_THRESHOLDS)
+    return torch.where(nz, key.clamp(NV_SB_MIN, NV_SB_MAX), torch.full_like(key, NV_SB_MIN))
+
+
+def quantize_blocks_nvfp4(m, e, ts_exp: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """NVFP4 activations of exact values ``m * 2^e`` ``[..., nblocks, B]`` with the tensor scale 2^ts_exp.
+
+    Exact rational semantics (torchao's steps with s_t = 2^t, where every float32 rounding is exact
+    or cannot change the result): ``s_b = RNE_e4m3(clamp(amax / (6 * 2^t), 2^-6, 448))``,
+    ``q = RNE_e2m1(min(|x| / (2^t * s_b), 6))``, both ties to even. Returns ``(codes, scales)``:
+    E2M1 codes (sign bit 3, never -0) and UE4M3 codes, int64.
+    """
+    m, e, mag, nz, msb, lz = _lanes(m, e)
+    sb = nvfp4_block_scale_keys(m, e, ts_exp).amax(dim=-1)
+    b = (sb >> 3) - 7
+    j = (sb & 7).unsqueeze(-1)
+    es = (ts_exp + b + 3).unsqueeze(-1)      # 32 |x| / (2^t 2^b) = |m| 2^(e - es + 8)
+    s = e - es + 8
+    sat = lz - es > 0                        # 32 |x| / (2^t 2^b) >= 512: beyond every midpoint
+    v = torch.where(s >= 0, mag << s.clamp(0, 62), mag >> (-s).clamp(0, 62))
+    v = torch.where(sat | ((-s) > 62), torch.zeros_like(v), v)
+    frac = (s < 0) & ((mag & ((torch.ones_like(mag) << (-s).clamp(0, 62)) - 1)) != 0)
+    code = torch.zeros_like(mag)
+    for mid, incl in NV_EL_MIDPOINTS:       # |x| / (2^t s_b) >= mid / 4  <=>  32 w >= mid * (8 + j)
+        t = mid * (8 + j)
+        code += ((v > t) | ((v == t) & (frac | incl))).to(torch.int64)
+    code = torch.where(sat, torch.full_like(code, 7), code)
+    code = torch.where(nz, code, torch.zeros_like(code))
+    return code | (((m < 0) & (code != 0)).to(torch.int64) << 3), sb
+
+
+def quantize_blocks_m2xfp(m, e) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """M2XFP activations (Elem-EM top-1) of exact values ``m * 2^e`` ``[..., nblocks, B]``, B a multiple of 8.
+
+    E is MXFP4's shared exponent; every element is FP4 (E2M1) of |x| / 2^E, ties to even; per subgroup
+    of 8 the element with the largest FP4 magnitude (lowest index on ties) is also rounded to E2M3 with
+    the same E, clamped to [4c - 1, 4c + 2] (c its FP4 magnitude code); metadata = that - 4c + 1. The
+    sign bit goes with the refined value (a top-1 FP4 code 0 refined to a non-zero value keeps it).
+    Returns ``(codes, scales, meta [..., nblocks, B/8])``, int64, as ``M2XFPActivationFormat.encode``.
+    """
+    from masec.formats.element import FP4_E2M1, FP6_E2M3
+
+    m, e, mag, nz, msb, lz = _lanes(m, e)
+    if m.shape[-1] % M2X_SUBGROUP:
+        raise ValueError(f"M2XFP blocks are multiples of {M2X_SUBGROUP} elements, got {m.shape[-1]}")
+    _, scales = quantize_blocks(m, e, FP4_E2M1)
+    Eb = (scales - E8M0_BIAS).unsqueeze(-1)
+    c4 = _magnitude_codes(mag, e, lz, Eb, element_consts(FP4_E2M1))
+    c6 = _magnitude_codes(mag, e, lz, Eb, element_consts(FP6_E2M3))
+    sg = c4.shape[:-1] + (c4.shape[-1] // M2X_SUBGROUP, M2X_SUBGROUP)
+    c4s, c6s = c4.reshape(sg), c6.reshape(sg)
+    top = c4s.argmax(-1, keepdim=True)      # the first maximum: lowest index
+    ct = c4s.gather(-1, top)
+    c6t = torch.minimum(torch.maximum(c6s.gather(-1, top), 4 * ct - 1), 4 * ct + 2)
+    meta = (c6t - 4 * ct + 1).squeeze(-1)
+    is_top = torch.zeros_like(c4s, dtype=torch.bool).scatter_(-1, top, True).reshape(c4.shape)
+    nonzero = torch.where(is_top, c6t.expand(sg).reshape(c4.shape) != 0, c4 != 0)
+    return c4 | (((m < 0) & nonzero).to(torch.int64) << 3), scales, meta
+
+
+def quantize_blocks_anda(m, e, mbits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anda ``anda<M>`` of exact values ``m * 2^e`` ``[..., ngroups, G]`` (the group is the block).
+
+    Each value is rounded to FP16 (nearest even, saturating at 65504); with FP16 exponent field f,
+    ``e16 = max(f, 1)`` and significand ``sig`` (hidden bit included), the group's exponent is
+    ``S = max e16`` and each element keeps ``k = floor(sig * 2^(M - 11 - (S - e16)))``. Returns
+    ``(codes, S)``: codes ``sign << M | k`` (sign only for k != 0), S in 1..30, int64, as
+    ``AndaFormat(M, G).encode``.
+    """
+    if not 1 <= mbits <= 16:
+        raise ValueError(f"anda<M> needs M in 1..16, got {mbits}")
+    m, e, mag, nz, msb, lz = _lanes(m, e)
+    h = _magnitude_codes(mag, e, lz, torch.zeros_like(lz), FP16_CONSTS)   # FP16 magnitude codes
+    f = h >> 10
+    e16 = f.clamp(min=1)
+    sig = (h & 0x3FF) | ((f > 0).to(torch.int64) << 10)
+    S = e16.amax(dim=-1)
+    d = (S.unsqueeze(-1) - e16) + (11 - mbits)
+    k = torch.where(d >= 0, sig >> d.clamp(0, 62), sig << (-d).clamp(0, 62))
+    return k | (((m < 0) & (k != 0)).to(torch.int64) << mbits), S
+
+
+def quantize_blocks_format(m, e, qfmt: int, element=None, ts_exp: int = 0):
+    """The quantizer of mode ``qfmt`` on ``[..., nblocks, B]``: ``(codes, scales, meta)``, meta None
+    except for M2XFP. ``element`` is the MX element (``QFMT_MX``) or Anda's ``int_element(M + 1)``."""
+    if qfmt == QFMT_MX:
+        return (*quantize_blocks(m, e, element), None)
+    if qfmt == QFMT_M2XFP:
+        return quantize_blocks_m2xfp(m, e)
+    if qfmt == QFMT_NVFP4:
+        return (*quantize_blocks_nvfp4(m, e, ts_exp), None)
+    if qfmt == QFMT_ANDA:
+        return (*quantize_blocks_anda(m, e, int(element.bits) - 1), None)
+    raise ValueError(f"QFMT {qfmt}: mx_quantize modes are {QFMT_NAMES}")
+
+
+def nvfp4_tensor_scale_exp(amax: float) -> int:
+    """masec's NVFP4 tensor scale for a streamed activation: the format library's
+    ``s_t = amax / (448 * 6)`` of a calibration amax, rounded up to a power of two; returns t (s_t = 2^t).
+    Rounding up keeps every block scale <= 448 for inputs up to the calibrated amax."""
+    import math
+    from fractions import Fraction
+
+    if not amax > 0 or not math.isfinite(amax):
+        raise ValueError(f"NVFP4 tensor-scale calibration needs a positive finite amax, got {amax!r}")
+    q = Fraction(amax) / 2688               # exact: the smallest t with 2^t >= q
+    t = q.numerator.bit_length() - q.denominator.bit_length()
+    while Fraction(2) ** t < q:
+        t += 1
+    while Fraction(2) ** (t - 1) >= q:
+        t -= 1
+    return t
 
 
 def pack_lanes_me(m, e, mw: int, ew: int) -> int:
@@ -187,10 +371,45 @@ def pack_lanes_me(m, e, mw: int, ew: int) -> int:
     return word
 
 
-def sv_params(p: int, block: int, mw: int, ew: int, element, pipe: int | None = None) -> dict:
-    """SV parameters of an ``mx_quantize`` instance (``PIPE`` only when ``pipe`` is given)."""
+def sv_params(p: int, block: int, mw: int, ew: int, element, pipe: int | None = None,
+              qfmt: int = QFMT_MX, ts_exp: int = 0) -> dict:
+    """SV parameters of an ``mx_quantize`` instance (``PIPE`` only when ``pipe`` is given; ``QFMT``
+    and ``TS_EXP`` only when not the MX default). ``element``: the MX element, FP4 E2M1 for
+    M2XFP / NVFP4, ``int_element(M + 1)`` for Anda (:func:`output_format_params` gives it)."""
+    extra = {} if qfmt == QFMT_MX else {"QFMT": int(qfmt)}
+    if qfmt == QFMT_NVFP4:
+        extra["TS_EXP"] = int(ts_exp)
     return {"P": p, "B": block, "MW": mw, "EW": ew, **element_sv_params(element),
-            **({} if pipe is None else {"PIPE": int(pipe)})}
+            **({} if pipe is None else {"PIPE": int(pipe)}), **extra}
+
+
+def output_format_params(fmt) -> tuple[int, object]:
+    """``(QFMT, element)`` for a masec.formats format: ``MXFormat`` -> (0, its element),
+    ``m2xfp4_a`` -> (1, FP4 E2M1), ``nvfp4`` -> (2, FP4 E2M1), ``anda<M>`` -> (3, int_element(M + 1)).
+    Anything else raises ValueError (the quantizer has no such output)."""
+    from masec.formats.anda import AndaFormat
+    from masec.formats.element import FP4_E2M1, int_element
+    from masec.formats.m2xfp import M2XFPActivationFormat
+    from masec.formats.mx import MXFormat
+    from masec.formats.nvfp4 import NVFP4Format
+
+    if isinstance(fmt, M2XFPActivationFormat):
+        return QFMT_M2XFP, FP4_E2M1
+    if isinstance(fmt, NVFP4Format):
+        return QFMT_NVFP4, FP4_E2M1
+    if isinstance(fmt, AndaFormat):
+        if fmt.mbits > 15:
+            raise ValueError(f"mx_quantize emits anda<M> for M <= 15 (an {fmt.mbits + 1}-bit code is not an "
+                             "element masec streams), got anda16")
+        return QFMT_ANDA, int_element(fmt.mbits + 1)
+    if not isinstance(fmt, MXFormat):
+        raise ValueError(f"mx_quantize cannot emit {getattr(fmt, 'name', fmt)!r}")
+    return QFMT_MX, fmt.element
+
+
+def output_data_width(p: int, qfmt: int, element) -> int:
+    """Bits of ``m_y_data_o``: P element codes, plus 2 metadata bits per subgroup of 8 for M2XFP."""
+    return p * int(element.bits) + (p // 4 if qfmt == QFMT_M2XFP else 0)
 
 
 #: Largest PIPE the template has cuts for.
@@ -226,7 +445,8 @@ SPEC = KernelSpec(
     template="mx_quantize.sv.j2",
     doc=("Shared MX output quantizer: P lanes of exact values m*2^e (MW-bit signed m, EW-bit signed e) "
          "per beat, B/P beats per block -> MX stream of the element format (OCP shared exponent, "
-         "round to nearest even, saturation). Double-buffered: 1 beat/cycle, latency one block plus "
+         "round to nearest even, saturation), or (QFMT) M2XFP / NVFP4 / Anda activations. "
+         "Double-buffered: 1 beat/cycle, latency one block plus "
          "2 * PIPE cycles (PIPE 0..3: elastic register stages, chosen from the clock)."),
     params=(ParamSpec("P", "lanes per beat, divides B", 4),
             ParamSpec("B", "MX block size, power of two", 32),
@@ -238,9 +458,14 @@ SPEC = KernelSpec(
             ParamSpec("ELEM_BIAS", "emin = 1 - ELEM_BIAS (fp: the exponent bias; int: 1)", 1),
             ParamSpec("ELEM_EMAX", "unbiased exponent of the top binade (int: 0)", 0),
             ParamSpec("ELEM_MAX_CODE", "largest finite magnitude code", 127),
-            ParamSpec("PIPE", "pipeline depth 0..3 (latency + 2 * PIPE)", 0)),
+            ParamSpec("PIPE", "pipeline depth 0..3 (latency + 2 * PIPE)", 0),
+            ParamSpec("QFMT", "output format: 0 MX, 1 M2XFP activations (ELEM_* = FP4, P multiple of 8, "
+                      "+P/4 metadata bits), 2 NVFP4 (ELEM_* = FP4, UE4M3 scale), 3 Anda (ELEM_* = "
+                      "int_element(M+1), scale = S)", 0),
+            ParamSpec("TS_EXP", "NVFP4: the FP32 tensor scale is 2^TS_EXP (-256..256)", 0)),
     ports=(PortSpec("s_x", "in", "plain", "P lanes of {e[EW], m[MW]} (m in the low bits)"),
-           PortSpec("m_y", "out", "mx", "P lanes of ELEM_BITS-bit codes + E8M0 scale")),
+           PortSpec("m_y", "out", "mx", "P lanes of ELEM_BITS-bit codes (M2XFP: then 2 metadata bits per "
+                    "subgroup of 8) + 8-bit scale (E8M0; NVFP4 UE4M3; Anda S)")),
     deps=(),
     ops=(),
     model=f"{__name__}:quantize_block",
@@ -264,5 +489,18 @@ SPEC = KernelSpec(
         {"label": "P32 B32 mxfp4 MW16 PIPE3", "ctx": {},
          "params": {"P": 32, "B": 32, "MW": 16, "EW": 10, "ELEM_IS_INT": 0, "ELEM_BITS": 4, "ELEM_MBITS": 1,
                     "ELEM_BIAS": 1, "ELEM_EMAX": 2, "ELEM_MAX_CODE": 7, "PIPE": 3}},
+        # seed activation formats (QFMT): M2XFP, NVFP4 with s_t = 2^-8, Anda M = 6 (groups of 64)
+        {"label": "P8 B32 m2xfp4_a MW24", "ctx": {},
+         "params": {"P": 8, "B": 32, "MW": 24, "EW": 10, "ELEM_IS_INT": 0, "ELEM_BITS": 4, "ELEM_MBITS": 1,
+                    "ELEM_BIAS": 1, "ELEM_EMAX": 2, "ELEM_MAX_CODE": 7, "QFMT": 1}},
+        {"label": "P4 B16 nvfp4 MW24 TS_EXP-8", "ctx": {},
+         "params": {"P": 4, "B": 16, "MW": 24, "EW": 10, "ELEM_IS_INT": 0, "ELEM_BITS": 4, "ELEM_MBITS": 1,
+                    "ELEM_BIAS": 1, "ELEM_EMAX": 2, "ELEM_MAX_CODE": 7, "QFMT": 2, "TS_EXP": -8}},
+        {"label": "P4 B64 anda6 MW24", "ctx": {},
+         "params": {"P": 4, "B": 64, "MW": 24, "EW": 10, "ELEM_IS_INT": 1, "ELEM_BITS": 7, "ELEM_MBITS": 5,
+                    "ELEM_BIAS": 1, "ELEM_EMAX": 0, "ELEM_MAX_CODE": 63, "QFMT": 3}},
+        {"label": "P16 B32 m2xfp4_a MW16 PIPE3", "ctx": {},
+         "params": {"P": 16, "B": 32, "MW": 16, "EW": 10, "ELEM_IS_INT": 0, "ELEM_BITS": 4, "ELEM_MBITS": 1,
+                    "ELEM_BIAS": 1, "ELEM_EMAX": 2, "ELEM_MAX_CODE": 7, "QFMT": 1, "PIPE": 3}},
     ),
 )
