@@ -329,13 +329,57 @@ def softmax_reference(x: torch.Tensor, causal: bool = False, rows: int = 1, offs
 
 # ----------------------------------------------------------------------------- configuration
 def sim_params(n: int, el, el_out, lanes: int, block: int, causal: bool = False, rows: int = 1,
-               offset: int = 0, scale: float = 1.0) -> dict:
-    """SV parameters of an instance (the key mask is not one of them: see :func:`jinja_ctx`)."""
+               offset: int = 0, scale: float = 1.0, pipe: int | None = None) -> dict:
+    """SV parameters of an instance (the key mask is not one of them: see :func:`jinja_ctx`; ``PIPE``
+    only when ``pipe`` is given)."""
     from masec.hw_templates.kernels.mx_quantize import element_sv_params
 
     mul, sh = u_constant(scale)
-    return {"P": lanes, "B": block, "N": n, **elem_sv_params(el, "X"), **element_sv_params(el_out, "Y_"),
-            "CAUSAL": int(bool(causal)), "ROWS": max(1, rows), "OFFSET": int(offset), "U_MUL": mul, "U_SH": sh}
+    params = {"P": lanes, "B": block, "N": n, **elem_sv_params(el, "X"), **element_sv_params(el_out, "Y_"),
+              "CAUSAL": int(bool(causal)), "ROWS": max(1, rows), "OFFSET": int(offset), "U_MUL": mul, "U_SH": sh}
+    if pipe is not None:
+        params["PIPE"] = _check_pipe(pipe)
+    return params
+
+
+# ----------------------------------------------------------------------------- pipelining (PIPE)
+#: Largest PIPE the template has cuts for (3: mx_softmax's own cuts stop at 2, mx_quantize's go to 3).
+MAX_PIPE = 3
+
+
+def _check_pipe(pipe) -> int:
+    pipe = int(pipe or 0)
+    if not 0 <= pipe <= MAX_PIPE:
+        raise ValueError(f"PIPE {pipe}: mx_softmax has 0..{MAX_PIPE} stages")
+    return pipe
+
+
+def softmax_latency(pipe: int) -> int:
+    """Cycles ``PIPE`` adds to an mx_softmax instance: pass 1 (accepted beat, u product, max tree,
+    exp2 product, sum tree: 5 at PIPE 1; also u before the max tree and the running max: 7 from
+    PIPE 2), the row end (sum normalization, m * y0: 2), pass 2 (u and exp2 products: 2) and
+    mx_quantize's ``2 * PIPE``."""
+    from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
+
+    pipe = _check_pipe(pipe)
+    return (0, 5, 7, 7)[pipe] + (0, 2, 2, 2)[pipe] + (0, 2, 2, 2)[pipe] + quantize_latency(pipe)
+
+
+def latency(params: dict) -> int:
+    """``SPEC.extra["latency"]`` of mx_softmax: cycles over ``PIPE = 0`` at SV ``params``."""
+    return softmax_latency(params.get("PIPE", 0))
+
+
+def lane_latency(params: dict) -> int:
+    """``SPEC.extra["latency"]`` of mx_softmax_u / mx_softmax_exp2: one register from PIPE 1."""
+    return int(_check_pipe(params.get("PIPE", 0)) >= 1)
+
+
+def pipe_for_clock(clock_ns: float) -> int:
+    """PIPE for a clock period: mx_quantize's rule (0 at 100 MHz and slower) clipped to MAX_PIPE."""
+    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock as quantize_rule
+
+    return min(quantize_rule(clock_ns), MAX_PIPE)
 
 
 def jinja_ctx(n: int, key_mask=None) -> dict:
@@ -379,10 +423,10 @@ def instance_config(n: int, fmt_in, fmt_out, lanes: int, causal: bool = False, r
                                                offset, scale), module_name(n, key_mask))
 
 
-def _example(n: int, lanes: int, causal: bool, scale: float = 1.0) -> dict:
+def _example(n: int, lanes: int, causal: bool, scale: float = 1.0, pipe: int | None = None) -> dict:
     from masec.formats.element import INT8
 
-    return sim_params(n, INT8, INT8, lanes, 32, causal, n if causal else 1, 0, scale)
+    return sim_params(n, INT8, INT8, lanes, 32, causal, n if causal else 1, 0, scale, pipe)
 
 
 SPECS = (KernelSpec(
@@ -393,22 +437,28 @@ SPECS = (KernelSpec(
     params=(*elem_param_specs("X", "element"),
             ParamSpec("U_MUL", "round(s * log2(e) * 2^U_SH), in [2^16, 2^17) (u_constant)", L2E),
             ParamSpec("U_SH", "shift of the constant: 16 - floor(log2(s * log2(e)))", LF),
-            ParamSpec("UW", "signed bits of u (u_width); the default is the minimum", 26)),
+            ParamSpec("UW", "signed bits of u (u_width); the default is the minimum", 26),
+            ParamSpec("PIPE", "0: combinational; >= 1: x registered before the product (+1 cycle)", 0)),
     model=f"{__name__}:u_of",
-    examples=({"label": "int8", "ctx": {}, "params": {}},),
+    examples=({"label": "int8", "ctx": {}, "params": {}},
+              {"label": "int8 PIPE1", "ctx": {}, "params": {"PIPE": 1}}),
+    extra={"latency": lane_latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
 ), KernelSpec(
     name="mx_softmax_exp2",
     template="mx_softmax_exp2.sv.j2",
     doc="2^(v / 2^12) for v <= 0 as E * 2^(I - 16): 64-entry table + linear interpolation; combinational.",
-    params=(ParamSpec("VW", "bits of the signed operand", 28), ParamSpec("IMIN", "clamp of the integer part", -255)),
+    params=(ParamSpec("VW", "bits of the signed operand", 28), ParamSpec("IMIN", "clamp of the integer part", -255),
+            ParamSpec("PIPE", "0: combinational; >= 1: table entries registered before the product (+1 cycle)", 0)),
     model=f"{__name__}:exp2_frac",
-    examples=({"label": "VW28", "ctx": {}, "params": {"VW": 28}},),
+    examples=({"label": "VW28", "ctx": {}, "params": {"VW": 28}},
+              {"label": "VW28 PIPE1", "ctx": {}, "params": {"VW": 28, "PIPE": 1}}),
+    extra={"latency": lane_latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
 ), KernelSpec(
     name="mx_softmax",
     template="mx_softmax.sv.j2",
     doc="softmax(s * x) over rows of N elements (online: integer running max, exact-shift rescale), constant "
         "score scale s, optional causal and constant key masks; base-2 exp with a 64-entry table + linear interpolation, 1/sum by seed + Newton; "
-        "row FIFO, 1 beat/cycle, output via mx_quantize.",
+        "row FIFO, 1 beat/cycle, output via mx_quantize; PIPE 0..3 adds softmax_latency(PIPE) cycles.",
     params=(ParamSpec("P", "lanes per beat; divides B", 4),
             ParamSpec("B", "MX block size (power of two)", 32),
             ParamSpec("N", "row length; ceil(N/B) blocks per row, last one zero-padded", 64),
@@ -420,7 +470,8 @@ SPECS = (KernelSpec(
             ParamSpec("U_MUL", "score scale s: round(s * log2(e) * 2^U_SH) (u_constant)", L2E),
             ParamSpec("U_SH", "score scale s: 16 - floor(log2(s * log2(e)))", LF),
             ParamSpec("KEY_MASK", "N bits, 0 = column masked in every row; default all ones or the rendered "
-                                  "Jinja key_mask (jinja_ctx)", None)),
+                                  "Jinja key_mask (jinja_ctx)", None),
+            ParamSpec("PIPE", "pipeline depth 0..3 (latency + softmax_latency(PIPE))", 0)),
     ports=(PortSpec("s_x", "in", "mx", "input rows, P lanes of X_BITS codes + E8M0 scale"),
            PortSpec("m_y", "out", "mx", "softmax rows, P lanes of Y_BITS codes + E8M0 scale")),
     deps=("mx_softmax_u", "mx_softmax_exp2", "mx_quantize", "stream_fifo"),
@@ -431,6 +482,10 @@ SPECS = (KernelSpec(
               {"label": "N256 mxint8 P32 causal", "ctx": {}, "params": _example(256, 32, True)},
               {"label": "N72 mxint8 P8 causal scale 1/sqrt(8) key mask", "ctx": jinja_ctx(72, [1] * 60 + [0] * 12),
                "params": _example(72, 8, True, 1 / math.sqrt(8))},
-              {"label": "N64 mxint8 P4 scale 4", "ctx": {}, "params": _example(64, 4, False, 4.0)}),
+              {"label": "N64 mxint8 P4 scale 4", "ctx": {}, "params": _example(64, 4, False, 4.0)},
+              # pipelined: the PIPE of a 5 ns (2) and a 3 ns (3) clock
+              {"label": "N64 mxint8 P16 PIPE2", "ctx": {}, "params": _example(64, 16, False, pipe=2)},
+              {"label": "N256 mxint8 P32 causal PIPE3", "ctx": {}, "params": _example(256, 32, True, pipe=3)}),
+    extra={"latency": latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
 ),
 )

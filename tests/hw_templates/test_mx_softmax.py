@@ -152,19 +152,21 @@ def _build_and_run(tmp, cfg, seed, pipe=0, rows=8):
     gen = torch.Generator().manual_seed(seed)
     codes, scales = score_rows(el, rows, n, b, gen)
     oc, osc = S.softmax_model(codes, scales, el, oel, n, p, causal, nrows, offset)
-    params = S.sim_params(n, el, oel, p, b, causal, nrows, offset)
+    params = S.sim_params(n, el, oel, p, b, causal, nrows, offset, pipe=pipe)
     return simulate(tmp, "mx_softmax", params, seed, codes, scales, oc, osc, el, oel, p, b, rows)
 
 
 def _lint_parameters(cfg, pipe):
     fi, fo, n, p, b, causal, nrows, offset = cfg
-    return S.sim_params(n, elem(fi), elem(fo), p, b, causal, nrows, offset)
+    return S.sim_params(n, elem(fi), elem(fo), p, b, causal, nrows, offset, pipe=pipe)
 
 
-# latency: 7 cycles statistics + 4 output stages + mx_quantize's block (B/P beats + 1)
+# latency: 7 cycles statistics + 4 output stages + mx_quantize's block (B/P beats + 1), at PIPE 0;
+# PIPE 0 and the deepest PIPE (S.latency more)
 (default_run, test_rtl_matches_model, test_check_can_fail, test_rtl_matches_model_sweep, test_lints_clean,
  test_pipeline_latency) = rtl_tests(
     "mx_softmax", _build_and_run, DEFAULT, SWEEP, latency=14, lint_parameters=_lint_parameters,
+    pipes=(0, S.MAX_PIPE), pipe_latency=S.latency,
     sweep_id=lambda c: f"{c[0]}-{c[1]}-N{c[2]}-P{c[3]}-B{c[4]}-c{int(c[5])}",
     lint_id=lambda c: f"{c[0]}-{c[1]}-N{c[2]}-P{c[3]}-c{int(c[5])}")
 
@@ -324,10 +326,10 @@ def test_instance_config_scale_and_key_mask():
         S.instance_config(72, "mxint8", "mxint8", 8, scale=0.0)
 
 
-# RTL: (fmt_in, fmt_out, N, P, B, causal, rows, offset, scale, key mask seed or None)
+# RTL: (fmt_in, fmt_out, N, P, B, causal, rows, offset, scale, key mask seed or None[, PIPE])
 SCALED_DEFAULT = [
     ("mxfp8_e4m3", "mxint8", 72, 4, 32, True, 5, 30, 1 / math.sqrt(8), None),
-    ("mxint8", "mxfp8_e4m3", 64, 8, 32, True, 64, 0, 1 / math.sqrt(64), 11),   # attention prefill + padding
+    ("mxint8", "mxfp8_e4m3", 64, 8, 32, True, 64, 0, 1 / math.sqrt(64), 11, 3),   # attention prefill + padding
 ]
 SCALED_SWEEP = [
     ("mxfp4", "mxfp4", 40, 32, 32, False, 1, 0, 4.0, 5),
@@ -338,18 +340,20 @@ SCALED_SWEEP = [
 
 
 def _scaled_id(c):
-    return f"{c[0]}-{c[1]}-N{c[2]}-P{c[3]}-c{int(c[5])}-s{c[8]:.3g}-km{c[9]}"
+    return f"{c[0]}-{c[1]}-N{c[2]}-P{c[3]}-c{int(c[5])}-s{c[8]:.3g}-km{c[9]}" + (f"-pipe{c[10]}" if len(c) > 10 else "")
 
 
 def _scaled_instance(cfg):
-    fi, fo, n, p, b, causal, nrows, offset, scale, km_seed = cfg
+    fi, fo, n, p, b, causal, nrows, offset, scale, km_seed = cfg[:10]
     km = None if km_seed is None else _bert_mask(n, torch.Generator().manual_seed(km_seed))
     ctx, params, module = S.instance_config(n, fi, fo, p, causal, nrows, offset, b, scale=scale, key_mask=km)
+    if len(cfg) > 10:
+        params["PIPE"] = cfg[10]
     return km, ctx, params, module
 
 
 def _run_scaled(tmp, cfg, seed, rows=8):
-    fi, fo, n, p, b, causal, nrows, offset, scale, _ = cfg
+    fi, fo, n, p, b, causal, nrows, offset, scale, _ = cfg[:10]
     km, ctx, params, module = _scaled_instance(cfg)
     el, oel = elem(fi), elem(fo)
     gen = torch.Generator().manual_seed(seed)
@@ -363,7 +367,7 @@ def _run_scaled(tmp, cfg, seed, rows=8):
     assert res.ok, res.message
     full = res.run("full_rate")
     print(f"{module} {cfg}: full_rate {full['cycles']} cycles, ideal {full['ideal_cycles']}")
-    assert full["cycles"] <= full["ideal_cycles"] + b // p + 14
+    assert full["cycles"] <= full["ideal_cycles"] + b // p + 14 + S.latency(params)
 
 
 @pytest.mark.parametrize("cfg", SCALED_DEFAULT, ids=_scaled_id)
@@ -383,3 +387,11 @@ def test_rtl_matches_model_scaled_masked_sweep(tmp_path, seed, cfg):
 def test_lints_clean_scaled_masked(tmp_path, cfg):
     _, ctx, params, module = _scaled_instance(cfg)
     lint(render_with_deps("mx_softmax", tmp_path, module, **ctx), module, parameters=params)
+
+
+def test_pipeline_depth_rules():
+    assert [S.pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 5.0, 3.0)] == [0, 0, 1, 2, 3]
+    assert [S.softmax_latency(p) for p in range(S.MAX_PIPE + 1)] == [0, 11, 15, 17]
+    assert S.latency({}) == 0 and S.lane_latency({"PIPE": 2}) == 1 and S.lane_latency({}) == 0
+    with pytest.raises(ValueError):
+        S.softmax_latency(S.MAX_PIPE + 1)
