@@ -204,7 +204,33 @@ def _sim(args, console: Console) -> int:
         return 1
     console.print("[green]PASS[/]: every output element matches the bit-exact reference"
                   + (f"; waves in {res.build_dir}/dump.fst" if args.waves else ""))
+    for line in _sim_throughput(Path(args.out), res, s.seed):
+        console.print(line)
     return 0
+
+
+def _sim_throughput(out: Path, res, seed: int) -> list[str]:
+    """Rows/s at the compiled clock (and at the post-route Fmax when `masec synth` measured one) from the
+    measured full-rate latency and the bottleneck's cycles; written to report/sim.json."""
+    import json
+
+    from masec.throughput import describe, throughput
+
+    rep_file, synth_file = out / "report" / "report.json", out / "report" / "synth.json"
+    full = next((r for r in res.runs if r["test"] == "full_rate"), None)
+    if full is None or not rep_file.exists():
+        return []
+    rep = json.loads(rep_file.read_text())
+    rows = rep.get("throughput", {}).get("rows_per_inference", 1)
+    clocks = {"compiled clock": 1000.0 / rep["config"]["clock_ns"]}
+    fmax = json.loads(synth_file.read_text()).get("fmax_mhz") if synth_file.exists() else None
+    if fmax:
+        clocks["post-route Fmax"] = float(fmax)
+    rates = {k: throughput(rep["bottleneck_cycles"], full["cycles"], mhz, rows) for k, mhz in clocks.items()}
+    (out / "report" / "sim.json").write_text(json.dumps(
+        {"seed": seed, "runs": res.runs, "predicted_cycles": rep.get("predicted_cycles"), "throughput": rates},
+        indent=2, sort_keys=True) + "\n")
+    return [describe(t, f"Measured latency, {k}") for k, t in rates.items()]
 
 
 def _search(args, console: Console) -> int:

@@ -18,6 +18,7 @@ from masec.passes.hw.cycles import predict_cycles
 from masec.reference import accuracy
 from masec.sim.mxstream import mx_stream, plain_stream
 from masec.sim.vectors import StreamVectors, VectorFile
+from masec.throughput import describe, rows_per_inference, throughput
 
 
 def _modules(ir, view, dep_ctx: dict | None = None) -> list:
@@ -248,13 +249,18 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: d
     from masec.passes.hw.fold import fold_summary
 
     folding = fold_summary(ir, config)
+    first = ports["inputs"][0] if ports["inputs"] else None
+    rate = throughput(pred["bottleneck_cycles"], pred["total"], 1000.0 / config.clock_ns,
+                      rows_per_inference(first["shape"], first["format"].startswith("int")) if first else 1)
     (root / "report" / "report.json").write_text(json.dumps(
         {"config": json.loads(config.to_json()), "nodes": rows, "ideal_cycles": vectors.ideal_cycles,
          "predicted_cycles": pred["total"], "bottleneck": pred["bottleneck"],
          "bottleneck_cycles": pred["bottleneck_cycles"], "folding": folding,
-         "outputs": [i.node for i in ir.outputs], "accuracy": acc, "evaluation": evaluation},
+         "outputs": [i.node for i in ir.outputs], "accuracy": acc, "evaluation": evaluation,
+         "throughput": rate},
         indent=2, sort_keys=True) + "\n")
-    md = _report_md(rows, config, vectors, acc, pred) + _folding_md(folding)
+    md = (_report_md(rows, config, vectors, acc, pred) + _folding_md(folding)
+          + "\n" + describe(rate, "Predicted (cycle model)") + ".\n")
     if evaluation:
         e = evaluation
         md += ("\n## The model's metric on held-out data (`--evaluate`)\n\n"

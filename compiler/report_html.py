@@ -71,6 +71,7 @@ class Report:
     synthesized: bool = False
     tool: str = ""
     missing: tuple[str, ...] = ()       # kernels without a cost model (left out of the estimated total)
+    rates: tuple[str, ...] = ()         # rows/s: predicted, measured by masec sim, at the post-route Fmax
 
 
 def _bits_of(fmt_text: str) -> float:
@@ -117,6 +118,7 @@ def build(out: Path) -> Report:
     if synth:
         f = synth["fits"]
         totals.append(Totals("Yosys synth_xilinx", synth["total"], f["utilization"], f["fits"], f["limiting"]))
+    rates = _rates(out, rep, synth)
     settings = (f"precision {cfg.get('precision_label', cfg.get('format', ''))}, parallelism "
                 f"{cfg.get('parallelism', '')}, clock {cfg.get('clock_ns', '')} ns")
     return Report(title=Path(cfg.get("model_file", "model")).name, settings=settings, part=part.part,
@@ -124,7 +126,27 @@ def build(out: Path) -> Report:
                   bottleneck=rep.get("bottleneck", ""), bottleneck_cycles=rep.get("bottleneck_cycles", 0),
                   predicted_cycles=rep.get("predicted_cycles", 0), accuracy=tuple(rep.get("accuracy") or ()),
                   synthesized=synth is not None, tool=synth.get("tool", "") if synth else "",
-                  missing=tuple(rep.get("estimate_missing") or ()))
+                  missing=tuple(rep.get("estimate_missing") or ()), rates=rates)
+
+
+def _rates(out: Path, rep: dict, synth: dict | None) -> tuple[str, ...]:
+    """Rows per second: the cycle model's at the compiled clock, then what ``masec sim`` measured
+    (report/sim.json, which also has the post-route Fmax when it was known then), else the cycle
+    model's at the Fmax that ``masec synth`` measured."""
+    from masec.throughput import describe, throughput
+
+    lines = []
+    t = rep.get("throughput")
+    if t:
+        lines.append(describe(t, "Predicted (cycle model)"))
+    sim_path = out / "report" / "sim.json"
+    measured = json.loads(sim_path.read_text()).get("throughput", {}) if sim_path.exists() else {}
+    lines += [describe(m, f"Measured by masec sim, {k}") for k, m in sorted(measured.items())]
+    fmax = (synth or {}).get("fmax_mhz")
+    if t and fmax and "post-route Fmax" not in measured:
+        lines.append(describe(throughput(t["bottleneck_cycles"], t["latency_cycles"], float(fmax),
+                                         t["rows_per_inference"]), "Predicted at the post-route Fmax"))
+    return tuple(lines)
 
 
 def _plot_spec(r: Report) -> dict:
