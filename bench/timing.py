@@ -241,9 +241,20 @@ def main(argv=None) -> int:
     results["kernels"] = {k: v for k, v in sorted(kres.items()) if k in reg}
     print(markdown(results))
     if not args.no_write:
+        import fcntl
+
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-        write_doc(results)
+        with open(RESULTS.with_suffix(".lock"), "w") as lock:   # runs of other kernels may write meanwhile
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            now = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+            mine = {name for name, _, _ in jobs}
+            merged = {**now.get("kernels", {}), **{k: v for k, v in results["kernels"].items() if k in mine}}
+            now["kernels"] = {k: v for k, v in sorted(merged.items()) if k in reg}
+            if args.tops:
+                now["tops"] = results["tops"]
+            results = now
+            RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+            write_doc(results)
         print(f"wrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
