@@ -10,9 +10,10 @@ machinery (``masec.synth.synthesize``, cached in ``$MASEC_CACHE/synth``):
 * xc7 (xc7z020): ``synth_xilinx -flatten``: LUT levels per register-to-register stage and the
   cell-delay estimate of ``masec.synth.XC7_TIMING_MODEL``.
 
-``--tops`` also compiles the bundled MLP example (``--format mxint8 --parallelism 4``, the issue's
-baseline) at ``--clock`` 10 ns and 4 ns (mx_quantize PIPE 0 and 2) and places and routes each
-whole top level on LFE5U-85F.
+``--tops`` also compiles the bundled MLP example, the stories260K FFN block and a LLaMA block
+(``--format mxint8 --parallelism 4 --part LFE5U-85F-6BG381C``) at ``--clock 40`` (every kernel at
+PIPE 0) and ``--clock 10`` (each kernel's pipeline for 100 MHz on an ECP5) and places and routes
+each whole top level on LFE5U-85F.
 
 Results go to ``bench/results/timing.json`` (merged: a ``--kernel`` run updates only that
 kernel) and a markdown table in ``docs/kernels.md`` between ``<!-- BEGIN timing -->`` and
@@ -112,11 +113,13 @@ def time_top(label: str, compile_args: list[str], workdir: Path, cache: Path, ti
                                  for k in rep["kernels"]}, "mx_quantize_kernels": len(quant)}
 
 
-TOPS = (  # label, masec compile arguments
-    ("MLP mxint8 P4, --clock 10 (PIPE 0)", ["examples/mlp/model.py", "--format", "mxint8", "--parallelism", "4",
-                                           "--clock", "10"]),
-    ("MLP mxint8 P4, --clock 4 (PIPE 2)", ["examples/mlp/model.py", "--format", "mxint8", "--parallelism", "4",
-                                          "--clock", "4"]),
+TOPS = (  # label, masec compile arguments: compiled for the ECP5 part, before (PIPE 0) and for 100 MHz
+    *((f"{name}, --clock {clk} ({what})", [model, "--format", "mxint8", "--parallelism", "4", "--part", ECP5,
+                                           "--clock", str(clk)])
+      for name, model in (("MLP mxint8 P4", "examples/mlp/model.py"),
+                          ("stories260K FFN block mxint8 P4", "examples/stories260k_ffn/model.py"),
+                          ("LLaMA block mxint8 P4", "tests/compiler/models/llama_block.py"))
+      for clk, what in ((40, "PIPE 0"), (10, "pipelined for 100 MHz"))),
 )
 
 

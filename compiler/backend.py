@@ -20,6 +20,7 @@ from masec.config import CompileConfig
 from masec.errors import MasecError
 from masec.frontend import export, load_model_file, normalize
 from masec.hwir import run_reference
+from masec.parts import lookup_part
 from masec.passes.analysis.shape_prop import shape_prop
 from masec.passes.hw.build_ir import build_ir
 from masec.passes.hw.fold import fold
@@ -77,7 +78,7 @@ def lower(config: CompileConfig, progress: Callable[[str], None] | None = None):
           .add("build_ir", lambda g, c: ir_box.setdefault("ir", build_ir(g, c)))
           .add("insert_forks", lambda g, c: insert_forks(ir_box["ir"]))
           .add("insert_retiles", lambda g, c: insert_retiles(ir_box["ir"]))
-          .add("set_pipeline", lambda g, c: set_pipeline(ir_box["ir"], c.clock_ns))
+          .add("set_pipeline", lambda g, c: set_pipeline(ir_box["ir"], c.clock_ns, lookup_part(c.part).family))
           .add("size_fifos", lambda g, c: size_fifos(ir_box["ir"]))
           .add("check_ir", lambda g, c: ir_box["ir"].check()))
     pm.run(gm, config, progress=say)

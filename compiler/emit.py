@@ -183,9 +183,12 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: d
     version = masec.__version__
 
     view = top_view(ir)
-    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock
+    from masec.parts import lookup_part
+    from masec.passes.hw.pipeline import pipe_depth
 
-    modules = _modules(ir, view, {"mx_quantize": {"pipe": pipe_for_clock(config.clock_ns)}})
+    # a dependency rendered with defaults (mx_quantize inside a kernel that does not pass PIPE on)
+    modules = _modules(ir, view, {"mx_quantize": {
+        "pipe": pipe_depth("mx_quantize", config.clock_ns, lookup_part(config.part).family)}})
     sources = [f"rtl/{r.module}.sv" for r in modules]
     for r in modules:
         r.write(root / "rtl")

@@ -117,7 +117,7 @@ def options(gm, node, config, lanes_set=LANE_CANDIDATES) -> list[Option]:
                 cycles, params, kernel = choice.ideal_cycles, choice.params_dict, choice.kernel
         except MasecError:
             continue
-        depth = pipe_depth(kernel, config.clock_ns)   # the pipeline the clock will ask for (set_pipeline)
+        depth = pipe_depth(kernel, config.clock_ns, lookup_part(config.part).family)   # as set_pipeline will
         if depth is not None:
             params = {**dict(params), "PIPE": depth}
         out.append(Option(lanes, int(cycles), _estimate(kernel, params)))

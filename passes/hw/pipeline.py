@@ -3,8 +3,9 @@
 A kernel that can register its datapath declares ``ParamSpec("PIPE", ...)`` in its manifest entry
 and, in ``SPEC.extra``:
 
-* ``"pipe_for_clock"``: ``clock_ns -> PIPE`` (default: :func:`masec.hw_templates.kernels.mx_quantize.pipe_for_clock`,
-  clipped to ``"max_pipe"`` when given);
+* ``"pipe_for_clock"``: ``clock_ns -> PIPE`` for UltraScale+ (default:
+  :func:`masec.hw_templates.kernels.mx_quantize.pipe_for_clock`), clipped to ``"max_pipe"`` when
+  given; other families' periods are scaled by :data:`FAMILY_SLOWDOWN` first;
 * ``"latency"``: ``params -> cycles`` that depth adds over ``PIPE = 0`` (nested kernels included).
 
 The pass writes ``inst.params["PIPE"]`` (so the top level instantiates it and the cost model sees
@@ -12,7 +13,7 @@ it) and ``inst.pipe_latency`` (the cycle model adds it to the instance's start a
 clock gives ``PIPE = 0``: exactly the unpipelined RTL, with no register it does not need. A
 ``PIPE`` already in the instance's parameters (a test, or a folding choice) is kept.
 
-    set_pipeline(ir, clock_ns=4.0)   # True when anything changed
+    set_pipeline(ir, clock_ns=4.0, family="xcup")   # True when anything changed
 """
 from __future__ import annotations
 
@@ -21,15 +22,23 @@ from masec.hw_templates.manifest import kernel
 from masec.hwir import HwGraph
 
 
-def pipe_depth(kernel_name: str, clock_ns: float) -> int | None:
-    """``PIPE`` of ``kernel_name`` at a clock period of ``clock_ns``; None for a kernel without one."""
+#: How many times slower a family's logic and routing are than UltraScale+ (``xcup``) at the same
+#: logic depth: a kernel's ``pipe_for_clock`` rule (written for UltraScale+) sees ``clock_ns /
+#: factor``. A rule of thumb, checked against the post-route ECP5 measurements in docs/kernels.md:
+#: an ECP5 at 100 MHz needs the pipeline an UltraScale+ needs near 350 MHz.
+FAMILY_SLOWDOWN = {"xcup": 1.0, "xc7": 1.4, "ecp5": 3.5}
+
+
+def pipe_depth(kernel_name: str, clock_ns: float, family: str = "xcup") -> int | None:
+    """``PIPE`` of ``kernel_name`` at a clock period of ``clock_ns`` on a part of ``family``; None for
+    a kernel without one."""
     from masec.hw_templates.kernels.mx_quantize import pipe_for_clock
 
     spec = kernel(kernel_name)
     if not any(p.name == "PIPE" for p in spec.params):
         return None
     rule = spec.extra.get("pipe_for_clock", pipe_for_clock)
-    depth = int(rule(clock_ns))
+    depth = int(rule(clock_ns / FAMILY_SLOWDOWN.get(family, 1.0)))
     if "max_pipe" in spec.extra:
         depth = min(depth, int(spec.extra["max_pipe"]))
     return depth
@@ -47,12 +56,12 @@ def pipe_latency(kernel_name: str, params: dict) -> int:
     return int(fn(params))
 
 
-def set_pipeline(ir: HwGraph, clock_ns: float) -> bool:
+def set_pipeline(ir: HwGraph, clock_ns: float, family: str = "xcup") -> bool:
     changed = False
     for inst in ir.instances.values():
         if inst.is_port:
             continue
-        depth = pipe_depth(inst.kernel, clock_ns)
+        depth = pipe_depth(inst.kernel, clock_ns, family)
         if depth is None:
             continue
         if "PIPE" not in inst.params:

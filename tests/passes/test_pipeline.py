@@ -84,3 +84,13 @@ def test_every_registry_kernel_with_pipe_declares_its_latency():
         if any(p.name == "PIPE" for p in spec.params) and name != "mx_quantize":
             assert callable(spec.extra.get("latency")), f"{name}: PIPE without SPEC.extra['latency']"
             assert spec.extra["latency"]({**{p.name: p.default for p in spec.params}, "PIPE": 0}) == 0
+
+
+def test_a_slower_family_gets_a_deeper_pipeline_at_the_same_clock():
+    from masec.passes.hw.pipeline import FAMILY_SLOWDOWN, pipe_depth
+
+    assert FAMILY_SLOWDOWN["ecp5"] > FAMILY_SLOWDOWN["xc7"] > FAMILY_SLOWDOWN["xcup"] == 1.0
+    # mx_quantize's rule: PIPE 0 at 100 MHz on UltraScale+, deeper on an ECP5 at the same clock
+    assert pipe_depth("mx_quantize", 10.0, "xcup") == 0
+    assert pipe_depth("mx_quantize", 10.0, "ecp5") == 3
+    assert pipe_depth("mx_quantize", 4.0) == 2
