@@ -12,6 +12,14 @@ in a third one. All three share the block size ``B`` and the lane count ``P``.
   (the small addend only steers rounding; the quantized result equals that of the exact sum).
 * mul: ``m = sig_x * sig_y``, ``e = t_x + t_y`` (exact).
 
+Pipelining: the SV parameter ``PIPE`` (0..3) adds elastic register stages (1 beat/cycle under any
+backpressure) in the combine datapath and is passed on to the instance's ``mx_quantize``; values do
+not change. mx_add cuts after its align (PIPE >= 1: operand order, exponent difference, shift
+amount, addend, e), after its shifter (PIPE >= 2) and after the decode (PIPE >= 3); mx_mul after
+its multiplier operands (PIPE >= 1) and after the product (PIPE >= 2). Latency over PIPE 0:
+:func:`add_latency` / :func:`mul_latency` (their own cuts plus ``mx_quantize.latency``);
+:func:`pipe_for_clock` picks PIPE from the clock period.
+
 Model signature (what the compiler calls to get expected outputs)::
 
     codes_z, scales_z = add_model(codes_x, scales_x, elem_x, codes_y, scales_y, elem_y, elem_out)
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import torch
 
+from masec.hw_templates.kernels import mx_quantize
 from masec.hw_templates.kernels.mx_quantize import element_sv_params, quantize_blocks
 from masec.hw_templates.kernels.mx_relu import check_lanes, resolve_format
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
@@ -115,6 +124,37 @@ def mul_model(codes_x, scales_x, elem_x, codes_y, scales_y, elem_y, elem_out):
     return quantize_blocks(m, e, elem_out)
 
 
+# ------------------------------------------------------------------------------ pipelining
+#: Largest PIPE the templates have cuts for (mx_quantize's too).
+MAX_PIPE = 3
+
+
+def _check_pipe(pipe: int) -> int:
+    pipe = int(pipe)
+    if not 0 <= pipe <= MAX_PIPE:
+        raise ValueError(f"PIPE {pipe}: mx_add / mx_mul have 0..{MAX_PIPE} stages")
+    return pipe
+
+
+def add_latency(params: dict) -> int:
+    """Cycles ``mx_add``'s ``PIPE`` adds over PIPE 0: one per own cut (align, shift, decode) plus
+    mx_quantize's ``2 * PIPE``."""
+    pipe = _check_pipe(params.get("PIPE", 0))
+    return pipe + mx_quantize.latency(pipe)
+
+
+def mul_latency(params: dict) -> int:
+    """Cycles ``mx_mul``'s ``PIPE`` adds over PIPE 0: its operand and product cuts (``min(PIPE, 2)``)
+    plus mx_quantize's ``2 * PIPE``."""
+    pipe = _check_pipe(params.get("PIPE", 0))
+    return min(pipe, 2) + mx_quantize.latency(pipe)
+
+
+def pipe_for_clock(clock_ns: float) -> int:
+    """PIPE for a clock period: mx_quantize's rule (0 at 10 ns and slower, 3 below 4 ns), clipped."""
+    return min(mx_quantize.pipe_for_clock(clock_ns), MAX_PIPE)
+
+
 # ------------------------------------------------------------------------------ exact references
 def exact_values_me(codes, scales, elem):
     """Each element as exact Python-int ``(m, e)`` pairs (value m * 2^e), flattened per block."""
@@ -159,15 +199,18 @@ def _elem_params(prefix: str, elem) -> dict:
             f"{prefix}MBITS": elem.mbits, f"{prefix}BIAS": elem.bias}
 
 
-def sv_params(lanes: int, block: int, elem_x, elem_y, elem_out) -> dict:
-    """SV parameters of an ``mx_add`` / ``mx_mul`` instance."""
+def sv_params(lanes: int, block: int, elem_x, elem_y, elem_out, pipe: int | None = None) -> dict:
+    """SV parameters of an ``mx_add`` / ``mx_mul`` instance (``PIPE`` only when ``pipe`` is given)."""
     return {"P": lanes, "B": block, **_elem_params("X_", elem_x), **_elem_params("Y_", elem_y),
-            **element_sv_params(elem_out, prefix="OUT_")}
+            **element_sv_params(elem_out, prefix="OUT_"),
+            **({} if pipe is None else {"PIPE": _check_pipe(pipe)})}
 
 
-def instance_config(shape, fmt_x, fmt_y, fmt_out, lanes: int, op: str = "add") -> tuple[dict, dict, str]:
+def instance_config(shape, fmt_x, fmt_y, fmt_out, lanes: int, op: str = "add",
+                    pipe: int | None = None) -> tuple[dict, dict, str]:
     """``(jinja_ctx, sv_params, module_name)`` of an element-wise ``op`` ("add" | "mul") instance.
 
+    ``pipe`` sets the ``PIPE`` SV parameter (left out: the template's default, 0).
     Formats are ``MXFormat`` objects or names; all three must share the block size. The template
     needs no Jinja context: element formats are SV parameters, so one rendered ``mx_add`` /
     ``mx_mul`` serves every instance. ``shape`` is accepted for a uniform signature.
@@ -179,18 +222,21 @@ def instance_config(shape, fmt_x, fmt_y, fmt_out, lanes: int, op: str = "add") -
         raise ValueError(f"block sizes differ: {fx.block_size}, {fy.block_size}, {fo.block_size}")
     check_lanes(fx, lanes)
     del shape
-    return {}, sv_params(lanes, fx.block_size, fx.element, fy.element, fo.element), f"mx_{op}"
+    return {}, sv_params(lanes, fx.block_size, fx.element, fy.element, fo.element, pipe), f"mx_{op}"
 
 
-def _example(label, lanes, ex, ey, eo):
-    return {"label": label, "ctx": {}, "params": sv_params(lanes, 32, ex, ey, eo)}
+def _example(label, lanes, ex, ey, eo, pipe=None):
+    return {"label": label + ("" if pipe is None else f" PIPE{pipe}"), "ctx": {},
+            "params": sv_params(lanes, 32, ex, ey, eo, pipe)}
 
 
 def _examples():
     from masec.formats.element import FP4_E2M1, FP8_E4M3, INT8
-    return ((_example("mxint8+mxint8->mxint8 P4", 4, INT8, INT8, INT8)),
-            (_example("mxfp8+mxint8->mxfp8 P8", 8, FP8_E4M3, INT8, FP8_E4M3)),
-            (_example("mxfp4+mxfp4->mxfp4 P32", 32, FP4_E2M1, FP4_E2M1, FP4_E2M1)))
+    cfgs = (("mxint8+mxint8->mxint8 P4", 4, INT8, INT8, INT8),
+            ("mxfp8+mxint8->mxfp8 P8", 8, FP8_E4M3, INT8, FP8_E4M3),
+            ("mxfp4+mxfp4->mxfp4 P32", 32, FP4_E2M1, FP4_E2M1, FP4_E2M1))
+    # the same configurations at PIPE 0 (slow clocks) and at MAX_PIPE (a 3 ns clock)
+    return tuple(_example(*c) for c in cfgs) + tuple(_example(*c, pipe=MAX_PIPE) for c in cfgs)
 
 
 _COMMON_PARAMS = (
@@ -210,6 +256,7 @@ _COMMON_PARAMS = (
     ParamSpec("OUT_BIAS", "result emin = 1 - OUT_BIAS (fp: bias, int: 1)", 1),
     ParamSpec("OUT_EMAX", "result top binade exponent (int: 0)", 0),
     ParamSpec("OUT_MAX_CODE", "result largest finite magnitude code", 127),
+    ParamSpec("PIPE", "pipeline depth 0..3 (own cuts + mx_quantize's; latency in extra['latency'])", 0),
 )
 _PORTS = (PortSpec("s_x", "in", "mx", "operand x: P lanes of X_BITS-bit codes + E8M0 scale"),
           PortSpec("s_y", "in", "mx", "operand y (same shape/lanes; consumed in lockstep with x)"),
@@ -240,6 +287,7 @@ SPECS = (
         ops=("add",),
         model=f"{__name__}:add_model",
         examples=_examples(),
+        extra={"latency": add_latency, "pipe_for_clock": pipe_for_clock},
     ),
     KernelSpec(
         name="mx_mul",
@@ -252,5 +300,6 @@ SPECS = (
         ops=("mul",),
         model=f"{__name__}:mul_model",
         examples=_examples(),
+        extra={"latency": mul_latency, "pipe_for_clock": pipe_for_clock},
     ),
 )

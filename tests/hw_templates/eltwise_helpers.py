@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from masec.hw_templates.kernels.mx_eltwise import add_model, instance_config, mul_model, reference_model
+from masec.hw_templates.kernels.mx_eltwise import (MAX_PIPE, add_latency, add_model, instance_config, mul_latency,
+                                                   mul_model, reference_model)
 from masec.hw_templates.kernels.mx_relu import resolve_format, stress_mx
 from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_stream
@@ -14,6 +15,8 @@ from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import VectorFile
 
 MODELS = {"add": add_model, "mul": mul_model}
+LATENCY = {"add": add_latency, "mul": mul_latency}
+PIPES = [0, MAX_PIPE]   # unpipelined and every cut
 FORMATS = ["mxint8", "mxfp8_e4m3", "mxfp4", "mxfp8_e5m2", "mxint4", "mxfp6_e3m2"]
 
 
@@ -65,9 +68,11 @@ def make_build_cache(tmp_path_factory, kernel):
     return get
 
 
-def run_eltwise_rtl(build_cache, op, names, block, lanes, seed, mutate=False):
+def run_eltwise_rtl(build_cache, op, names, block, lanes, seed, mutate=False, pipe=0):
+    """Simulate one configuration at ``PIPE = pipe`` (gaps, backpressure, then full rate); returns the
+    result (its full-rate cycles include the PIPE's latency)."""
     fx, fy, fo = (resolve_format(n, block) for n in names)
-    _, params, top = instance_config((2, 2 * block), fx, fy, fo, lanes, op=op)
+    _, params, top = instance_config((2, 2 * block), fx, fy, fo, lanes, op=op, pipe=pipe)
     files, build_dir = build_cache(params)
     vf = eltwise_vectors(op, fx, fy, fo, lanes, seed, nblocks=6 if mutate else 24)
     if mutate:
@@ -78,9 +83,10 @@ def run_eltwise_rtl(build_cache, op, names, block, lanes, seed, mutate=False):
         return res
     assert res.ok, res.message
     full = res.run("full_rate")
-    latency = block // lanes + 2   # register stage + one block in mx_quantize + its output
-    print(f"mx_{op} {'+'.join(names)} B{block} P{lanes}: full_rate {full['cycles']} cycles, ideal "
-          f"{full['ideal_cycles']} ({full['output_beats']} beats), allowed latency {latency}")
+    # register stage + one block in mx_quantize + its output, plus what PIPE adds
+    latency = block // lanes + 2 + LATENCY[op](params)
+    print(f"mx_{op} {'+'.join(names)} B{block} P{lanes} PIPE {pipe}: full_rate {full['cycles']} cycles, ideal "
+          f"{full['ideal_cycles']} ({full['output_beats']} beats), allowed latency {latency}; seed {seed}")
     assert full["cycles"] <= full["ideal_cycles"] + latency, \
         f"{full['cycles']} cycles > ideal {full['ideal_cycles']} + latency {latency}"
     return res
@@ -89,26 +95,49 @@ def run_eltwise_rtl(build_cache, op, names, block, lanes, seed, mutate=False):
 def eltwise_rtl_tests(op, rtl_cases, slow_cases):
     """The RTL tests of ``mx_<op>``, for its test module to bind at module level: ``(build_cache,
     test_<op>_rtl_matches_model, test_<op>_rtl_matches_model_sweep, test_<op>_rtl_check_can_fail,
-    test_<op>_lints_clean) = eltwise_rtl_tests(op, RTL_CASES, SLOW_CASES)``.
+    test_<op>_lints_clean, test_<op>_pipe_latency) = eltwise_rtl_tests(op, RTL_CASES, SLOW_CASES)``.
 
-    Cases are ``(names, block, lanes)``; ``rtl_cases`` run by default (the first one also with one
-    flipped output bit, which must fail the run at beat 3), ``slow_cases`` with the slow tests;
-    all of them lint. Builds are shared between tests of one parameter set (``build_cache``).
+    Cases are ``(names, block, lanes)``; ``rtl_cases`` run by default at PIPE 0 and MAX_PIPE (the
+    first one also with one flipped output bit, which must fail the run at beat 3), ``slow_cases``
+    with the slow tests; all of them lint at both PIPEs. The latency test checks that MAX_PIPE adds
+    exactly ``SPEC.extra["latency"]`` full-rate cycles (so the pipeline still takes 1 beat/cycle).
+    Builds and full-rate cycle counts are shared between tests of one parameter set (``build_cache``).
     """
     kernel = f"mx_{op}"
 
     @pytest.fixture(scope="module")
     def build_cache(tmp_path_factory):
-        return make_build_cache(tmp_path_factory, kernel)
+        get = make_build_cache(tmp_path_factory, kernel)
+        get.full_cycles = {}
+        return get
 
+    def run(build_cache, seed, names, block, lanes, pipe):
+        res = run_eltwise_rtl(build_cache, op, names, block, lanes, seed, pipe=pipe)
+        build_cache.full_cycles[(names, block, lanes, pipe)] = res.run("full_rate")["cycles"]
+
+    @pytest.mark.parametrize("pipe", PIPES)
     @pytest.mark.parametrize("names,block,lanes", rtl_cases)
-    def test_rtl_matches_model(build_cache, seed, names, block, lanes):
-        run_eltwise_rtl(build_cache, op, names, block, lanes, seed)
+    def test_rtl_matches_model(build_cache, seed, names, block, lanes, pipe):
+        run(build_cache, seed, names, block, lanes, pipe)
 
     @pytest.mark.slow
+    @pytest.mark.parametrize("pipe", [1, 2])
     @pytest.mark.parametrize("names,block,lanes", slow_cases)
-    def test_rtl_matches_model_sweep(build_cache, seed, names, block, lanes):
-        run_eltwise_rtl(build_cache, op, names, block, lanes, seed)
+    def test_rtl_matches_model_sweep(build_cache, seed, names, block, lanes, pipe):
+        run(build_cache, seed, names, block, lanes, pipe)
+
+    def test_pipe_latency(build_cache, seed):
+        """Full rate: PIPE = MAX_PIPE takes exactly SPEC.extra["latency"] cycles more than PIPE 0."""
+        from masec.hw_templates.manifest import kernel as spec_of
+        names, block, lanes = rtl_cases[0]
+        for pipe in PIPES:
+            if (names, block, lanes, pipe) not in build_cache.full_cycles:
+                run(build_cache, seed, names, block, lanes, pipe)
+        c0, cmax = (build_cache.full_cycles[(names, block, lanes, p)] for p in PIPES)
+        want = spec_of(kernel).extra["latency"]({"PIPE": MAX_PIPE})
+        print(f"{kernel} full rate: PIPE 0 {c0} cycles, PIPE {MAX_PIPE} {cmax} cycles (+{cmax - c0}, "
+              f"SPEC latency {want})")
+        assert cmax - c0 == want
 
     def test_rtl_check_can_fail(build_cache, seed):
         names, block, lanes = rtl_cases[0]
@@ -118,9 +147,11 @@ def eltwise_rtl_tests(op, rtl_cases, slow_cases):
     @pytest.mark.parametrize("names,block,lanes", rtl_cases + slow_cases)
     def test_lints_clean(tmp_path, names, block, lanes):
         fx, fy, fo = (resolve_format(n, block) for n in names)
-        _, params, top = instance_config((1, block), fx, fy, fo, lanes, op=op)
         files = render_with_deps(kernel, tmp_path)
-        lint(files, top)
-        lint(files, top, parameters=params)
+        lint(files, kernel)
+        for pipe in PIPES:
+            _, params, top = instance_config((1, block), fx, fy, fo, lanes, op=op, pipe=pipe)
+            lint(files, top, parameters=params)
 
-    return build_cache, test_rtl_matches_model, test_rtl_matches_model_sweep, test_rtl_check_can_fail, test_lints_clean
+    return (build_cache, test_rtl_matches_model, test_rtl_matches_model_sweep, test_rtl_check_can_fail,
+            test_lints_clean, test_pipe_latency)

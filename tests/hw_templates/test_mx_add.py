@@ -62,5 +62,5 @@ RTL_CASES = [(("mxfp8_e4m3", "mxint8", "mxfp4"), 32, 8)]
 SLOW_CASES = [(("mxint8", "mxint8", "mxint8"), 32, 4), (("mxfp4", "mxfp4", "mxfp8_e4m3"), 32, 32),
               (("mxfp8_e5m2", "mxint4", "mxint8"), 16, 1), (("mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3"), 16, 16)]
 
-build_cache, test_add_rtl_matches_model, test_add_rtl_matches_model_sweep, test_add_rtl_check_can_fail, \
-    test_add_lints_clean = eltwise_rtl_tests("add", RTL_CASES, SLOW_CASES)
+(build_cache, test_add_rtl_matches_model, test_add_rtl_matches_model_sweep, test_add_rtl_check_can_fail,
+ test_add_lints_clean, test_add_pipe_latency) = eltwise_rtl_tests("add", RTL_CASES, SLOW_CASES)

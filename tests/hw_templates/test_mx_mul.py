@@ -36,5 +36,14 @@ RTL_CASES = [(("mxfp4", "mxfp8_e4m3", "mxint8"), 16, 4)]
 SLOW_CASES = [(("mxint8", "mxint8", "mxint8"), 32, 8), (("mxfp8_e4m3", "mxfp8_e4m3", "mxfp4"), 32, 32),
               (("mxint4", "mxfp8_e5m2", "mxfp8_e4m3"), 32, 2)]
 
-build_cache, test_mul_rtl_matches_model, test_mul_rtl_matches_model_sweep, test_mul_rtl_check_can_fail, \
-    test_mul_lints_clean = eltwise_rtl_tests("mul", RTL_CASES, SLOW_CASES)
+(build_cache, test_mul_rtl_matches_model, test_mul_rtl_matches_model_sweep, test_mul_rtl_check_can_fail,
+ test_mul_lints_clean, test_mul_pipe_latency) = eltwise_rtl_tests("mul", RTL_CASES, SLOW_CASES)
+
+
+def test_eltwise_latency_and_pipe_for_clock():
+    from masec.hw_templates.kernels.mx_eltwise import MAX_PIPE, add_latency, mul_latency, pipe_for_clock
+    assert [add_latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 6, 9]
+    assert [mul_latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 6, 8]
+    assert [pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 4.0, 3.0)] == [0, 0, 1, 2, 3]
+    with pytest.raises(ValueError):
+        add_latency({"PIPE": MAX_PIPE + 1})
