@@ -57,20 +57,34 @@ def _cand(name: str, block: int | None) -> Candidate:
     return Candidate(f.name, b)
 
 
-def reference_rows(model, space, evaluate, device: str, f32: float) -> list[dict]:
+def reference_rows(model, space, evaluate, device: str, f32: float, example_inputs) -> list[dict]:
+    """The fixed-format rows. A row the compiler can build (MX formats; seed formats as linear
+    weights) is evaluated with the hardware emulation (every stream quantized as compiled, the
+    rest of the design at the precision file's default mxint8); a row it refuses (int8 per tensor,
+    seed formats on activations) with the linear-only emulation, and says so."""
     rows = []
-    with Emulator(model, space, device=device) as emu:
+    emus = {"hardware": Emulator(model, space, device=device, example_inputs=example_inputs)}
+    try:
         for label, wname, aname, block in REFERENCES:
             wc, ac = _cand(wname, block), _cand(aname, block)
             assign = {s.key: (wc if s.kind == "weight" else ac) for s in space.sites}
             bits = sum(s.numel * assign[s.key].bits for s in space.sites) / space.total_numel
+            why = emus["hardware"].refusal(assign)
+            mode = "hardware" if why is None else "linear"
+            if mode not in emus:     # both stay installed; only one is applied at a time
+                emus[mode] = Emulator(model, space, device=device, mode=mode)
+            emu = emus[mode]
             t = time.time()
             emu.apply(assign)
             ppl = float(evaluate(model))
             emu.restore()
-            rows.append({"point": label, "weight": wc.fmt, "act": ac.fmt, "avg_bits": bits, "perplexity": ppl,
-                         "seconds": round(time.time() - t, 1)})
-            print(f"  {label}: {bits:.3f} bits, perplexity {ppl:.4f}", flush=True)
+            rows.append({"point": label if mode == "hardware" else f"{label} (no hardware: weights and linear inputs only)",
+                         "weight": wc.fmt, "act": ac.fmt, "avg_bits": bits, "perplexity": ppl, "emulation": mode,
+                         "refused_by_compiler": why, "seconds": round(time.time() - t, 1)})
+            print(f"  {label}: {bits:.3f} bits, perplexity {ppl:.4f} ({mode} emulation)", flush=True)
+    finally:
+        for e in emus.values():
+            e.close()
     return rows
 
 
@@ -148,7 +162,7 @@ def main(argv=None) -> int:
     Path(args.results).with_suffix(".partial.json").write_text(json.dumps(
         {"device": device_name, "load_s": round(load_s, 1), "rows": rows}, indent=1) + "\n")
     if not args.no_references:   # after the searches: the rows of fixed formats
-        rows[1:1] = reference_rows(model, space, evaluate, args.device, f32)
+        rows[1:1] = reference_rows(model, space, evaluate, args.device, f32, ins["example_inputs"])
     for r in rows:
         r["vs_float32"] = r["perplexity"] / f32 - 1.0
     title = (f"{Path(args.model_file).parent.name}: precision search, perplexity on held-out text "

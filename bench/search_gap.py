@@ -1,13 +1,21 @@
-"""How far the search's fast float emulation is from the hardware-exact design at a searched point.
+"""How far the search's fast float emulation is from the hardware-exact design.
 
-The search quantizes weights and the inputs of nn.Linear only (emulate.py); the compiled design
-quantizes every stream (matmul operands, softmax, residual adds, norms, RoPE, SiLU, ...) with the
-precision file's formats and computes with the kernels' bit-exact arithmetic. This compiles the
-search's precision.toml, runs the model file's evaluate() on the IR's bit-exact reference
-(``masec compile --evaluate``), and compares it with evaluate() on the emulated model, both on
-the same first N evaluation tokens.
+For each point -- a searched precision.toml (``--search DIR``) and uniform mxint8 and mxfp4 at
+block 32 -- this runs the model file's ``evaluate`` three ways on the same first N evaluation
+tokens:
+
+* ``emulated``: the search's emulation (passes/search/emulate.py, mode ``hardware``): the
+  canonical graph with every stream and parameter port fake-quantized in the format
+  ``assign_formats`` gives it;
+* ``emulated_linear``: the former emulation (weights and nn.Linear inputs only), for comparison;
+* ``emulated_exact_kernels``: the emulation with the bit-exact models of the kernels that compute
+  internally in fixed point (rms_norm, softmax, RoPE, SiLU/GELU; ``Emulator(exact_ops=...)``)
+  instead of their float result rounded once: what is left between ``emulated`` and
+  ``hardware_exact`` is those kernels' internal arithmetic exactly when this equals hardware_exact;
+* ``hardware_exact``: ``masec compile --evaluate`` (the IR's bit-exact kernel models).
 
     python3 bench/search_gap.py --search out/s260_b32 --eval-tokens 512
+    python3 bench/search_gap.py --search out/s260_b32 --hardware-from bench/results/search_gap.json  # reuse hw
 """
 from __future__ import annotations
 
@@ -27,8 +35,21 @@ sys.path.insert(0, str(ROOT / "bench"))
 from table import print_table  # noqa: E402
 
 from masec.passes.search.cli import load_search_inputs  # noqa: E402
-from masec.passes.search.emulate import Emulator  # noqa: E402
+from masec.passes.search.emulate import EXACT_OPS, Emulator  # noqa: E402
 from masec.passes.search.space import Candidate, build_space, discover_sites  # noqa: E402
+
+
+def hardware_exact(model_file: str, n: int, precision: str | None, fmt: str | None) -> tuple[dict, float]:
+    t = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "design"
+        cmd = ["masec", "compile", model_file, "--evaluate", "--eval-tokens", str(n), "--out", str(out)]
+        cmd += ["--precision", precision] if precision else ["--format", fmt, "--block-size", "32"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
+        ev = json.loads((out / "report" / "report.json").read_text())["evaluation"]
+    return ev, time.time() - t
 
 
 def main(argv=None) -> int:
@@ -36,44 +57,75 @@ def main(argv=None) -> int:
     ap.add_argument("--model-file", default=str(ROOT / "examples" / "stories260k" / "model.py"))
     ap.add_argument("--search", required=True, help="a masec search output folder (search.json, precision.toml)")
     ap.add_argument("--eval-tokens", type=int, default=512)
+    ap.add_argument("--uniform", default="mxint8,mxfp4", help="uniform formats (block 32) also compared")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "search_gap.json"))
+    ap.add_argument("--hardware-from", default="", help="take hardware_exact from this earlier results file "
+                    "(same points, same --eval-tokens) instead of compiling again")
+    ap.add_argument("--no-exact-kernels", action="store_true", help="skip the exact-kernel emulation (slow)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     search = Path(args.search)
     doc = json.loads((search / "search.json").read_text())
     ins = load_search_inputs(args.model_file)
-    model, evaluate = ins["model"], ins["evaluate"]
-    sites, _, _ = discover_sites(model, ins["example_inputs"])
+    model, evaluate, x = ins["model"], ins["evaluate"], ins["example_inputs"]
+    sites, _, _ = discover_sites(model, x)
     space = build_space(sites, "node")
-    assign = {k: Candidate.parse(v) for k, v in doc["chosen"]["sites"].items()}
     n = args.eval_tokens
     f32 = float(evaluate(model, n_tokens=n))
-    with Emulator(model, space) as emu:
-        emu.apply(assign)
-        emulated = float(evaluate(model, n_tokens=n))
-    t = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "design"
-        cmd = ["masec", "compile", args.model_file, "--precision", str(search / "precision.toml"), "--evaluate",
-               "--eval-tokens", str(n), "--out", str(out)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            print(r.stdout + r.stderr)
-            return r.returncode
-        ev = json.loads((out / "report" / "report.json").read_text())["evaluation"]
-    hw_s = time.time() - t
-    rows = [["float32", f"{f32:.4f}", ""],
-            ["emulated (search)", f"{emulated:.4f}", f"{100 * (emulated / f32 - 1):+.2f}%"],
-            ["hardware-exact (compiled)", f"{ev['hardware_exact']:.4f}", f"{100 * (ev['hardware_exact'] / f32 - 1):+.2f}%"]]
-    print_table(f"emulation vs hardware-exact at {search}/precision.toml ({doc['chosen']['avg_bits']:.3f} bits), "
-                f"first {n} evaluation tokens", ["model", "perplexity", "vs float32"], rows)
-    res = {"model_file": str(Path(args.model_file).resolve().relative_to(ROOT)) if Path(args.model_file).resolve().is_relative_to(ROOT) else args.model_file, "search": str(search), "eval_tokens": n,
-           "avg_bits": doc["chosen"]["avg_bits"], "float32": f32, "emulated": emulated,
-           "hardware_exact": ev["hardware_exact"], "hardware_float32": ev["float32"],
-           "top1_agreement": ev.get("top1_agreement"), "compile_and_evaluate_s": round(hw_s, 1),
-           "emulated_vs_hardware": ev["hardware_exact"] / emulated - 1.0,
-           "precision_toml": (search / "precision.toml").read_text()}
-    Path(args.results).write_text(json.dumps(res, indent=1) + "\n")
+    points = [("searched", {k: Candidate.parse(v) for k, v in doc["chosen"]["sites"].items()},
+               str(search / "precision.toml"), None)]
+    for f in [f for f in args.uniform.split(",") if f]:
+        points.append((f"uniform {f}", {s.key: Candidate.make(f, 32) for s in space.sites}, None, f))
+    res = {"model_file": str(Path(args.model_file).resolve().relative_to(ROOT))
+           if Path(args.model_file).resolve().is_relative_to(ROOT) else args.model_file,
+           "search": str(search), "eval_tokens": n, "float32": f32, "points": []}
+    earlier = {}
+    if args.hardware_from:
+        prev = json.loads(Path(args.hardware_from).read_text())
+        if prev.get("eval_tokens") != n:
+            raise SystemExit(f"--hardware-from {args.hardware_from}: measured on {prev.get('eval_tokens')} tokens, not {n}")
+        earlier = {p["point"]: p for p in prev.get("points", [])}
+    rows = []
+    for label, assign, precision, fmt in points:
+        row = {"point": label, "avg_bits": sum(s.numel * assign[s.key].bits for s in space.sites) / space.total_numel}
+        runs = [("emulated", "hardware", ()), ("emulated_linear", "linear", ())]
+        if not args.no_exact_kernels:
+            runs.append(("emulated_exact_kernels", "hardware", EXACT_OPS))
+        for key, mode, exact in runs:
+            t = time.time()
+            with Emulator(model, space, example_inputs=x, mode=mode, exact_ops=exact) as emu:
+                emu.apply(assign)
+                row[key] = float(evaluate(model, n_tokens=n))
+            row[f"{key}_s"] = round(time.time() - t, 1)
+        old = earlier.get(label)
+        if old is not None and old.get("precision_toml", "") == (Path(precision).read_text() if precision else ""):
+            ev = {"hardware_exact": old["hardware_exact"], "float32": old["hardware_float32"],
+                  "top1_agreement": old.get("top1_agreement")}
+            hw_s = old.get("compile_and_evaluate_s")
+            row["hardware_exact_from"] = args.hardware_from
+        else:
+            ev, hw_s = hardware_exact(args.model_file, n, precision, fmt)
+        row.update(hardware_exact=ev["hardware_exact"], hardware_float32=ev["float32"],
+                   top1_agreement=ev.get("top1_agreement"), compile_and_evaluate_s=round(hw_s, 1),
+                   emulated_vs_hardware=row["emulated"] / ev["hardware_exact"] - 1.0,
+                   emulated_linear_vs_hardware=row["emulated_linear"] / ev["hardware_exact"] - 1.0)
+        row["precision_toml"] = Path(precision).read_text() if precision else ""
+        if "emulated_exact_kernels" in row:
+            row["emulated_exact_kernels_vs_hardware"] = row["emulated_exact_kernels"] / ev["hardware_exact"] - 1.0
+        res["points"].append(row)
+        print(f"  {label}: emulated {row['emulated']:.4f}, linear-only {row['emulated_linear']:.4f}, "
+              f"hardware-exact {ev['hardware_exact']:.4f}", flush=True)
+        exact = row.get("emulated_exact_kernels")
+        rows.append([label, f"{row['emulated']:.4f} ({100 * (row['emulated'] / f32 - 1):+.2f}%)",
+                     "" if exact is None else f"{exact:.4f} ({100 * (exact / f32 - 1):+.2f}%)",
+                     f"{row['emulated_linear']:.4f} ({100 * (row['emulated_linear'] / f32 - 1):+.2f}%)",
+                     f"{ev['hardware_exact']:.4f} ({100 * (ev['hardware_exact'] / f32 - 1):+.2f}%)",
+                     f"{100 * row['emulated_vs_hardware']:+.2f}%"])
+        Path(args.results).write_text(json.dumps(res, indent=1) + "\n")
+    print_table(f"emulation vs hardware-exact perplexity, first {n} evaluation tokens (float32 {f32:.4f})",
+                ["point", "emulated (all streams)", "with exact kernel models", "emulated (linear only)",
+                 "hardware-exact", "emulated vs hw"],
+                rows)
     print(f"wrote {args.results}")
     return 0
 

@@ -21,20 +21,40 @@ Names this file defines:
                       parameters are on (``masec search --device cuda``).
 * ``metric_name = "perplexity"``
 
+``MASEC_SMOLLM2_IDS=examples/smollm2/wikitext2_ids.npz`` reads the WikiText-2 token ids from that
+file instead of tokenizing the text (so a machine without the ``tokenizers`` package can run the
+search; ``tokenizer`` is then None). The file holds the ids of the whole test and valid texts
+(uint16), written here by ``python3 examples/smollm2/model.py --write-ids`` with
+the GGUF's tokenizer (bench/search_smollm2_gpu.sh uses it).
+
 Float32 perplexity on the whole test set at 1024 tokens: see docs/search.md (measured, about 20).
 """
 
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from masec.errors import MasecError
 from masec.models import env_int
 from masec.models.llama2c import data_file
-from masec.models.smollm2 import load_model, load_tokenizer, missing_requirements, perplexity
+from masec.models.smollm2 import gguf_path, load_model, load_tokenizer, missing_requirements, perplexity
 
-
-_why = missing_requirements()
-if _why:
-    raise MasecError(f"examples/smollm2: {_why}")
+IDS_FILE = os.environ.get("MASEC_SMOLLM2_IDS", "")
+if IDS_FILE:    # pre-tokenized text: only the GGUF reader is needed
+    if importlib.util.find_spec("gguf") is None:
+        raise MasecError("examples/smollm2: the Python package 'gguf' is not installed (pip install gguf)")
+    if not Path(IDS_FILE).is_file():
+        raise MasecError(f"MASEC_SMOLLM2_IDS={IDS_FILE}: no such file (python3 examples/smollm2/model.py "
+                         f"--write-ids writes it)")
+    gguf_path()
+else:
+    _why = missing_requirements()
+    if _why:
+        raise MasecError(f"examples/smollm2: {_why}")
 
 N_LAYERS = env_int("MASEC_LAYERS", 0, minimum=0) or None
 SEQ_LEN = env_int("MASEC_SEQ_LEN", 32, minimum=0)
@@ -46,10 +66,13 @@ CALIB_LEN = env_int("MASEC_SMOLLM2_CALIB_LEN", 0, minimum=0) or WINDOW
 metric_name = "perplexity"
 
 model = load_model(n_layers=N_LAYERS, rope_len=max(WINDOW, SEQ_LEN))
-tokenizer = load_tokenizer()
+tokenizer = None if IDS_FILE else load_tokenizer()
+_saved = dict(np.load(IDS_FILE)) if IDS_FILE else {}
 
 
 def _ids(name: str) -> list[int]:
+    if IDS_FILE:
+        return [int(v) for v in _saved[name.removesuffix(".txt")]]
     return tokenizer.encode(data_file("text", name).read_text(encoding="utf-8"))
 
 
@@ -72,3 +95,10 @@ def test_ids() -> list[int]:
 def evaluate(model, window: int = WINDOW) -> float:
     """Perplexity of ``model`` on WikiText-2 test (never calibration text)."""
     return perplexity(model, test_ids(), window=window, batch=BATCH)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write-ids"]:
+    out = Path(__file__).with_name("wikitext2_ids.npz")
+    np.savez_compressed(out, wikitext2_test=np.asarray(_ids("wikitext2_test.txt"), dtype=np.uint16),
+                        wikitext2_valid=np.asarray(_valid, dtype=np.uint16))
+    print(f"wrote {out}")

@@ -22,9 +22,9 @@ from masec.errors import MasecError
 from masec.passes.search import ilp as ilp_mod
 from masec.passes.search import report
 from masec.passes.search import study as study_mod
-from masec.passes.search.emulate import Emulator
+from masec.passes.search.emulate import Emulator, spec_from_assignment  # noqa: F401 (re-exported)
 from masec.passes.search.objectives import MaxLoss, Proxy, loss_of, pareto_front
-from masec.passes.search.precision_file import PrecisionSpec, Section, dump_precision
+from masec.passes.search.precision_file import PrecisionSpec, dump_precision
 from masec.passes.search.space import (BLOCK_SIZES, GROUPINGS, Candidate, Space, build_space,
                                        candidates, discover_sites)
 
@@ -50,6 +50,7 @@ class SearchResult:
     uniform: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     max_bits: float | None = None
+    emulation: str = "hardware"
 
 
 def _as_tuple(b):
@@ -60,8 +61,9 @@ def _as_tuple(b):
     raise MasecError(f"calibration_data must yield input tuples (or tensors), got {type(b).__name__}")
 
 
-def _fingerprint(model: nn.Module, space: Space, batches, proxy_kind: str) -> str:
+def _fingerprint(model: nn.Module, space: Space, batches, proxy_kind: str, emulation: str = "hardware") -> str:
     h = hashlib.sha256()
+    h.update(f"emulation={emulation}".encode())
     h.update(json.dumps([[s.key, s.numel, s.op] for s in space.sites]).encode())
     h.update(json.dumps([c.key for c in space.cands]).encode())
     h.update(json.dumps(space.groups, sort_keys=True).encode())
@@ -77,32 +79,21 @@ def _fingerprint(model: nn.Module, space: Space, batches, proxy_kind: str) -> st
     return h.hexdigest()[:16]
 
 
-def spec_from_assignment(space: Space, site_assign: dict[str, Candidate],
-                         base: tuple[str, int] = ("mxint8", 32)) -> PrecisionSpec:
-    """The precision file of a site assignment: [default] = ``base``; one [node] per searched tensor."""
-    spec = PrecisionSpec(default=Section(act=base[0], weight=base[0], block_size=base[1]))
-    per_node: dict[str, dict[str, Candidate]] = {}
-    for s in space.sites:
-        c = site_assign[s.key]
-        if s.path is None:      # untraceable model: all linear inputs share [default] act
-            spec.default.act = c.fmt
-            if c.block != base[1]:
-                spec.default.act_block_size = c.block
-            continue
-        for p in s.paths:
-            per_node.setdefault(p, {})[s.kind] = c
-    for path, ports in per_node.items():
-        sec = Section()
-        for kind, c in ports.items():
-            setattr(sec, kind, c.fmt)
-        blocks = {c.block for c in ports.values()}
-        if len(blocks) == 1:
-            sec.block_size = blocks.pop()
-        else:
-            sec.act_block_size = ports["act"].block
-            sec.weight_block_size = ports["weight"].block
-        spec.node[path] = sec
-    return spec
+def make_emulator(model, space: Space, device: str, example_inputs, emulation: str = "auto"):
+    """``(Emulator, description)``: ``hardware`` emulation (``auto``: unless masec cannot compile the
+    model, then ``linear`` with a warning)."""
+    if emulation not in ("auto", "hardware", "linear"):
+        raise MasecError(f"emulation {emulation!r}: use auto, hardware or linear")
+    if emulation == "linear":
+        return Emulator(model, space, device=device, mode="linear"), "linear"
+    try:
+        return Emulator(model, space, device=device, example_inputs=example_inputs, mode="hardware"), "hardware"
+    except Exception as exc:  # noqa: BLE001 - auto: any failure to compile the model falls back, logged
+        if emulation == "hardware":
+            raise
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning("hardware emulation unavailable (%s): weights and nn.Linear inputs only", why)
+        return Emulator(model, space, device=device, mode="linear"), f"linear (masec cannot compile the model: {why})"
 
 
 def _optuna_choices(space: Space, sens, pruned, ilp_pts, pareto, feasible) -> dict[str, list[Candidate]]:
@@ -130,7 +121,7 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
                higher_is_better: bool = False, study_name: str | None = None, pareto: bool | None = None,
                types=None, blocks=BLOCK_SIZES, calib_batches: int = 8, ilp_points: int = 8,
                threads: int | None = None, proxy: str = "auto", max_bits: float | None = None,
-               console=None) -> SearchResult:
+               console=None, emulation: str = "auto") -> SearchResult:
     """Search the formats of ``model``'s weights and activations; write the results into ``out_dir``.
 
     ``evaluate(model) -> float`` is the metric (lower is better unless ``higher_is_better``); without
@@ -143,6 +134,9 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
     ``proxy``: the sensitivity analysis's output distance, ``auto`` / ``mse`` / ``kl`` (objectives.Proxy).
     ``threads``: torch CPU threads during the search (restored after; small models run fastest
     with 1, and a loaded machine makes more threads much slower).
+    ``emulation``: ``hardware`` (every stream and parameter port in the format the compiled design
+    gives it, emulate.py), ``linear`` (weights and nn.Linear inputs only) or ``auto`` (hardware,
+    or linear with a warning when masec cannot compile the model).
     """
     old_threads = torch.get_num_threads()
     if threads:
@@ -150,14 +144,14 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
     try:
         return _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials,
                        storage, device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks,
-                       calib_batches, ilp_points, proxy, max_bits, console)
+                       calib_batches, ilp_points, proxy, max_bits, console, emulation)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials, storage,
             device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks, calib_batches,
-            ilp_points, proxy_kind, max_bits, console):
+            ilp_points, proxy_kind, max_bits, console, emulation="auto"):
     t0 = time.time()
     torch.manual_seed(seed)
     out = Path(out_dir)
@@ -176,7 +170,7 @@ def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_n
     try:
         return _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage,
                     device, by, seed, higher_is_better, study_name, pareto, types, blocks, calib_batches,
-                    ilp_points, proxy_kind, max_bits, ui, t0)
+                    ilp_points, proxy_kind, max_bits, ui, t0, emulation)
     finally:
         ui.stop()
         log.removeHandler(handler)
@@ -185,11 +179,11 @@ def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_n
 
 def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage, device, by,
          seed, higher_is_better, study_name, pareto, types, blocks, calib_batches, ilp_points, proxy_kind, max_bits,
-         ui, t0):
+         ui, t0, emulation="auto"):
     model.eval()
     example_inputs = _as_tuple(example_inputs)
-    log.info("search: by=%s max_loss=%s max_bits=%s trials=%d device=%s seed=%d pareto=%s", by, ml, max_bits, trials,
-             device, seed, pareto)
+    log.info("search: by=%s max_loss=%s max_bits=%s trials=%d device=%s seed=%d pareto=%s emulation=%s", by, ml,
+             max_bits, trials, device, seed, pareto, emulation)
     sites, traced, why = discover_sites(model, example_inputs)
     if not sites:
         raise MasecError("the model has no nn.Linear / nn.Embedding: nothing to search")
@@ -211,7 +205,7 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
     if not batches:
         batches = [example_inputs]
 
-    emu = Emulator(model, space, device=device)
+    emu, emulation = make_emulator(model, space, device, example_inputs, emulation)
     try:
         proxy = Proxy(model, batches, kind=proxy_kind, emulator=emu)  # on a GPU the proxy stays on the GPU
         log.info("calibration: %d batches%s; sensitivity proxy: %s", len(batches),
@@ -270,7 +264,7 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
             log.info("uniform %s: bits=%.4f %s=%.6g", c.key, c.bits, metric_name, m)
 
         # 2. sensitivity (cached in out/sensitivity.json by a fingerprint of model, space, data)
-        fp = _fingerprint(model, space, batches, proxy.kind)
+        fp = _fingerprint(model, space, batches, proxy.kind, emu.mode)
         sens_path = out / "sensitivity.json"
         sens = None
         if sens_path.exists():
@@ -399,7 +393,7 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
 
     wall = time.time() - t0
     res = SearchResult(out, chosen, float_metric, points, front, spec, space, metric_name, higher_is_better, ml,
-                       wall, uniform, max_bits=max_bits)
+                       wall, uniform, max_bits=max_bits, emulation=emulation)
     res.files = report.write_all(res, sens, site_assign, storage_url if study is not None else None,
                                  name if study is not None else None, by, seed, dump_precision)
     ui.summary(res)

@@ -48,7 +48,7 @@ def toy_sens():
     model = toy_model.model
     sites, _, _ = discover_sites(model, toy_model.example_inputs)
     space = build_space(sites, "node", candidates(("mxint8", "mxint6", "mxint4", "mxfp6_e2m3", "mxfp4"), (32, 64)))
-    with Emulator(model, space) as emu:
+    with Emulator(model, space, example_inputs=toy_model.example_inputs) as emu:
         sens = ilp.sensitivity(space, emu, Proxy(model, toy_model.calibration_data))
         # the emulator gives the float model back
         assert toy_model.evaluate(model) == pytest.approx(float(toy_model.evaluate(model)))
@@ -92,13 +92,13 @@ def test_ilp_finds_known_best(toy_sens):
 
 
 @torch.no_grad()
-def test_emulator_quantizes_weights_and_activations():
+def test_linear_emulator_quantizes_weights_and_linear_inputs():
     model = toy_model.model
     sites, _, _ = discover_sites(model, toy_model.example_inputs)
     space = build_space(sites, "node")
     w0 = model.big.weight.detach().clone()
     c = Candidate.make("mxint4", 32)
-    with Emulator(model, space) as emu:
+    with Emulator(model, space, mode="linear") as emu:
         emu.apply({"weight:big": c})
         assert (model.big.weight == c.format.quantize(w0)).all()
         assert (model.small1.weight != c.format.quantize(model.small1.weight)).any()

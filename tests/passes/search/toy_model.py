@@ -1,8 +1,9 @@
 """A model whose best assignment is known by construction (a masec model file).
 
-``out = big(x) + 0.01 * small1(x) + 0.01 * small2(x)``: the error of ``big`` goes straight to the
-output, ``small1`` / ``small2`` are scaled down 100x, so their weights can take the cheapest 4-bit
-format for free while ``big`` cannot. The metric is the MSE against a noisy target (so float32 has
+``out = big(x) + small1(x) + small2(x)`` with the weights of ``small1`` / ``small2`` 100x smaller
+than those of ``big``: MX block scales make quantization error relative, so their errors reach
+the output 100x smaller, their weights can take the cheapest 4-bit format for free while ``big``
+cannot. masec compiles it (linears and adds), so the search emulates the hardware. The metric is the MSE against a noisy target (so float32 has
 a non-zero metric); calibration and evaluation use different random inputs.
 """
 import torch
@@ -17,15 +18,15 @@ class Toy(nn.Module):
         self.small2 = nn.Linear(d, d, bias=False)
 
     def forward(self, x):
-        return self.big(x) + 0.01 * self.small1(x) + 0.01 * self.small2(x)
+        return self.big(x) + self.small1(x) + self.small2(x)
 
 
 def _build():
     g = torch.Generator().manual_seed(0)
     m = Toy()
     with torch.no_grad():
-        for lin in (m.big, m.small1, m.small2):
-            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) / 8.0)
+        for lin, scale in ((m.big, 1.0), (m.small1, 0.01), (m.small2, 0.01)):
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * (scale / 8.0))
     return m.eval()
 
 
