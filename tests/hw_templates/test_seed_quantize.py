@@ -355,3 +355,22 @@ def test_lint_clean(tmp_path, cfg, pipe):
     name, q, el, B, P, mw, ew, t, _ = cfg
     files = render_with_deps("mx_quantize", tmp_path)
     lint(files, "mx_quantize", parameters=sv_params(P, B, mw, ew, el, pipe=pipe, qfmt=q, ts_exp=t))
+
+
+def test_anda_stream_is_what_mx_linear_decodes(seed):
+    """The Anda stream (codes sign << M | k, S on the scale bus) read through mx_linear's X_ANDA decode
+    (anda_as_mx: an int element of M + 1 bits with scale S + 112) gives the library's Anda values."""
+    from masec.formats.base import Encoded
+    from masec.hw_templates.kernels.mx_linear import anda_as_mx
+
+    rng = random.Random(seed)
+    for M in (2, 6, 15):
+        blocks = [block_around(rng, 64, 20, 10, -30, 17) for _ in range(40)]
+        mt, et = blocks_tensor(blocks)
+        codes, S = quantize_blocks_anda(mt, et, M)
+        tc, sc, el = anda_as_mx(codes, S, M)
+        got = el.value_table().to(torch.float64)[tc] * torch.pow(2.0, (sc - 127).to(torch.float64)).unsqueeze(-1)
+        enc = Encoded(f"anda{M}", codes.unsqueeze(1).to(torch.int32), S.unsqueeze(1).to(torch.int32),
+                      (codes.shape[0], 64), 1, M + 1, 64, 5)
+        ref = AndaFormat(M, 64).decode(enc).to(torch.float64)
+        assert torch.equal(got.reshape(ref.shape), ref)
