@@ -153,9 +153,34 @@ def ideal_cycles(m_dim: int, k_dim: int, n_dim: int, p_n: int, b_block: int = 32
     return load_cycles(k_dim, n_dim, b_block, trans_b, p_b or p_n) + m_dim * (-(-n_dim // p_n)) * k_dim
 
 
-def _example(label, m, k, n, a, b, o, trans_b, p_a, p_b, p_n):
+# ----------------------------------------------------------------------------- pipelining (PIPE)
+#: Largest PIPE the template has cuts for (3: mx_matmul's own cuts stop at 2, mx_quantize's go to 3).
+MAX_PIPE = 3
+
+
+def latency(params: dict) -> int:
+    """``SPEC.extra["latency"]``: cycles ``PIPE`` adds over ``PIPE = 0`` at SV ``params``: the decode
+    cut (1), the product cut (2) and mx_quantize's ``2 * PIPE``."""
+    from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
+
+    pipe = int(params.get("PIPE", 0) or 0)
+    if not 0 <= pipe <= MAX_PIPE:
+        raise ValueError(f"PIPE {pipe}: mx_matmul has 0..{MAX_PIPE} stages")
+    return min(pipe, 2) + quantize_latency(pipe)
+
+
+def pipe_for_clock(clock_ns: float) -> int:
+    """PIPE for a clock period: mx_quantize's rule (0 at 100 MHz and slower) clipped to MAX_PIPE."""
+    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock as quantize_rule
+
+    return min(quantize_rule(clock_ns), MAX_PIPE)
+
+
+def _example(label, m, k, n, a, b, o, trans_b, p_a, p_b, p_n, pipe=0):
     from masec.formats import parse_format
     _, params, _ = instance_config(m, k, n, parse_format(a), parse_format(b), parse_format(o), trans_b, p_a, p_b, p_n)
+    if pipe:
+        params["PIPE"] = pipe
     return {"label": label, "ctx": {}, "params": params}
 
 
@@ -164,7 +189,8 @@ SPEC = KernelSpec(
     template="mx_matmul.sv.j2",
     doc="C = A B^T (TRANS_B=1) or A B (TRANS_B=0) of two MX streams: B loaded into RAM, then per A row "
         "ceil(N/P_N) passes of K cycles with P_N exact products per cycle, each into its lane's bounded "
-        "floating accumulator with its own exponent; output through mx_quantize (P_N lanes).",
+        "floating accumulator with its own exponent; output through mx_quantize (P_N lanes); PIPE 0..3 adds "
+        "latency(params) cycles.",
     params=(ParamSpec("M", "rows of A per B load", 8), ParamSpec("K", "reduction length", 64),
             ParamSpec("N", "columns of C", 64),
             ParamSpec("TRANS_B", "1: B streams [N, K] (blocks along K); 0: B streams [K, N] (blocks along N)", 1),
@@ -173,7 +199,8 @@ SPEC = KernelSpec(
             ParamSpec("BA/BB/BC", "block sizes of A (along K), B (along K or N), C (along N)", 32),
             ParamSpec("A_*/B_*", "element formats of A and B (IS_INT, BITS, MBITS, BIAS)", None),
             ParamSpec("Y_*", "output element (mx_quantize ELEM_*)", None),
-            ParamSpec("ACC_GUARD", "accumulator guard bits (AW = PW + ACC_GUARD + 1)", DEFAULT_ACC_GUARD)),
+            ParamSpec("ACC_GUARD", "accumulator guard bits (AW = PW + ACC_GUARD + 1)", DEFAULT_ACC_GUARD),
+            ParamSpec("PIPE", "pipeline depth 0..3 (latency + latency(params))", 0)),
     ports=(PortSpec("s_a", "in", "mx", "A rows [M, K]"), PortSpec("s_b", "in", "mx", "B ([N, K] or [K, N])"),
            PortSpec("m_y", "out", "mx", "C rows [M, N], P_N lanes")),
     deps=("mx_facc", "mx_quantize"),
@@ -183,5 +210,10 @@ SPEC = KernelSpec(
         _example("QK^T 8x16x8 mxint8 P_N4", 8, 16, 8, "mxint8", "mxint8", "mxint8", True, 8, 8, 4),
         _example("scores x V 8x8x16 mxfp8_e4m3 P_N8", 8, 8, 16, "mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3",
                  False, 8, 8, 8),
+        # pipelined: the PIPE of a 5 ns (2) and a 3 ns (3) clock
+        _example("QK^T 8x16x8 mxint8 P_N4 PIPE2", 8, 16, 8, "mxint8", "mxint8", "mxint8", True, 8, 8, 4, pipe=2),
+        _example("scores x V 8x8x16 mxfp8_e4m3 P_N8 PIPE3", 8, 8, 16, "mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3",
+                 False, 8, 8, 8, pipe=3),
     ),
+    extra={"latency": latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
 )

@@ -7,7 +7,8 @@ import torch
 
 from masec.formats import parse_format
 from masec.hw_templates.kernels.mx_matmul import (
-    exact_matmul, ideal_cycles, instance_config, matmul_accumulators, matmul_model, matmul_widths,
+    MAX_PIPE, exact_matmul, ideal_cycles, instance_config, latency, matmul_accumulators, matmul_model, matmul_widths,
+    pipe_for_clock,
 )
 from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_beats
@@ -88,8 +89,9 @@ def build_root(tmp_path_factory):
     return tmp_path_factory.mktemp("mx_matmul_builds")
 
 
-def run_configs(build_root, seed, cfgs, mutate=False, yosys=False):
-    """Simulate ``cfgs`` together (instance i = streams s_a<i>, s_b<i>, m_y<i>); returns (result, slack)."""
+def run_configs(build_root, seed, cfgs, mutate=False, yosys=False, pipe=0):
+    """Simulate ``cfgs`` together (instance i = streams s_a<i>, s_b<i>, m_y<i>) at ``PIPE = pipe``;
+    returns (result, slack)."""
     rng = random.Random(seed)
     inputs, outputs, insts, ideal, slack = {}, {}, [], 0, 0
     for i, cfg in enumerate(cfgs):
@@ -107,15 +109,17 @@ def run_configs(build_root, seed, cfgs, mutate=False, yosys=False):
         inputs[f"s_b{i}"] = StreamVectors(("data", "scale"), b_beats, {"data": (pb, b_el.bits)})
         outputs[f"m_y{i}"] = StreamVectors(("data", "scale"), y_beats, {"data": (pn, o_el.bits)})
         _, params, top = instance_config(M, K, N, a_fmt, b_fmt, o_fmt, tb, pa, pb, pn)
+        params["PIPE"] = pipe
         insts.append((params, {"s_a": (pa * a_el.bits, True), "s_b": (pb * b_el.bits, True),
                                "m_y": (pn * o_el.bits, True)}))
         ideal_i = loads * ideal_cycles(M, K, N, pn, BB, tb, pb)
         # per load: the RAM read after the last B write and the pipeline (6); then one C block in the quantizer
-        ideal, slack = max(ideal, ideal_i), max(slack, ideal_i + loads * 6 + BC // pn + 2)
+        # (+ the pipeline's latency)
+        ideal, slack = max(ideal, ideal_i), max(slack, ideal_i + loads * 6 + BC // pn + 2 + latency(params))
     if mutate:
         outputs["m_y0"].beats[5][0] ^= 1
     vf = VectorFile(inputs, outputs, seed=seed, gap_prob=0.3, stall_prob=0.3, ideal_cycles=ideal)
-    folder = build_root / ("multi_" + "_".join("-".join(map(str, c)) for c in cfgs))
+    folder = build_root / (f"multi_pipe{pipe}_" + "_".join("-".join(map(str, c)) for c in cfgs))
     files = render_with_deps("mx_matmul", folder / "rtl")
     files.append(write_multi_top(folder / "rtl" / "tb_mx_matmul.sv", "tb_mx_matmul", "mx_matmul", insts))
     if yosys:
@@ -124,19 +128,45 @@ def run_configs(build_root, seed, cfgs, mutate=False, yosys=False):
     return run_stream_test(files, "tb_mx_matmul", vf, folder / "build"), slack
 
 
-def check_rtl(build_root, seed, cfgs):
-    res, slack = run_configs(build_root, seed, cfgs)
+def check_rtl(build_root, seed, cfgs, pipe=0):
+    res, slack = run_configs(build_root, seed, cfgs, pipe=pipe)
     assert res.ok, res.message
     full = res.run("full_rate")
-    print(f"mx_matmul {cfgs}: full_rate {full['cycles']} cycles (slowest instance), ideal {full['ideal_cycles']} "
-          f"(ratio {full['cycles'] / full['ideal_cycles']:.3f}), bound {slack}")
+    print(f"mx_matmul PIPE {pipe} {cfgs}: full_rate {full['cycles']} cycles (slowest instance), ideal "
+          f"{full['ideal_cycles']} (ratio {full['cycles'] / full['ideal_cycles']:.3f}), bound {slack}")
     assert full["cycles"] <= slack
+    return full["cycles"]
 
 
-def test_rtl_matches_model(build_root, seed):
+_FULL_RATE: dict = {}   # PIPE -> full-rate cycles of RTL_CONFIGS (test_pipeline_latency)
+_SEED0 = random.SystemRandom().randrange(1, 2 ** 31)   # one stimulus for both PIPEs
+
+
+@pytest.mark.parametrize("pipe", [0, MAX_PIPE])
+def test_rtl_matches_model(build_root, pipe):
     """Q K^T (TRANS_B = 1, int8, K = 40 partial block) and scores x V (TRANS_B = 0, fp8 x fp4,
-    N = 40) in one build, two B loads each; gaps and backpressure, exact comparison."""
-    check_rtl(build_root, seed, RTL_CONFIGS)
+    N = 40) in one build, two B loads each; gaps and backpressure, exact comparison; unpipelined
+    and at the deepest PIPE."""
+    print(f"\n[masec] mx_matmul PIPE {pipe} seed {_SEED0}")
+    _FULL_RATE[pipe] = check_rtl(build_root, _SEED0, RTL_CONFIGS, pipe)
+
+
+def test_pipeline_latency(build_root):
+    """The deepest PIPE finishes exactly latency(params) cycles after PIPE 0 at full rate (1 product per
+    lane per cycle kept)."""
+    for pipe in (0, MAX_PIPE):
+        if pipe not in _FULL_RATE:
+            _FULL_RATE[pipe] = check_rtl(build_root, _SEED0, RTL_CONFIGS, pipe)
+    extra = latency({"PIPE": MAX_PIPE})
+    print(f"mx_matmul: full rate PIPE 0 {_FULL_RATE[0]}, PIPE {MAX_PIPE} {_FULL_RATE[MAX_PIPE]} cycles, modeled {extra}")
+    assert extra > 0 and _FULL_RATE[MAX_PIPE] - _FULL_RATE[0] == extra
+
+
+def test_pipeline_depth_rules():
+    assert [pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 5.0, 3.0)] == [0, 0, 1, 2, 3]
+    assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 6, 8]
+    with pytest.raises(ValueError):
+        latency({"PIPE": MAX_PIPE + 1})
 
 
 @pytest.mark.slow
@@ -153,7 +183,7 @@ def test_yosys_netlist_matches_model(build_root, seed):
 
 
 def test_rtl_check_can_fail(build_root, seed):
-    res, _ = run_configs(build_root, seed, RTL_CONFIGS, mutate=True)  # same build as above
+    res, _ = run_configs(build_root, seed, RTL_CONFIGS, mutate=True, pipe=MAX_PIPE)  # same build as above
     assert not res.ok
     assert "beat 5" in res.message
 
@@ -165,8 +195,10 @@ def _mm_id(c):
 @pytest.mark.parametrize("cfg", [pytest.param(c, id=_mm_id(c)) for c in RTL_CONFIGS]
                          + [pytest.param(c, id=_mm_id(c), marks=pytest.mark.slow)
                             for c in SLOW_CONFIGS if c not in RTL_CONFIGS])
-def test_lint_clean(tmp_path, cfg):
+@pytest.mark.parametrize("pipe", [0, MAX_PIPE])
+def test_lint_clean(tmp_path, cfg, pipe):
     af, bf, of, M, K, N, tb, BA, BB, BC, pa, pb, pn, loads = cfg
     _, params, top = instance_config(M, K, N, fmt(af, BA), fmt(bf, BB), fmt(of, BC), tb, pa, pb, pn)
+    params["PIPE"] = pipe
     files = render_with_deps("mx_matmul", tmp_path)
     lint(files, top, parameters=params)
