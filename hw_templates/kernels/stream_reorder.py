@@ -17,6 +17,13 @@ Uses by the compiler (``idx`` from the helpers below; the unit is the last axis)
     out_beats = model(in_beats, unit_beats, idx, n_in)
 
 Bit-exact model: :func:`model` (beats are opaque integers or lists, copied unchanged).
+
+Pipelining: at ``PIPE = 1`` no block RAM output drives logic: the IDX ROM runs two units ahead
+and its word is copied into a plain register before the address adder (at ``PIPE = 0`` a long IDX
+in block RAM fed the adder and the data RAM's address, 100.6 MHz on ECP5), and a plain output
+register follows the data RAM's read register. Same beats, 1 beat/cycle (also across tensors:
+the RAM is still read in the cycle its address is issued), latency + :func:`latency` = 1 cycle
+(docs/kernels/stream_reorder.md).
 """
 from __future__ import annotations
 
@@ -137,7 +144,7 @@ def ideal_cycles(n_in: int, n_out: int, unit_beats: int, n_tensors: int = 1) -> 
 
     The first tensor must be in before its first beat leaves (``n_in * unit_beats`` cycles); then
     each tensor takes the longer of its input and output, and the last one its output. The RTL adds
-    2 cycles (the full flag and the registered RAM read).
+    2 cycles (the full flag and the registered RAM read), plus :func:`latency` at ``PIPE = 1``.
     """
     d_in, d_out = n_in * unit_beats, n_out * unit_beats
     return d_in + d_out + (n_tensors - 1) * max(d_in, d_out)
@@ -158,12 +165,35 @@ def instance_config(width: int, unit_beats: int, n_in: int, idx: Sequence[int], 
     return {}, params, "stream_reorder"
 
 
+# ---- pipelining -----------------------------------------------------------------------------
+
+#: Largest PIPE the template has cuts for.
+MAX_PIPE = 1
+
+
+def latency(params: dict) -> int:
+    """Cycles ``PIPE`` adds over ``PIPE = 0`` to every output beat: the plain output register."""
+    pipe = int(params.get("PIPE", 0) or 0)
+    if not 0 <= pipe <= MAX_PIPE:
+        raise ValueError(f"PIPE {pipe}: stream_reorder has 0..{MAX_PIPE} stages")
+    return pipe
+
+
+def pipe_for_clock(clock_ns: float) -> int:
+    """PIPE 1 for any clock faster than 100 MHz (the long-IDX configuration meets 100.6 MHz at PIPE 0)."""
+    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock as rule
+
+    return min(rule(clock_ns), MAX_PIPE)
+
+
 # ---- manifest -------------------------------------------------------------------------------
 
-def _example(label: str, width: int, unit_beats: int, shape, perm, repeat=None):
+def _example(label: str, width: int, unit_beats: int, shape, perm, repeat=None, pipe=0):
     idx = permute_index(shape, perm, repeat)
     n_in = math.prod(shape)
     _, params, _ = instance_config(width, unit_beats, n_in, idx, "idx.mem")
+    if pipe:
+        params["PIPE"] = pipe
     return {"label": label, "ctx": {}, "params": params,
             "files": {"idx.mem": functools.partial(index_mem_text, idx, n_in)}}
 
@@ -173,12 +203,13 @@ SPEC = KernelSpec(
     template="stream_reorder.sv.j2",
     doc="Corner turn / reorder buffer: N_IN units of UNIT_BEATS beats in, N_OUT units out, output unit j "
         "= input unit IDX[j] ($readmemh IDX_MEM); double-buffered block RAM, 1 beat/cycle, latency one "
-        "tensor + 2 cycles.",
+        "tensor + 2 + PIPE cycles (PIPE 1: no block RAM output drives logic).",
     params=(ParamSpec("WIDTH", "bits per beat ({scale, codes} for an MX stream)", 8),
             ParamSpec("UNIT_BEATS", "beats per unit (one row of the last axis)", 1),
             ParamSpec("N_IN", "units per input tensor", 2),
             ParamSpec("N_OUT", "units per output tensor (len(IDX))", 2),
-            ParamSpec("IDX_MEM", "IDX image (index_mem_text), read with $readmemh", "")),
+            ParamSpec("IDX_MEM", "IDX image (index_mem_text), read with $readmemh", ""),
+            ParamSpec("PIPE", "0 or 1: IDX word and output data from plain registers (latency + 1)", 0)),
     ports=(PortSpec("s_x", "in", "plain", "input tensor, units in arrival order"),
            PortSpec("m_y", "out", "plain", "output tensor, units in IDX order")),
     model=f"{__name__}:model",
@@ -186,5 +217,9 @@ SPEC = KernelSpec(
         _example("W40 [T16,H4] -> [H4,T16] U1", 40, 1, (16, 4), (1, 0)),
         _example("W72 [T64,H8] -> [H8,T64] U4", 72, 4, (64, 8), (1, 0)),
         _example("W40 GQA [T32,Hkv2] -> [H8,T32] U2", 40, 2, (32, 2), (1, 0), (1, 4)),
+        _example("W40 [T16,H4] -> [H4,T16] U1 PIPE1", 40, 1, (16, 4), (1, 0), pipe=1),
+        _example("W72 [T64,H8] -> [H8,T64] U4 PIPE1", 72, 4, (64, 8), (1, 0), pipe=1),
+        _example("W40 GQA [T32,Hkv2] -> [H8,T32] U2 PIPE1", 40, 2, (32, 2), (1, 0), (1, 4), pipe=1),
     ),
+    extra={"latency": latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
 )

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from masec.errors import MasecError
-from masec.hw_templates.kernels.stream_reorder import (ideal_cycles, index_mem_text, instance_config, model,
+from masec.hw_templates.kernels.stream_reorder import (ideal_cycles, index_mem_text, instance_config, latency, model,
                                                        permute_index, transpose_index)
 from masec.hw_templates.manifest import registry
 from masec.hw_templates.render import render_with_deps
@@ -97,15 +97,15 @@ def test_registered_with_examples():
 
 # ---- RTL ---------------------------------------------------------------------------------------
 
-def _build(tmp_path, width, unit_beats, n_in, idx):
+def _build(tmp_path, width, unit_beats, n_in, idx, pipe=0):
     """Render, write IDX next to the build and return (files, params, build_dir)."""
     files = render_with_deps("stream_reorder", tmp_path / "rtl")
-    build_dir = tmp_path / "build"
+    build_dir = tmp_path / f"build{pipe}"
     build_dir.mkdir(parents=True, exist_ok=True)
     mem = build_dir / "idx.mem"
     mem.write_text(index_mem_text(idx, n_in))
     _, params, top = instance_config(width, unit_beats, n_in, idx, mem_file=str(mem))
-    return files, params, build_dir
+    return files, {**params, "PIPE": pipe}, build_dir
 
 
 def _vectors(seed, width, unit_beats, n_in, idx, n_tensors, **kw):
@@ -130,25 +130,32 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_reorder_rtl_matches_model(tmp_path, seed, case):
+# PIPE 1 on the cases that stress the IDX lookahead: a one-unit IDX (a bank is read back to back),
+# more output than input units, whole-unit subsets of multi-beat units
+PIPE_CASES = [(c, 0) for c in CASES] + [(c, 1) for c in ("single unit U1", "gqa [T3,Hkv2]x2 U1 (N_OUT > N_IN)",
+                                                         "subset [2,4,0] of 5 U3", "transpose [4,3] U2")]
+
+
+@pytest.mark.parametrize("case,pipe", PIPE_CASES)
+def test_reorder_rtl_matches_model(tmp_path, seed, case, pipe):
     unit_beats, n_in, idx = CASES[case]
     width, n_tensors = 20, 5
-    files, params, build_dir = _build(tmp_path, width, unit_beats, n_in, idx)
+    files, params, build_dir = _build(tmp_path, width, unit_beats, n_in, idx, pipe)
     vf = _vectors(seed, width, unit_beats, n_in, idx, n_tensors)
     res = run_stream_test(files, "stream_reorder", vf, build_dir, parameters=params)
     assert res.ok, res.message
     full = res.run("full_rate")
-    print(f"reorder {case}: {full['cycles']} cycles for {n_tensors} tensors, {full['output_beats']} beats "
+    print(f"reorder {case} PIPE {pipe}: {full['cycles']} cycles for {n_tensors} tensors, {full['output_beats']} beats "
           f"(ideal {full['ideal_cycles']})")
-    assert full["cycles"] <= full["ideal_cycles"] + 2
+    assert full["cycles"] <= full["ideal_cycles"] + 2 + latency({"PIPE": pipe})
 
 
-def test_reorder_same_build_other_index_and_heavy_backpressure(tmp_path, seed):
+@pytest.mark.parametrize("pipe", [0, 1])
+def test_reorder_same_build_other_index_and_heavy_backpressure(tmp_path, seed, pipe):
     """IDX is read at run time from IDX_MEM: one build serves any index of its size; heavy stalls
     keep both banks full (the writer waits on the reader)."""
     n_in, unit_beats, width = 8, 2, 33
-    files, params, build_dir = _build(tmp_path, width, unit_beats, n_in, transpose_index(4, 2))
+    files, params, build_dir = _build(tmp_path, width, unit_beats, n_in, transpose_index(4, 2), pipe)
     rng = random.Random(seed)
     for idx in (transpose_index(2, 4), [rng.randrange(n_in) for _ in range(n_in)]):
         (build_dir / "idx.mem").write_text(index_mem_text(idx, n_in))
@@ -158,20 +165,27 @@ def test_reorder_same_build_other_index_and_heavy_backpressure(tmp_path, seed):
 
 
 def test_reorder_full_rate_over_several_tensors(tmp_path, seed):
-    """Head split [T16, H4] of 4-beat units, 6 tensors back to back: 1 beat/cycle once the first is in."""
-    t, h, unit_beats, n_tensors, width = 16, 4, 4, 6, 72
+    """Head split [T16, H4] of 4-beat units, 6 tensors back to back: 1 beat/cycle once the first is in,
+    at PIPE 0 and 1; PIPE 1 takes exactly latency({"PIPE": 1}) cycles more."""
+    t, h, unit_beats, width = 16, 4, 4, 72
     idx = transpose_index(t, h)
-    files, params, build_dir = _build(tmp_path, width, unit_beats, t * h, idx)
-    vf = _vectors(seed, width, unit_beats, t * h, idx, n_tensors)
-    res = run_stream_test(files, "stream_reorder", vf, build_dir, parameters=params)
-    assert res.ok, res.message
-    full = res.run("full_rate")
-    beats = full["output_beats"]
-    steady = beats / (full["cycles"] - t * h * unit_beats)   # output rate after the first tensor is in
-    print(f"reorder head split T{t} H{h} U{unit_beats} x{n_tensors}: {full['cycles']} cycles for {beats} beats "
-          f"(ideal {full['ideal_cycles']}), {steady:.4f} beats/cycle after the first tensor")
-    assert full["cycles"] <= full["ideal_cycles"] + 2
-    assert steady > 0.99
+    cycles = {}
+    for pipe in (0, 1):
+        files, params, build_dir = _build(tmp_path, width, unit_beats, t * h, idx, pipe)
+        for n_tensors in (1, 6):
+            vf = _vectors(seed, width, unit_beats, t * h, idx, n_tensors)
+            res = run_stream_test(files, "stream_reorder", vf, build_dir, parameters=params)
+            assert res.ok, res.message
+            full = res.run("full_rate")
+            beats = full["output_beats"]
+            steady = beats / (full["cycles"] - t * h * unit_beats - latency(params))   # after the first tensor is in
+            print(f"reorder head split T{t} H{h} U{unit_beats} x{n_tensors} PIPE {pipe}: {full['cycles']} cycles for "
+                  f"{beats} beats (ideal {full['ideal_cycles']}), {steady:.4f} beats/cycle after the first tensor")
+            assert full["cycles"] <= full["ideal_cycles"] + 2 + latency(params)
+            assert steady > 0.99
+            cycles[pipe, n_tensors] = full["cycles"]
+    # exactly the added latency, for one tensor and for six back to back (banks turn around as at PIPE 0)
+    assert cycles[1, 1] - cycles[0, 1] == cycles[1, 6] - cycles[0, 6] == latency({"PIPE": 1}) == 1
 
 
 def test_reorder_check_can_fail(tmp_path, seed):
@@ -188,7 +202,10 @@ def test_reorder_check_can_fail(tmp_path, seed):
 
 @pytest.mark.parametrize("params", [{}, {"WIDTH": 40, "UNIT_BEATS": 1, "N_IN": 1, "N_OUT": 1},
                                     {"WIDTH": 72, "UNIT_BEATS": 4, "N_IN": 64, "N_OUT": 64, "IDX_MEM": "i.mem"},
-                                    {"WIDTH": 9, "UNIT_BEATS": 3, "N_IN": 5, "N_OUT": 11, "IDX_MEM": "i.mem"}])
+                                    {"WIDTH": 9, "UNIT_BEATS": 3, "N_IN": 5, "N_OUT": 11, "IDX_MEM": "i.mem"},
+                                    {"WIDTH": 40, "UNIT_BEATS": 1, "N_IN": 1, "N_OUT": 1, "PIPE": 1},
+                                    {"WIDTH": 72, "UNIT_BEATS": 4, "N_IN": 512, "N_OUT": 512, "IDX_MEM": "i.mem",
+                                     "PIPE": 1}])
 def test_reorder_lints_clean(tmp_path, params):
     files = render_with_deps("stream_reorder", tmp_path)
     lint(files, "stream_reorder", parameters=params)
