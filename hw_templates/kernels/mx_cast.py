@@ -13,11 +13,17 @@ Usage by the compiler::
     ctx, params, module = instance_config("mxint8", "mxfp8_e4m3", lanes=8, row_len=4096)
     render("mx_cast", module, **ctx)         # + render("mx_quantize")
     codes_out, scales_out = cast_model(enc.codes, enc.scales, in_fmt.element, out_fmt.element, 32)
+
+Pipelining: ``PIPE`` (0..3) goes to the quantizer instance (its elastic cuts, ``2 * PIPE`` cycles);
+at ``PIPE = 1`` an elastic register also holds the decoded beat (at ``PIPE >= 2`` the quantizer's
+own input slice does). Same values, 1 beat/cycle, latency + :func:`latency` cycles
+(docs/kernels/mx_cast.md).
 """
 from __future__ import annotations
 
 import torch
 
+from masec.hw_templates.kernels import mx_quantize
 from masec.hw_templates.kernels.mx_quantize import element_sv_params, quantize_blocks
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
 
@@ -137,6 +143,21 @@ def instance_config(in_fmt, out_fmt, lanes: int, row_len: int = 0, in_block: int
     return {}, params, "mx_cast"
 
 
+#: Largest PIPE: the quantizer's.
+MAX_PIPE = mx_quantize.MAX_PIPE
+
+
+def latency(params: dict) -> int:
+    """Cycles ``PIPE`` adds over ``PIPE = 0``: the quantizer's ``2 * PIPE`` plus the decode cut at PIPE 1."""
+    pipe = int(params.get("PIPE", 0) or 0)
+    return mx_quantize.latency(pipe) + (1 if pipe == 1 else 0)
+
+
+def pipe_for_clock(clock_ns: float) -> int:
+    """The quantizer's rule (the quantizer is most of the kernel's logic)."""
+    return min(mx_quantize.pipe_for_clock(clock_ns), MAX_PIPE)
+
+
 class _Fmt:
     """Just enough of an MXFormat for the manifest's example configurations (no formats import at
     registry time)."""
@@ -152,8 +173,10 @@ class _Fmt:
                                             max_code=max_code))()
 
 
-def _example(label, fi, fo, lanes, row_len=0, bi=32, bo=32):
+def _example(label, fi, fo, lanes, row_len=0, bi=32, bo=32, pipe=0):
     _, params, _ = instance_config(_Fmt(fi, bi), _Fmt(fo, bo), lanes, row_len)
+    if pipe:
+        params["PIPE"] = pipe
     return {"label": label, "ctx": {}, "params": params}
 
 
@@ -161,7 +184,8 @@ SPEC = KernelSpec(
     name="mx_cast",
     template="mx_cast.sv.j2",
     doc="MX cast: exact decode of every code to m*2^e, then the shared quantizer to the output element "
-        "format and block size (row re-padding with ROW_LEN). 1 beat/cycle, latency one output block.",
+        "format and block size (row re-padding with ROW_LEN). 1 beat/cycle, latency one output block "
+        "(+ 2 * PIPE + (PIPE == 1) cycles, PIPE 0..3).",
     params=(ParamSpec("P", "lanes per beat; divides B_IN and B_OUT", 4),
             ParamSpec("B_IN", "input block size", 32),
             ParamSpec("B_OUT", "output block size", 32),
@@ -175,7 +199,8 @@ SPEC = KernelSpec(
             ParamSpec("OUT_MBITS", "output fraction bits", 3),
             ParamSpec("OUT_BIAS", "output emin = 1 - OUT_BIAS", 7),
             ParamSpec("OUT_EMAX", "output top binade exponent", 8),
-            ParamSpec("OUT_MAX_CODE", "output largest finite magnitude code", 126)),
+            ParamSpec("OUT_MAX_CODE", "output largest finite magnitude code", 126),
+            ParamSpec("PIPE", "pipeline depth 0..3 (latency + 2 * PIPE + (PIPE == 1))", 0)),
     ports=(PortSpec("s_x", "in", "mx", "input MX stream (P lanes of IN_BITS-bit codes + scale)"),
            PortSpec("m_y", "out", "mx", "output MX stream (P lanes of OUT_BITS-bit codes + scale)")),
     deps=("mx_quantize",),
@@ -185,5 +210,11 @@ SPEC = KernelSpec(
         _example("mxint8->mxfp8_e4m3 P4", "mxint8", "mxfp8_e4m3", 4),
         _example("mxfp8_e4m3->mxfp4 P8", "mxfp8_e4m3", "mxfp4", 8),
         _example("mxfp4->mxint8 B32->16 P16", "mxfp4", "mxint8", 16, row_len=96, bi=32, bo=16),
+        # pipelined: the PIPE of a 6 ns (1), 4 ns (2) and 3 ns (3) clock
+        _example("mxint8->mxfp8_e4m3 P4 PIPE1", "mxint8", "mxfp8_e4m3", 4, pipe=1),
+        _example("mxfp8_e4m3->mxfp4 P8 PIPE2", "mxfp8_e4m3", "mxfp4", 8, pipe=2),
+        _example("mxfp8_e4m3->mxfp4 P8 PIPE3", "mxfp8_e4m3", "mxfp4", 8, pipe=3),
+        _example("mxfp4->mxint8 B32->16 P16 PIPE3", "mxfp4", "mxint8", 16, row_len=96, bi=32, bo=16, pipe=3),
     ),
+    extra={"latency": latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
 )

@@ -1,4 +1,5 @@
-"""mx_cast: exact decode + shared quantizer; RTL == model == exact-rational reference."""
+"""mx_cast: exact decode + shared quantizer; RTL == model == exact-rational reference, at PIPE 0 and
+the pipelined depths (1 beat/cycle kept, latency grows by exactly mx_cast.latency)."""
 import random
 import time
 from fractions import Fraction
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from masec.formats import parse_format
-from masec.hw_templates.kernels.mx_cast import cast_model, cast_reference, decode_exact, instance_config
+from masec.hw_templates.kernels.mx_cast import (MAX_PIPE, cast_model, cast_reference, decode_exact, instance_config,
+                                             latency, pipe_for_clock)
 from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
@@ -38,50 +40,68 @@ def _case(seed, fi_name, fo_name, lanes, bi, bo, row_len, rows=6):
     return fi, fo, codes, scales, oc, os_
 
 
-def _run(tmp_path, seed, cfg, rows=6):
+def _run(tmp_path, seed, cfg, rows=6, pipe=0):
     fi_name, fo_name, lanes, bi, bo, row_len = cfg
     fi, fo, codes, scales, oc, os_ = _case(seed, *cfg, rows=rows)
     ctx, params, top = instance_config(fi, fo, lanes, row_len)
+    params["PIPE"] = pipe
     files = render_with_deps("mx_cast", tmp_path / "rtl", **ctx)
     vf = VectorFile({"s_x": mx_stream(codes, scales, fi.element.bits, lanes)},
                     {"m_y": mx_stream(oc, os_, fo.element.bits, lanes)}, seed=seed)
     n_in, n_out = len(vf.inputs["s_x"].beats), len(vf.outputs["m_y"].beats)
     t0 = time.time()
-    res = run_stream_test(files, top, vf, tmp_path / "build", parameters=params)
+    res = run_stream_test(files, top, vf, tmp_path / f"build{pipe}", parameters=params)
     assert res.ok, res.message
     full = res.run("full_rate")
-    latency = bo // lanes + 2
-    print(f"mx_cast {fi_name}/B{bi} -> {fo_name}/B{bo} P{lanes} row {row_len}: full_rate {full['cycles']} cycles "
-          f"for {n_in} in / {n_out} out beats (ideal {full['ideal_cycles']}, latency allowance {latency}); "
+    allowance = bo // lanes + 2 + latency(params)
+    print(f"mx_cast {fi_name}/B{bi} -> {fo_name}/B{bo} P{lanes} row {row_len} PIPE {pipe}: full_rate {full['cycles']} "
+          f"cycles for {n_in} in / {n_out} out beats (ideal {full['ideal_cycles']}, latency allowance {allowance}); "
           f"{time.time() - t0:.1f}s")
-    assert full["cycles"] <= full["ideal_cycles"] + latency
-    return files, top, params, vf
+    assert full["cycles"] <= full["ideal_cycles"] + allowance
+    return files, top, params, vf, full
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-P{c[2]}-B{c[3]}to{c[4]}")
 def test_cast_rtl_matches_model(tmp_path, seed, cfg):
-    files, top, params, vf = _run(tmp_path, seed, cfg)
+    files, top, params, vf, _ = _run(tmp_path, seed, cfg)
     if cfg is CONFIGS[0]:  # the check can fail: one wrong expected lane, same build
         from masec.sim.vectors import StreamVectors
         beats = [list(b) for b in vf.outputs["m_y"].beats]
         beats[5][0] ^= 1 << 3
         vf.outputs["m_y"] = StreamVectors(("data", "scale"), beats, vf.outputs["m_y"].lanes)
-        res = run_stream_test(files, top, vf, tmp_path / "build", parameters=params)
+        res = run_stream_test(files, top, vf, tmp_path / "build0", parameters=params)
         assert not res.ok and "beat 5" in res.message
+
+
+@pytest.mark.parametrize("pipes", [(0, 1), (0, MAX_PIPE)], ids=lambda p: f"PIPE{p[1]}")
+def test_cast_pipelined_rtl_matches_model_with_exact_added_latency(tmp_path, seed, pipes):
+    """Bit-exact under gaps and backpressure at PIPE 1 and MAX_PIPE (with the block-size change and
+    row re-padding); at full rate the run takes exactly latency(PIPE) cycles more than at PIPE 0."""
+    cfg = CONFIGS[1]
+    cycles = {p: _run(tmp_path, seed, cfg, pipe=p)[4]["cycles"] for p in pipes}
+    print(f"mx_cast full-rate cycles by PIPE: {cycles}")
+    assert cycles[pipes[1]] - cycles[0] == latency({"PIPE": pipes[1]})
+
+
+def test_cast_latency_and_pipe_rule():
+    assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 4, 6]
+    assert [pipe_for_clock(ns) for ns in (10.0, 7.0, 4.0, 3.0)] == [0, 1, 2, 3]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg", SLOW_CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-P{c[2]}-B{c[3]}to{c[4]}")
-def test_cast_rtl_sweep(tmp_path, seed, cfg):
-    _run(tmp_path, seed, cfg, rows=16)
+@pytest.mark.parametrize("pipe", [0, MAX_PIPE])
+def test_cast_rtl_sweep(tmp_path, seed, cfg, pipe):
+    _run(tmp_path, seed, cfg, rows=16, pipe=pipe)
 
 
 @pytest.mark.parametrize("cfg", ALL, ids=lambda c: f"{c[0]}-{c[1]}-P{c[2]}-B{c[3]}to{c[4]}")
-def test_cast_lints_clean(tmp_path, cfg):
+@pytest.mark.parametrize("pipe", [0, 1, MAX_PIPE])
+def test_cast_lints_clean(tmp_path, cfg, pipe):
     fi_name, fo_name, lanes, bi, bo, row_len = cfg
     ctx, params, top = instance_config(parse_format(fi_name, block_size=bi), parse_format(fo_name, block_size=bo),
                                        lanes, row_len)
-    lint(render_with_deps("mx_cast", tmp_path, **ctx), top, parameters=params)
+    lint(render_with_deps("mx_cast", tmp_path, **ctx), top, parameters={**params, "PIPE": pipe})
 
 
 @pytest.mark.parametrize("cfg", ALL, ids=lambda c: f"{c[0]}-{c[1]}-P{c[2]}-B{c[3]}to{c[4]}")
