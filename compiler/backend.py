@@ -2,7 +2,7 @@
 
 Pipeline: load + torch.export + canonicalize + normalize (frontend) -> shape_prop ->
 assign_formats -> fold -> select_kernels -> build_ir -> insert_forks -> insert_retiles -> set_pipeline ->
-size_fifos -> check_ir ->
+size_fifos -> set_fifo_pipeline -> check_ir ->
 bit-exact reference run over the IR -> print (top.sv, vectors, scripts, report) -> write.
 Everything is written into a temporary sibling folder and moved into place only when complete,
 so a failed compile leaves nothing behind and never touches an existing folder without --force.
@@ -25,7 +25,7 @@ from masec.passes.analysis.shape_prop import shape_prop
 from masec.passes.hw.build_ir import build_ir
 from masec.passes.hw.fold import fold
 from masec.passes.hw.insert_retiles import insert_retiles
-from masec.passes.hw.pipeline import set_pipeline
+from masec.passes.hw.pipeline import set_fifo_pipeline, set_pipeline
 from masec.passes.hw.streams import insert_forks, size_fifos
 from masec.passes.manager import PassManager
 from masec.passes.transform.assign_formats import assign_formats
@@ -80,6 +80,8 @@ def lower(config: CompileConfig, progress: Callable[[str], None] | None = None):
           .add("insert_retiles", lambda g, c: insert_retiles(ir_box["ir"]))
           .add("set_pipeline", lambda g, c: set_pipeline(ir_box["ir"], c.clock_ns, lookup_part(c.part).family))
           .add("size_fifos", lambda g, c: size_fifos(ir_box["ir"]))
+          .add("set_fifo_pipeline", lambda g, c: set_fifo_pipeline(ir_box["ir"], c.clock_ns,
+                                                                   lookup_part(c.part).family))
           .add("check_ir", lambda g, c: ir_box["ir"].check()))
     pm.run(gm, config, progress=say)
     ir = ir_box["ir"]

@@ -373,7 +373,8 @@ def estimate_instance(inst) -> dict:
 def fifo_params(edge, bus_bits: int | None = None) -> dict:
     """The SV parameters of the ``stream_fifo`` on an IR edge (as ``masec.design`` instantiates it)."""
     width = bus_bits if bus_bits is not None else edge.type.bus_bits
-    return {"WIDTH": width, "DEPTH": edge.depth, "RAM_STYLE": edge.ram_style}
+    return {"WIDTH": width, "DEPTH": edge.depth, "RAM_STYLE": edge.ram_style,
+            **({"PIPE": edge.pipe} if edge.pipe else {})}
 
 
 def estimate_design(ir) -> dict:

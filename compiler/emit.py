@@ -220,7 +220,8 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: d
                   "params": {k: v for k, v in sorted(i.params.items())}}
                  for i in ir.instances.values() if not i.is_port]
     instances += [{"name": f"u_fifo_{e['name']}", "module": "stream_fifo", "kernel": "stream_fifo", "node": "",
-                   "params": {"WIDTH": e["width"], "DEPTH": e["depth"], "RAM_STYLE": e["ram_style"]}}
+                   "params": {"WIDTH": e["width"], "DEPTH": e["depth"], "RAM_STYLE": e["ram_style"],
+                              **({"PIPE": e["pipe"]} if e["pipe"] else {})}}
                   for e in view.edges]
     build = {"top": view.top, "sources": sources, "memories": mems, **ports, "instances": instances,
              "masec_version": version, "axi": axi.to_json()}

@@ -135,6 +135,7 @@ class Edge:
     depth: int = 2
     ram_style: int = 0
     why: str = ""          # why this FIFO depth
+    pipe: int = 0          # the FIFO's PIPE (a register behind a block-RAM read; set_fifo_pipeline)
 
 
 @dataclass

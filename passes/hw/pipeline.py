@@ -72,3 +72,16 @@ def set_pipeline(ir: HwGraph, clock_ns: float, family: str = "xcup") -> bool:
             inst.pipe_latency = lat
             changed = True
     return changed
+
+
+def set_fifo_pipeline(ir: HwGraph, clock_ns: float, family: str = "xcup") -> bool:
+    """The ``PIPE`` of every edge's ``stream_fifo`` (after ``size_fifos`` chose its RAM style): only a
+    block-RAM FIFO has a register to add; its latency does not change (docs/kernels/stream_fifo.md)."""
+    depth = pipe_depth("stream_fifo", clock_ns, family) or 0
+    changed = False
+    for e in ir.edges:
+        want = depth if e.ram_style else 0
+        if e.pipe != want:
+            e.pipe = want
+            changed = True
+    return changed

@@ -94,3 +94,20 @@ def test_a_slower_family_gets_a_deeper_pipeline_at_the_same_clock():
     assert pipe_depth("mx_quantize", 10.0, "xcup") == 0
     assert pipe_depth("mx_quantize", 10.0, "ecp5") == 3
     assert pipe_depth("mx_quantize", 4.0) == 2
+
+
+def test_block_ram_fifos_get_their_pipe_and_reach_the_top_level():
+    from masec.design import top_view
+    from masec.passes.hw.pipeline import set_fifo_pipeline
+    from masec.passes.hw.streams import insert_forks, size_fifos
+
+    _, ir, _ = residual_ir()
+    insert_forks(ir)
+    size_fifos(ir)
+    assert any(e.ram_style for e in ir.edges) and not all(e.ram_style for e in ir.edges)
+    assert set_fifo_pipeline(ir, 4.0)
+    assert all(e.pipe == (1 if e.ram_style else 0) for e in ir.edges)
+    assert [e["pipe"] for e in top_view(ir).edges] == [e.pipe for e in ir.edges]
+    assert not set_fifo_pipeline(ir, 4.0)
+    set_fifo_pipeline(ir, 10.0)                      # 100 MHz on UltraScale+: none
+    assert not any(e.pipe for e in ir.edges)
