@@ -19,6 +19,12 @@ Arithmetic (the RTL, bit for bit):
 So the only approximation before the output rounding is the table: ``|C/2^F - cos| <= 2^-(F+1)``,
 and the pre-rounding value differs from the float rotation by at most ``(|a| + |b|) * 2^-(F+1)``.
 
+Pipelining: the SV parameter ``PIPE`` (0..3) registers the decoded beat with its cos/sin word
+(PIPE >= 1, the multipliers' inputs) and the four products of every pair (PIPE >= 2), as elastic
+stages (1 beat/cycle under any backpressure), and is passed on to the quantizer. Values do not
+change; :func:`latency` gives the cycles added over PIPE 0, :func:`pipe_for_clock` the PIPE for a
+clock period.
+
 Usage by the compiler::
 
     (out / "rope.mem").write_text(rope_mem_text(max_pos, head_dim, lanes))
@@ -33,6 +39,7 @@ import math
 
 import torch
 
+from masec.hw_templates.kernels import mx_quantize
 from masec.hw_templates.kernels.mx_cast import in_element_sv_params
 from masec.hw_templates.kernels.mx_quantize import element_sv_params, quantize_blocks
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
@@ -195,6 +202,30 @@ def rope_reference(x: torch.Tensor, head_dim: int, pos_start: int = 0, seq_len: 
     return y.reshape(shape)
 
 
+# ------------------------------------------------------------------------------------ pipelining
+#: Largest PIPE the template has cuts for (the quantizer's too).
+MAX_PIPE = 3
+
+
+def _check_pipe(pipe) -> int:
+    pipe = int(pipe)
+    if not 0 <= pipe <= MAX_PIPE:
+        raise ValueError(f"PIPE {pipe}: mx_rope has 0..{MAX_PIPE} stages")
+    return pipe
+
+
+def latency(params: dict) -> int:
+    """Cycles ``PIPE`` adds over PIPE 0: the decode and product cuts (``min(PIPE, 2)``) plus the
+    quantizer's ``2 * PIPE``."""
+    pipe = _check_pipe(params.get("PIPE", 0))
+    return min(pipe, 2) + mx_quantize.latency(pipe)
+
+
+def pipe_for_clock(clock_ns: float) -> int:
+    """PIPE for a clock period: mx_quantize's rule (0 at 10 ns and slower, 3 below 4 ns), clipped."""
+    return min(mx_quantize.pipe_for_clock(clock_ns), MAX_PIPE)
+
+
 # ------------------------------------------------------------------------------------ config
 def _resolve(fmt, block_size=None):
     if hasattr(fmt, "element") and hasattr(fmt, "block_size"):
@@ -205,11 +236,13 @@ def _resolve(fmt, block_size=None):
 
 
 def instance_config(in_fmt, out_fmt, lanes: int, dim: int, head_dim: int, max_pos: int, pos_start: int = 0,
-                    seq_len: int | None = None, cs_bits: int = DEFAULT_CS_BITS, mem_file: str = ""):
+                    seq_len: int | None = None, cs_bits: int = DEFAULT_CS_BITS, mem_file: str = "",
+                    pipe: int | None = None):
     """``(jinja_ctx, sv_params, module_name)`` of a RoPE over rows of ``dim`` elements.
 
     ``mem_file`` is the table image written with :func:`rope_mem_text` (same ``max_pos``,
     ``head_dim``, ``lanes``, ``cs_bits``). ``seq_len`` defaults to ``max_pos - pos_start``.
+    ``pipe`` sets the ``PIPE`` SV parameter (left out: the template's default, 0).
     """
     fi, fo = _resolve(in_fmt), _resolve(out_fmt)
     b = int(fi.block_size)
@@ -225,7 +258,7 @@ def instance_config(in_fmt, out_fmt, lanes: int, dim: int, head_dim: int, max_po
     params = {"P": int(lanes), "B": b, "DIM": int(dim), "HEAD_DIM": int(head_dim), "MAX_POS": int(max_pos),
               "POS_START": int(pos_start), "SEQ_LEN": int(seq_len), "CS_W": int(cs_bits),
               **in_element_sv_params(fi.element), **element_sv_params(fo.element, prefix="OUT_"),
-              "MEM_FILE": str(mem_file)}
+              "MEM_FILE": str(mem_file), **({} if pipe is None else {"PIPE": _check_pipe(pipe)})}
     return {}, params, "mx_rope"
 
 
@@ -233,12 +266,15 @@ _ELEMS = {  # name: (IS_INT, BITS, MBITS, BIAS, EMAX, MAX_CODE) -- manifest exam
     "mxfp8_e4m3": (0, 8, 3, 7, 8, 126), "mxint8": (1, 8, 6, 1, 0, 127), "mxfp4": (0, 4, 1, 1, 2, 7)}
 
 
-def _example(label, fmt, lanes, dim, head_dim, max_pos):
+def _example(label, fmt, lanes, dim, head_dim, max_pos, pipe=None):
     isi, bits, mb, bias, emax, maxc = _ELEMS[fmt]
+    if pipe is not None:
+        label += f" PIPE{pipe}"
     params = {"P": lanes, "B": 32, "DIM": dim, "HEAD_DIM": head_dim, "MAX_POS": max_pos, "POS_START": 0,
               "SEQ_LEN": max_pos, "CS_W": DEFAULT_CS_BITS, "IN_IS_INT": isi, "IN_BITS": bits, "IN_MBITS": mb,
               "IN_BIAS": bias, "OUT_IS_INT": isi, "OUT_BITS": bits, "OUT_MBITS": mb, "OUT_BIAS": bias,
-              "OUT_EMAX": emax, "OUT_MAX_CODE": maxc, "MEM_FILE": "rope.mem"}
+              "OUT_EMAX": emax, "OUT_MAX_CODE": maxc, "MEM_FILE": "rope.mem",
+              **({} if pipe is None else {"PIPE": pipe})}
     return {"label": label, "ctx": {}, "params": params,
             "files": {"rope.mem": functools.partial(rope_mem_text, max_pos, head_dim, lanes)}}
 
@@ -267,7 +303,8 @@ SPEC = KernelSpec(
             ParamSpec("OUT_BIAS", "output emin = 1 - OUT_BIAS", 7),
             ParamSpec("OUT_EMAX", "output top binade exponent", 8),
             ParamSpec("OUT_MAX_CODE", "output largest finite magnitude code", 126),
-            ParamSpec("MEM_FILE", "cos/sin ROM image (rope_mem_text)", "")),
+            ParamSpec("MEM_FILE", "cos/sin ROM image (rope_mem_text)", ""),
+            ParamSpec("PIPE", "pipeline depth 0..3 (own cuts + the quantizer's; latency in extra['latency'])", 0)),
     ports=(PortSpec("s_x", "in", "mx", "q or k rows, P lanes of IN_BITS-bit codes + scale"),
            PortSpec("m_y", "out", "mx", "rotated rows, P lanes of OUT_BITS-bit codes + scale")),
     deps=("mx_quantize",),
@@ -277,5 +314,10 @@ SPEC = KernelSpec(
         _example("mxfp8_e4m3 P2 hd64 pos256", "mxfp8_e4m3", 2, 64, 64, 256),
         _example("mxint8 P8 hd64 pos256", "mxint8", 8, 128, 64, 256),
         _example("mxfp4 P32 hd128 pos512", "mxfp4", 32, 256, 128, 512),
+        # the same at MAX_PIPE (a 3 ns clock)
+        _example("mxfp8_e4m3 P2 hd64 pos256", "mxfp8_e4m3", 2, 64, 64, 256, pipe=MAX_PIPE),
+        _example("mxint8 P8 hd64 pos256", "mxint8", 8, 128, 64, 256, pipe=MAX_PIPE),
+        _example("mxfp4 P32 hd128 pos512", "mxfp4", 32, 256, 128, 512, pipe=MAX_PIPE),
     ),
+    extra={"latency": latency, "pipe_for_clock": pipe_for_clock},
 )

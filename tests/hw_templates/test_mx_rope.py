@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from masec.formats import MXFormat, parse_format
-from masec.hw_templates.kernels.mx_rope import (instance_config, rope_exact_values, rope_mem_text, rope_model,
-                                                rope_reference, rope_rom_words, rope_table)
+from masec.hw_templates.kernels.mx_rope import (MAX_PIPE, instance_config, latency, pipe_for_clock,
+                                                rope_exact_values, rope_mem_text, rope_model, rope_reference,
+                                                rope_rom_words, rope_table)
 from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
@@ -28,6 +29,8 @@ SLOW_CONFIGS = [
     ("mxint8", "mxint8", 16, 16, 128, 64, 64, 0, 64, 6, 16),
 ]
 ALL = CONFIGS + SLOW_CONFIGS
+PIPES = [0, MAX_PIPE]   # unpipelined and every cut
+FULL_CYCLES: dict = {}  # (config, pipe) -> full-rate cycles (data-independent), for test_rope_pipe_latency
 
 
 def _ids(c):
@@ -44,12 +47,12 @@ def _case(seed, cfg):
     return fi, fo, codes, scales, oc, os_
 
 
-def _run(tmp_path, seed, cfg, check_fail=False):
+def _run(tmp_path, seed, cfg, check_fail=False, pipe=0):
     fi_name, fo_name, lanes, block, dim, hd, max_pos, p0, seq, rows, cs = cfg
     fi, fo, codes, scales, oc, os_ = _case(seed, cfg)
     mem = tmp_path / "rope.mem"
     mem.write_text(rope_mem_text(max_pos, hd, lanes, cs))
-    ctx, params, top = instance_config(fi, fo, lanes, dim, hd, max_pos, p0, seq, cs, mem_file=str(mem))
+    ctx, params, top = instance_config(fi, fo, lanes, dim, hd, max_pos, p0, seq, cs, mem_file=str(mem), pipe=pipe)
     files = render_with_deps("mx_rope", tmp_path / "rtl", **ctx)
     s_out = mx_stream(oc, os_, fo.element.bits, lanes)
     vf = VectorFile({"s_x": mx_stream(codes, scales, fi.element.bits, lanes)}, {"m_y": s_out}, seed=seed)
@@ -58,10 +61,11 @@ def _run(tmp_path, seed, cfg, check_fail=False):
     res = run_stream_test(files, top, vf, tmp_path / "build", parameters=sim_params)
     assert res.ok, res.message
     full = res.run("full_rate")
-    latency = block // lanes + 4
-    print(f"mx_rope {_ids(cfg)}: full_rate {full['cycles']} cycles for {len(s_out.beats)} beats "
-          f"(ideal {full['ideal_cycles']}, latency allowance {latency}); {time.time() - t0:.1f}s")
-    assert full["cycles"] <= full["ideal_cycles"] + latency
+    allowed = block // lanes + 4 + latency(params)
+    print(f"mx_rope {_ids(cfg)} PIPE {pipe}: full_rate {full['cycles']} cycles for {len(s_out.beats)} beats "
+          f"(ideal {full['ideal_cycles']}, latency allowance {allowed}); seed {seed}; {time.time() - t0:.1f}s")
+    assert full["cycles"] <= full["ideal_cycles"] + allowed
+    FULL_CYCLES[(cfg, pipe)] = full["cycles"]
     if check_fail:
         beats = [list(b) for b in s_out.beats]
         beats[3][0] ^= 1 << 4
@@ -70,22 +74,46 @@ def _run(tmp_path, seed, cfg, check_fail=False):
         assert not res.ok and "beat 3" in res.message
 
 
+@pytest.mark.parametrize("pipe", PIPES)
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_ids)
-def test_rope_rtl(tmp_path, seed, cfg):
-    _run(tmp_path, seed, cfg, check_fail=True)
+def test_rope_rtl(tmp_path, seed, cfg, pipe):
+    _run(tmp_path, seed, cfg, check_fail=pipe == 0, pipe=pipe)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pipe", [1, 2])
 @pytest.mark.parametrize("cfg", SLOW_CONFIGS, ids=_ids)
-def test_rope_rtl_sweep(tmp_path, seed, cfg):
-    _run(tmp_path, seed, cfg)
+def test_rope_rtl_sweep(tmp_path, seed, cfg, pipe):
+    _run(tmp_path, seed, cfg, pipe=pipe)
 
 
+def test_rope_pipe_latency(tmp_path, seed):
+    """Full rate: PIPE = MAX_PIPE takes exactly SPEC.extra["latency"] cycles more than PIPE 0 (so the
+    pipeline still takes one beat per cycle)."""
+    from masec.hw_templates.manifest import kernel
+    cfg = CONFIGS[0]
+    for pipe in PIPES:
+        if (cfg, pipe) not in FULL_CYCLES:
+            _run(tmp_path / f"pipe{pipe}", seed, cfg, pipe=pipe)
+    c0, cmax = (FULL_CYCLES[(cfg, p)] for p in PIPES)
+    want = kernel("mx_rope").extra["latency"]({"PIPE": MAX_PIPE})
+    print(f"mx_rope full rate: PIPE 0 {c0} cycles, PIPE {MAX_PIPE} {cmax} (+{cmax - c0}, SPEC latency {want})")
+    assert cmax - c0 == want
+
+
+def test_rope_latency_and_pipe_for_clock():
+    assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 6, 8]
+    assert [pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 4.0, 3.0)] == [0, 0, 1, 2, 3]
+    with pytest.raises(ValueError):
+        latency({"PIPE": MAX_PIPE + 1})
+
+
+@pytest.mark.parametrize("pipe", PIPES)
 @pytest.mark.parametrize("cfg", ALL, ids=_ids)
-def test_rope_lints_clean(tmp_path, cfg):
+def test_rope_lints_clean(tmp_path, cfg, pipe):
     fi_name, fo_name, lanes, block, dim, hd, max_pos, p0, seq, rows, cs = cfg
     ctx, params, top = instance_config(parse_format(fi_name, block_size=block), parse_format(fo_name, block_size=block),
-                                       lanes, dim, hd, max_pos, p0, seq, cs, mem_file="rope.mem")
+                                       lanes, dim, hd, max_pos, p0, seq, cs, mem_file="rope.mem", pipe=pipe)
     lint(render_with_deps("mx_rope", tmp_path, **ctx), top, parameters=params)
 
 
