@@ -1,7 +1,9 @@
 """Precision search results table: float32, per-tensor int8, uniform MX formats, the seed formats
 (NVFP4, M2XFP, BitMoD, Anda) and the searched assignments, each with average bits (weights of every
 nn.Linear/nn.Embedding and the input of every nn.Linear, block scales and metadata included) and
-perplexity on held-out text (the model file's evaluate(); calibration on other text).
+perplexity on held-out text (the model file's evaluate(); calibration on other text), evaluated
+with the hardware emulation (every stream as compiled); rows the compiler cannot build (formats
+without kernels on activations) with the linear-only emulation, and marked so.
 
     python3 bench/search.py                                    # stories260K, CPU
     python3 bench/search.py --model-file examples/smollm2/model.py --device cuda --by layer \\
@@ -49,6 +51,13 @@ REFERENCES = [
 ]
 
 
+QUANTIZED = ("hardware emulation (passes/search/emulate.py): every stream and parameter port of the compiled "
+             "design in its format (the searched tensors as chosen, the rest at the precision file's default "
+             "mxint8/32); rows marked 'linear' (formats without hardware kernels): weights of every "
+             "nn.Linear/nn.Embedding and the input of every nn.Linear only; avg_bits over the searched tensors "
+             "(linear/embedding weights and linear inputs), weighted by size, incl. block scales/metadata")
+
+
 def _cand(name: str, block: int | None) -> Candidate:
     from masec.formats import parse_format
 
@@ -57,13 +66,13 @@ def _cand(name: str, block: int | None) -> Candidate:
     return Candidate(f.name, b)
 
 
-def reference_rows(model, space, evaluate, device: str, f32: float, example_inputs) -> list[dict]:
+def reference_rows(model, space, evaluate, device: str, f32: float, example_inputs, graph_cache=None) -> list[dict]:
     """The fixed-format rows. A row the compiler can build (MX formats; seed formats as linear
     weights) is evaluated with the hardware emulation (every stream quantized as compiled, the
     rest of the design at the precision file's default mxint8); a row it refuses (int8 per tensor,
     seed formats on activations) with the linear-only emulation, and says so."""
     rows = []
-    emus = {"hardware": Emulator(model, space, device=device, example_inputs=example_inputs)}
+    emus = {"hardware": Emulator(model, space, device=device, example_inputs=example_inputs, graph_cache=graph_cache)}
     try:
         for label, wname, aname, block in REFERENCES:
             wc, ac = _cand(wname, block), _cand(aname, block)
@@ -128,6 +137,7 @@ def main(argv=None) -> int:
 
     sites, _, _ = discover_sites(model, ins["example_inputs"])
     space = build_space(sites, "node")
+    graphs: dict = {}     # the canonical graphs, exported once for all searches and rows
     rows = []
     t = time.time()
     with Emulator(model, space, device=args.device) as emu:
@@ -140,7 +150,7 @@ def main(argv=None) -> int:
     res = run_search(model, ins["example_inputs"], evaluate, ins["calibration_data"], out,
                      metric_name="perplexity", max_loss=args.max_loss, trials=args.trials, storage=None,
                      device=args.device, by=args.by, seed=args.seed, progress=True, threads=args.threads,
-                     types=types, blocks=blocks, proxy=ins["search_proxy"])
+                     types=types, blocks=blocks, proxy=ins["search_proxy"], graph_cache=graphs)
     wall = time.time() - t0
     c = res.chosen
     rows.append({"point": f"searched (by {args.by}, {args.trials} trials, max loss {args.max_loss})",
@@ -154,7 +164,8 @@ def main(argv=None) -> int:
         rb = run_search(model, ins["example_inputs"], evaluate, ins["calibration_data"], bits_out,
                         metric_name="perplexity", max_loss=args.max_loss, trials=args.bits_trials, by=args.by,
                         device=args.device, seed=args.seed, progress=True, threads=args.threads,
-                        max_bits=args.max_bits, types=types, blocks=blocks, proxy=ins["search_proxy"])
+                        max_bits=args.max_bits, types=types, blocks=blocks, proxy=ins["search_proxy"],
+                        graph_cache=graphs)
         rows.append({"point": f"searched, bits mode (<= {args.max_bits:g} bits, {args.bits_trials} trials)",
                      "avg_bits": rb.chosen["avg_bits"], "perplexity": rb.chosen["metric"],
                      "seconds": round(time.time() - t0, 1)})
@@ -162,7 +173,7 @@ def main(argv=None) -> int:
     Path(args.results).with_suffix(".partial.json").write_text(json.dumps(
         {"device": device_name, "load_s": round(load_s, 1), "rows": rows}, indent=1) + "\n")
     if not args.no_references:   # after the searches: the rows of fixed formats
-        rows[1:1] = reference_rows(model, space, evaluate, args.device, f32, ins["example_inputs"])
+        rows[1:1] = reference_rows(model, space, evaluate, args.device, f32, ins["example_inputs"], graphs)
     for r in rows:
         r["vs_float32"] = r["perplexity"] / f32 - 1.0
     title = (f"{Path(args.model_file).parent.name}: precision search, perplexity on held-out text "
@@ -173,8 +184,7 @@ def main(argv=None) -> int:
     doc = {
         "model_file": str(Path(args.model_file).resolve().relative_to(ROOT)) if Path(args.model_file).resolve().is_relative_to(ROOT) else args.model_file,
         "metric": "perplexity (the model file's evaluate, on text never used for calibration)",
-        "quantized": "weights of every nn.Linear/nn.Embedding and the input of every nn.Linear; "
-                     "avg_bits weighted by tensor size incl. block scales/metadata",
+        "quantized": QUANTIZED,
         "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MASEC_")},
         "max_loss": args.max_loss, "max_bits": args.max_bits, "by": args.by, "trials": args.trials,
         "bits_trials": args.bits_trials, "types": types, "blocks": blocks, "seed": args.seed,

@@ -12,7 +12,9 @@ tokens:
   internally in fixed point (rms_norm, softmax, RoPE, SiLU/GELU; ``Emulator(exact_ops=...)``)
   instead of their float result rounded once: what is left between ``emulated`` and
   ``hardware_exact`` is those kernels' internal arithmetic exactly when this equals hardware_exact;
-* ``hardware_exact``: ``masec compile --evaluate`` (the IR's bit-exact kernel models).
+* ``hardware_exact``: what ``masec compile --evaluate`` reports (the IR's bit-exact kernel
+  models), computed in-process by the same functions (``masec.backend.lower``,
+  ``masec.evaluate.evaluate_design``) without writing the design.
 
     python3 bench/search_gap.py --search out/s260_b32 --eval-tokens 512
     python3 bench/search_gap.py --search out/s260_b32 --hardware-from bench/results/search_gap.json  # reuse hw
@@ -21,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,51 +40,59 @@ from masec.passes.search.space import Candidate, build_space, discover_sites  # 
 
 
 def hardware_exact(model_file: str, n: int, precision: str | None, fmt: str | None) -> tuple[dict, float]:
+    """``masec compile --evaluate --eval-tokens n`` without writing the design: lower the model
+    (every pass up to the IR and its bit-exact reference) and run evaluate on the IR's models."""
+    from masec.backend import lower
+    from masec.config import CompileConfig
+    from masec.evaluate import evaluate_design
+    from masec.frontend import load_model_namespace
+
     t = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "design"
-        cmd = ["masec", "compile", model_file, "--evaluate", "--eval-tokens", str(n), "--out", str(out)]
-        cmd += ["--precision", precision] if precision else ["--format", fmt, "--block-size", "32"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
-        ev = json.loads((out / "report" / "report.json").read_text())["evaluation"]
+    cfg = CompileConfig(model_file=model_file, out="unused", precision_file=precision or "",
+                        **({} if precision else {"format": fmt, "block_size": 32})).validated()
+    gm, ir, _values, _inputs = lower(cfg)
+    module = load_model_namespace(model_file)[2]
+    ev = evaluate_design(module, gm, ir, n)
     return ev, time.time() - t
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-file", default=str(ROOT / "examples" / "stories260k" / "model.py"))
-    ap.add_argument("--search", required=True, help="a masec search output folder (search.json, precision.toml)")
+    ap.add_argument("--search", action="append", required=True,
+                    help="a masec search output folder (search.json, precision.toml); may be repeated")
     ap.add_argument("--eval-tokens", type=int, default=512)
     ap.add_argument("--uniform", default="mxint8,mxfp4", help="uniform formats (block 32) also compared")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "search_gap.json"))
-    ap.add_argument("--hardware-from", default="", help="take hardware_exact from this earlier results file "
-                    "(same points, same --eval-tokens) instead of compiling again")
+    ap.add_argument("--hardware-from", action="append", default=[],
+                    help="take hardware_exact from this earlier results file (same point: same precision.toml or "
+                         "uniform format; same --eval-tokens) instead of computing it again; may be repeated")
     ap.add_argument("--no-exact-kernels", action="store_true", help="skip the exact-kernel emulation (slow)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    search = Path(args.search)
-    doc = json.loads((search / "search.json").read_text())
     ins = load_search_inputs(args.model_file)
     model, evaluate, x = ins["model"], ins["evaluate"], ins["example_inputs"]
     sites, _, _ = discover_sites(model, x)
     space = build_space(sites, "node")
     n = args.eval_tokens
     f32 = float(evaluate(model, n_tokens=n))
-    points = [("searched", {k: Candidate.parse(v) for k, v in doc["chosen"]["sites"].items()},
-               str(search / "precision.toml"), None)]
+    points = []
+    for d in args.search:
+        doc = json.loads((Path(d) / "search.json").read_text())
+        points.append((f"searched ({d}, {doc['chosen']['avg_bits']:.3f} bits)",
+                       {k: Candidate.parse(v) for k, v in doc["chosen"]["sites"].items()},
+                       str(Path(d) / "precision.toml"), None))
     for f in [f for f in args.uniform.split(",") if f]:
         points.append((f"uniform {f}", {s.key: Candidate.make(f, 32) for s in space.sites}, None, f))
     res = {"model_file": str(Path(args.model_file).resolve().relative_to(ROOT))
            if Path(args.model_file).resolve().is_relative_to(ROOT) else args.model_file,
-           "search": str(search), "eval_tokens": n, "float32": f32, "points": []}
-    earlier = {}
-    if args.hardware_from:
-        prev = json.loads(Path(args.hardware_from).read_text())
+           "search": args.search, "eval_tokens": n, "float32": f32, "points": []}
+    earlier = []
+    for f in args.hardware_from:
+        prev = json.loads(Path(f).read_text())
         if prev.get("eval_tokens") != n:
-            raise SystemExit(f"--hardware-from {args.hardware_from}: measured on {prev.get('eval_tokens')} tokens, not {n}")
-        earlier = {p["point"]: p for p in prev.get("points", [])}
+            raise SystemExit(f"--hardware-from {f}: measured on {prev.get('eval_tokens')} tokens, not {n}")
+        earlier += [dict(p, _file=f) for p in prev.get("points", [])]
     rows = []
     for label, assign, precision, fmt in points:
         row = {"point": label, "avg_bits": sum(s.numel * assign[s.key].bits for s in space.sites) / space.total_numel}
@@ -97,19 +105,20 @@ def main(argv=None) -> int:
                 emu.apply(assign)
                 row[key] = float(evaluate(model, n_tokens=n))
             row[f"{key}_s"] = round(time.time() - t, 1)
-        old = earlier.get(label)
-        if old is not None and old.get("precision_toml", "") == (Path(precision).read_text() if precision else ""):
+        toml = Path(precision).read_text() if precision else ""
+        old = next((p for p in earlier if p.get("precision_toml", "") == toml and (toml or p["point"] == label)), None)
+        if old is not None:
             ev = {"hardware_exact": old["hardware_exact"], "float32": old["hardware_float32"],
                   "top1_agreement": old.get("top1_agreement")}
-            hw_s = old.get("compile_and_evaluate_s")
-            row["hardware_exact_from"] = args.hardware_from
+            hw_s = old.get("hardware_exact_s", old.get("compile_and_evaluate_s"))
+            row["hardware_exact_from"] = old["_file"]
         else:
             ev, hw_s = hardware_exact(args.model_file, n, precision, fmt)
         row.update(hardware_exact=ev["hardware_exact"], hardware_float32=ev["float32"],
-                   top1_agreement=ev.get("top1_agreement"), compile_and_evaluate_s=round(hw_s, 1),
+                   top1_agreement=ev.get("top1_agreement"), hardware_exact_s=round(hw_s, 1),
                    emulated_vs_hardware=row["emulated"] / ev["hardware_exact"] - 1.0,
                    emulated_linear_vs_hardware=row["emulated_linear"] / ev["hardware_exact"] - 1.0)
-        row["precision_toml"] = Path(precision).read_text() if precision else ""
+        row["precision_toml"] = toml
         if "emulated_exact_kernels" in row:
             row["emulated_exact_kernels_vs_hardware"] = row["emulated_exact_kernels"] / ev["hardware_exact"] - 1.0
         res["points"].append(row)

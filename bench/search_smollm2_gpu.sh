@@ -11,13 +11,14 @@
 # examples/smollm2/wikitext2_ids.npz. masec itself is used from this checkout without installing
 # it (a package tree of symlinks in a temporary folder on PYTHONPATH).
 #
-# What it runs: perplexity on the first MASEC_SMOLLM2_EVAL_TOKENS (16,384) WikiText-2 test tokens in
+# What it runs: perplexity on the first MASEC_SMOLLM2_EVAL_TOKENS (32,768) WikiText-2 test tokens in
 # 1,024-token windows, calibration on one 1,024-token window of WikiText-2 valid; float32, the
 # uniform/seed-format rows, a 3 % search (--by layer, TRIALS Optuna trials) and a <= 4.5-bit search
 # (BITS_TRIALS trials), all with the hardware emulation (every stream quantized as compiled).
 # Writes $OUT/search_smollm2_gpu.json (the table), $OUT/search/ and $OUT/search_bits/ (each
 # search's precision.toml, search.json, nodes.md, log) and $OUT/run.log. Stops after LIMIT_S
-# seconds (default 540) and keeps what was written (a .partial.json after the two searches).
+# seconds (default 540; 3600 with --tiny) and keeps what was written (a .partial.json after the two
+# searches).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -47,15 +48,16 @@ else
   [ "$DEVICE" = cuda ] || { echo "search_smollm2_gpu.sh: torch sees no CUDA GPU (use --tiny for a CPU check)"; exit 2; }
   # one input shape everywhere ([1, 1024]): the canonical graph is exported once
   export MASEC_SMOLLM2_WINDOW=1024 MASEC_SEQ_LEN=1024 MASEC_SMOLLM2_CALIB=1 MASEC_SMOLLM2_CALIB_LEN=1024 \
-         MASEC_SMOLLM2_BATCH=1 MASEC_SMOLLM2_EVAL_TOKENS="${MASEC_SMOLLM2_EVAL_TOKENS:-16384}"
+         MASEC_SMOLLM2_BATCH=1 MASEC_SMOLLM2_EVAL_TOKENS="${MASEC_SMOLLM2_EVAL_TOKENS:-32768}"
   TYPES="${TYPES:-mxint8,mxint6,mxint4,mxfp8_e4m3,mxfp6_e2m3,mxfp4,nvfp4,m2xfp4_w,bitmod_fp4}"
-  BLOCKS="${BLOCKS:-16,32}"; TRIALS="${TRIALS:-8}"; BITS_TRIALS="${BITS_TRIALS:-4}"
+  BLOCKS="${BLOCKS:-16,32}"; TRIALS="${TRIALS:-12}"; BITS_TRIALS="${BITS_TRIALS:-6}"
   THREADS="${THREADS:-$(python3 -c 'import os; print(min(16, os.cpu_count() or 1))')}"; REFS=""
 fi
 echo "search_smollm2_gpu: device $DEVICE, types $TYPES, blocks $BLOCKS, trials $TRIALS/$BITS_TRIALS, out $OUT" \
   | tee "$OUT/run.log"
 set +e
-timeout "${LIMIT_S:-540}" python3 bench/search.py --model-file examples/smollm2/model.py --device "$DEVICE" \
+if [ "$TINY" = 1 ]; then LIMIT_S="${LIMIT_S:-3600}"; else LIMIT_S="${LIMIT_S:-540}"; fi
+timeout "$LIMIT_S" python3 bench/search.py --model-file examples/smollm2/model.py --device "$DEVICE" \
   --by layer --max-loss 3% --max-bits 4.5 --trials "$TRIALS" --bits-trials "$BITS_TRIALS" --types "$TYPES" \
   --block-sizes "$BLOCKS" --threads "$THREADS" --fresh $REFS \
   --out "$OUT/search" --results "$OUT/search_smollm2_gpu.json" 2>&1 | tee -a "$OUT/run.log"

@@ -221,7 +221,6 @@ class CanonicalGraph:
 
     def __init__(self, model: nn.Module, inputs: tuple, device: torch.device, exact_ops=()):
         from masec.frontend import export, normalize
-        from masec.meta import meta
         from masec.ops import OPS
         from masec.passes.analysis.shape_prop import shape_prop
         from masec.passes.transform.canonicalize import canonicalize
@@ -294,7 +293,6 @@ class CanonicalGraph:
                 delattr(mod, name)
         self.module = mod.to(device)
         self.device = device
-        self._meta = meta
         self._cache: dict[tuple, torch.Tensor] = {}
         self._configured = None
 
@@ -356,7 +354,7 @@ class CanonicalGraph:
 
 class Emulator:
     def __init__(self, model: nn.Module, space: Space, device: str = "cpu", cache_elems: int = 50_000_000,
-                 example_inputs=None, mode: str = "hardware", exact_ops=()):
+                 example_inputs=None, mode: str = "hardware", exact_ops=(), graph_cache: dict | None = None):
         if mode not in MODES:
             raise MasecError(f"emulation {mode!r}: use one of {', '.join(MODES)}")
         self.model = model
@@ -376,7 +374,10 @@ class Emulator:
         self.outputs_to_cpu = True
         self._building = False      # exporting a canonical graph on the CPU: the device hooks stand aside
         # hardware mode
-        self.graphs: dict[tuple, CanonicalGraph] = {}
+        #: canonical graphs by input shapes; ``graph_cache`` shares them between emulators of one model
+        #: (an export of a large model takes a while), e.g. the searches and rows of bench/search.py
+        self._own_graphs = graph_cache is None
+        self.graphs: dict[tuple, CanonicalGraph] = {} if graph_cache is None else graph_cache
         self._assign_key = None
         self._spec: tuple | None = None
         self._formats_cache: dict[tuple, dict] = {}
@@ -416,7 +417,8 @@ class Emulator:
 
     # ---------------------------------------------------------------------------- hardware mode
     def _graph(self, inputs) -> CanonicalGraph:
-        key = tuple((tuple(t.shape), str(t.dtype)) if isinstance(t, torch.Tensor) else repr(t) for t in inputs)
+        key = (id(self.model), str(self.device), self.exact_ops) + tuple(
+            (tuple(t.shape), str(t.dtype)) if isinstance(t, torch.Tensor) else repr(t) for t in inputs)
         g = self.graphs.get(key)
         if g is None:
             cpu_inputs = tuple(_move(tuple(inputs), "cpu"))
@@ -435,8 +437,7 @@ class Emulator:
                 if patched:
                     self._patch()
             log.info("emulation: canonical graph for inputs %s: %d quantized streams, %d quantized parameter "
-                     "ports", [s for s, _ in key if isinstance(s, tuple)] if all(isinstance(k, tuple) for k in key)
-                     else key, len(g.quant), len(g.params))
+                     "ports", list(g.shapes), len(g.quant), len(g.params))
             self.graphs[key] = g
         return g
 
@@ -547,7 +548,8 @@ class Emulator:
         for h in self._handles:
             h.remove()
         self._handles = []
-        self.graphs.clear()
+        if self._own_graphs:
+            self.graphs.clear()
         if self.device.type != "cpu":
             self.model.to("cpu")
 

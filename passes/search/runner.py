@@ -79,7 +79,8 @@ def _fingerprint(model: nn.Module, space: Space, batches, proxy_kind: str, emula
     return h.hexdigest()[:16]
 
 
-def make_emulator(model, space: Space, device: str, example_inputs, emulation: str = "auto"):
+def make_emulator(model, space: Space, device: str, example_inputs, emulation: str = "auto",
+                  graph_cache: dict | None = None, exact_ops=()):
     """``(Emulator, description)``: ``hardware`` emulation (``auto``: unless masec cannot compile the
     model, then ``linear`` with a warning)."""
     if emulation not in ("auto", "hardware", "linear"):
@@ -87,7 +88,9 @@ def make_emulator(model, space: Space, device: str, example_inputs, emulation: s
     if emulation == "linear":
         return Emulator(model, space, device=device, mode="linear"), "linear"
     try:
-        return Emulator(model, space, device=device, example_inputs=example_inputs, mode="hardware"), "hardware"
+        emu = Emulator(model, space, device=device, example_inputs=example_inputs, mode="hardware",
+                       graph_cache=graph_cache, exact_ops=exact_ops)
+        return emu, "hardware" + (f" (bit-exact models of {', '.join(emu.exact_ops)})" if emu.exact_ops else "")
     except Exception as exc:  # noqa: BLE001 - auto: any failure to compile the model falls back, logged
         if emulation == "hardware":
             raise
@@ -121,7 +124,8 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
                higher_is_better: bool = False, study_name: str | None = None, pareto: bool | None = None,
                types=None, blocks=BLOCK_SIZES, calib_batches: int = 8, ilp_points: int = 8,
                threads: int | None = None, proxy: str = "auto", max_bits: float | None = None,
-               console=None, emulation: str = "auto") -> SearchResult:
+               console=None, emulation: str = "auto", graph_cache: dict | None = None,
+               exact_ops=()) -> SearchResult:
     """Search the formats of ``model``'s weights and activations; write the results into ``out_dir``.
 
     ``evaluate(model) -> float`` is the metric (lower is better unless ``higher_is_better``); without
@@ -136,7 +140,11 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
     with 1, and a loaded machine makes more threads much slower).
     ``emulation``: ``hardware`` (every stream and parameter port in the format the compiled design
     gives it, emulate.py), ``linear`` (weights and nn.Linear inputs only) or ``auto`` (hardware,
-    or linear with a warning when masec cannot compile the model).
+    or linear with a warning when masec cannot compile the model). ``graph_cache``: a dict shared
+    by several searches of one model, so its canonical graphs are exported once (emulate.Emulator).
+    ``exact_ops``: ops (of ``emulate.EXACT_OPS``) computed by their kernels' bit-exact models
+    instead of float rounded once (the emulation then matches the hardware-exact design exactly
+    when it names them all; about 3x slower per evaluation on stories260K).
     """
     old_threads = torch.get_num_threads()
     if threads:
@@ -144,14 +152,14 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
     try:
         return _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials,
                        storage, device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks,
-                       calib_batches, ilp_points, proxy, max_bits, console, emulation)
+                       calib_batches, ilp_points, proxy, max_bits, console, emulation, graph_cache, exact_ops)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials, storage,
             device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks, calib_batches,
-            ilp_points, proxy_kind, max_bits, console, emulation="auto"):
+            ilp_points, proxy_kind, max_bits, console, emulation="auto", graph_cache=None, exact_ops=()):
     t0 = time.time()
     torch.manual_seed(seed)
     out = Path(out_dir)
@@ -170,7 +178,7 @@ def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_n
     try:
         return _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage,
                     device, by, seed, higher_is_better, study_name, pareto, types, blocks, calib_batches,
-                    ilp_points, proxy_kind, max_bits, ui, t0, emulation)
+                    ilp_points, proxy_kind, max_bits, ui, t0, emulation, graph_cache, exact_ops)
     finally:
         ui.stop()
         log.removeHandler(handler)
@@ -179,7 +187,7 @@ def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_n
 
 def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage, device, by,
          seed, higher_is_better, study_name, pareto, types, blocks, calib_batches, ilp_points, proxy_kind, max_bits,
-         ui, t0, emulation="auto"):
+         ui, t0, emulation="auto", graph_cache=None, exact_ops=()):
     model.eval()
     example_inputs = _as_tuple(example_inputs)
     log.info("search: by=%s max_loss=%s max_bits=%s trials=%d device=%s seed=%d pareto=%s emulation=%s", by, ml,
@@ -205,7 +213,7 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
     if not batches:
         batches = [example_inputs]
 
-    emu, emulation = make_emulator(model, space, device, example_inputs, emulation)
+    emu, emulation = make_emulator(model, space, device, example_inputs, emulation, graph_cache, exact_ops)
     try:
         proxy = Proxy(model, batches, kind=proxy_kind, emulator=emu)  # on a GPU the proxy stays on the GPU
         log.info("calibration: %d batches%s; sensitivity proxy: %s", len(batches),
@@ -264,7 +272,7 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
             log.info("uniform %s: bits=%.4f %s=%.6g", c.key, c.bits, metric_name, m)
 
         # 2. sensitivity (cached in out/sensitivity.json by a fingerprint of model, space, data)
-        fp = _fingerprint(model, space, batches, proxy.kind, emu.mode)
+        fp = _fingerprint(model, space, batches, proxy.kind, emulation)
         sens_path = out / "sensitivity.json"
         sens = None
         if sens_path.exists():

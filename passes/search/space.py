@@ -6,9 +6,11 @@ and how sites are tied together (groups).
 * An **activation site** is one tensor that feeds ``nn.Linear`` inputs. With a torch.fx-traceable
   model the site is named after the node producing it (walking back through view/reshape/transpose):
   its module path for a module, its fx node name for a function (``mul_1``), the input's name for
-  a model input. Several linears fed by one tensor (q/k/v) share the site. The emulation quantizes
-  each of those linear inputs with the site's format. An untraceable model gets one activation
-  group for all linear inputs (written as ``[default] act``).
+  a model input. Several linears fed by one tensor (q/k/v) share the site. Its format is the
+  producer's output format in the precision file (``[node."<producer>"] act``), so the hardware
+  and its emulation (emulate.py) round the stream once, where it is made. An untraceable model
+  gets one activation group for all linear inputs (written as ``[default] act``, which then also
+  sets every stream the search does not choose).
 * A **candidate** is an element type and a block size, e.g. ``mxfp4_e2m1:32``; its cost is the
   format's bits per element (element bits + 8 / block size for MX).
 * **Grouping** (``by``): ``node`` gives each site its own choice, ``layer`` ties the weights (and
