@@ -38,6 +38,13 @@ K_LO = -(G + 1); K_HI = 3 for GELU (|x| >= 16: |GELU(x) - max(x,0)| < 2^-180) an
 (|x| >= 16: h < e^-317 < 2^-450), 6 for SiLU (|x| >= 128: < 2^-177); all below the smallest MX
 value (2^-143), so the cut-offs are exact after quantization.
 
+Pipelining: the SV parameter ``PIPE`` (0..3) adds elastic register stages (valid/ready, 1 beat/cycle
+under any backpressure) and is passed on to the instance's ``mx_quantize``; the values do not change.
+The ROM read is registered at every PIPE; PIPE >= 1 adds a register after the multiplier operand
+(``1 - h`` or ``h``, and ``e``) and one after the product and region select (the (m, e) lanes), PIPE
+>= 2 one on the ROM address, PIPE >= 3 one after the decode. :func:`latency` gives the cycles added
+over PIPE 0, :func:`pipe_for_clock` the PIPE for a clock period.
+
 Model signature::
 
     codes_y, scales_y = act_model("gelu", codes_x, scales_x, elem_x, elem_out, g_bits=12)
@@ -48,6 +55,7 @@ from functools import lru_cache
 
 import torch
 
+from masec.hw_templates.kernels import mx_quantize
 from masec.hw_templates.kernels.mx_eltwise import EW, decode_sig_exp, sig_bits
 from masec.hw_templates.kernels.mx_quantize import _bit_length, element_sv_params, quantize_blocks
 from masec.hw_templates.kernels.mx_relu import check_lanes, resolve_format
@@ -299,6 +307,30 @@ def reference_model(func: str, codes, scales, elem_in, elem_out) -> tuple[torch.
             torch.tensor(os_, dtype=torch.int64).reshape(codes.shape[:-1]))
 
 
+# ----------------------------------------------------------------------------- pipelining
+#: Largest PIPE the template has cuts for (mx_quantize's too).
+MAX_PIPE = 3
+
+
+def _check_pipe(pipe) -> int:
+    pipe = int(pipe)
+    if not 0 <= pipe <= MAX_PIPE:
+        raise ValueError(f"PIPE {pipe}: the activation kernels have 0..{MAX_PIPE} stages")
+    return pipe
+
+
+def latency(params: dict) -> int:
+    """Cycles ``PIPE`` adds over PIPE 0: the kernel's own cuts (G and M at PIPE >= 1, I at >= 2, X at
+    >= 3: ``PIPE + 1``, none at PIPE 0) plus mx_quantize's ``2 * PIPE``."""
+    pipe = _check_pipe(params.get("PIPE", 0))
+    return (pipe + 1 if pipe else 0) + mx_quantize.latency(pipe)
+
+
+def pipe_for_clock(clock_ns: float) -> int:
+    """PIPE for a clock period: mx_quantize's rule (0 at 10 ns and slower, 3 below 4 ns), clipped."""
+    return min(mx_quantize.pipe_for_clock(clock_ns), MAX_PIPE)
+
+
 # ----------------------------------------------------------------------------- config, manifest
 def jinja_ctx(func: str, elem_in, g_bits: int = DEFAULT_G) -> dict:
     f = frac_bits(elem_in)
@@ -313,15 +345,18 @@ def module_name(func: str, elem_in, g_bits: int = DEFAULT_G) -> str:
     return f"mx_{func}_f{frac_bits(elem_in)}_g{g_bits}"
 
 
-def sv_params(lanes: int, block: int, elem_in, elem_out) -> dict:
+def sv_params(lanes: int, block: int, elem_in, elem_out, pipe: int | None = None) -> dict:
+    """SV parameters of an activation instance (``PIPE`` only when ``pipe`` is given)."""
     return {"P": lanes, "B": block, "X_IS_INT": int(elem_in.kind == "int"), "X_BITS": elem_in.bits,
-            "X_MBITS": elem_in.mbits, "X_BIAS": elem_in.bias, **element_sv_params(elem_out, prefix="OUT_")}
+            "X_MBITS": elem_in.mbits, "X_BIAS": elem_in.bias, **element_sv_params(elem_out, prefix="OUT_"),
+            **({} if pipe is None else {"PIPE": _check_pipe(pipe)})}
 
 
 def instance_config(shape, fmt_in, fmt_out, lanes: int, func: str = "gelu",
-                    g_bits: int = DEFAULT_G) -> tuple[dict, dict, str]:
+                    g_bits: int = DEFAULT_G, pipe: int | None = None) -> tuple[dict, dict, str]:
     """``(jinja_ctx, sv_params, module_name)`` of an ``mx_gelu`` / ``mx_gelu_tanh`` / ``mx_silu`` instance.
 
+    ``pipe`` sets the ``PIPE`` SV parameter (left out: the template's default, 0).
     Render with ``render("mx_" + func, module_name, **jinja_ctx)``; instances whose input
     elements share mbits (and G) share one rendered module.
     """
@@ -332,16 +367,20 @@ def instance_config(shape, fmt_in, fmt_out, lanes: int, func: str = "gelu",
         raise ValueError(f"block sizes differ: {fi.block_size} vs {fo.block_size}")
     check_lanes(fi, lanes)
     del shape
-    return (jinja_ctx(func, fi.element, g_bits), sv_params(lanes, fi.block_size, fi.element, fo.element),
+    return (jinja_ctx(func, fi.element, g_bits), sv_params(lanes, fi.block_size, fi.element, fo.element, pipe),
             module_name(func, fi.element, g_bits))
 
 
 def _examples(func):
     from masec.formats.element import FP4_E2M1, FP8_E4M3, INT8
     out = []
-    for label, lanes, ei, eo in (("mxint8->mxint8 P4", 4, INT8, INT8), ("mxfp8->mxfp8 P8", 8, FP8_E4M3, FP8_E4M3),
-                                 ("mxfp4->mxfp4 P32", 32, FP4_E2M1, FP4_E2M1)):
-        out.append({"label": label, "ctx": jinja_ctx(func, ei), "params": sv_params(lanes, 32, ei, eo)})
+    cfgs = (("mxint8->mxint8 P4", 4, INT8, INT8), ("mxfp8->mxfp8 P8", 8, FP8_E4M3, FP8_E4M3),
+            ("mxfp4->mxfp4 P32", 32, FP4_E2M1, FP4_E2M1))
+    # at PIPE 0 (slow clocks) and at MAX_PIPE (a 3 ns clock)
+    for pipe in (None, MAX_PIPE):
+        for label, lanes, ei, eo in cfgs:
+            out.append({"label": label + ("" if pipe is None else f" PIPE{pipe}"), "ctx": jinja_ctx(func, ei),
+                        "params": sv_params(lanes, 32, ei, eo, pipe)})
     return tuple(out)
 
 
@@ -358,6 +397,7 @@ _PARAMS = (
     ParamSpec("OUT_BIAS", "output emin = 1 - OUT_BIAS (fp: bias, int: 1)", 1),
     ParamSpec("OUT_EMAX", "output top binade exponent (int: 0)", 0),
     ParamSpec("OUT_MAX_CODE", "output largest finite magnitude code", 127),
+    ParamSpec("PIPE", "pipeline depth 0..3 (own cuts + mx_quantize's; latency in extra['latency'])", 0),
 )
 _PORTS = (PortSpec("s_x", "in", "mx", "input: P lanes of X_BITS-bit codes + E8M0 scale"),
           PortSpec("m_y", "out", "mx", "output: P lanes of OUT_BITS-bit codes + E8M0 scale"))
@@ -376,7 +416,7 @@ SPECS = tuple(
         ops=(func,),
         model=f"{__name__}:{func}_model",
         examples=_examples(func),
-        extra=_CTX_DOC,
+        extra={**_CTX_DOC, "latency": latency, "pipe_for_clock": pipe_for_clock},
     )
     for func in FUNCS
 )

@@ -3,8 +3,8 @@ ROM contents, RTL vs model under gaps/backpressure, lint."""
 import pytest
 import torch
 
-from masec.hw_templates.kernels.mx_act import (K_HI, K_LO, act_me, act_model, instance_config, lut,
-                                                reference_model)
+from masec.hw_templates.kernels.mx_act import (K_HI, K_LO, MAX_PIPE, act_me, act_model, instance_config, latency,
+                                                lut, pipe_for_clock, reference_model)
 from masec.hw_templates.kernels.mx_eltwise import decode_sig_exp
 from masec.hw_templates.kernels.mx_relu import resolve_format, stress_mx
 from masec.hw_templates.render import render
@@ -127,6 +127,9 @@ SLOW_CASES = [("gelu", "mxfp4", "mxfp8_e4m3", 32, 32), ("silu", "mxint8", "mxint
               ("gelu", "mxfp8_e5m2", "mxfp8_e4m3", 32, 1), ("silu", "mxfp4", "mxfp4", 32, 16)]
 
 
+PIPES = [0, MAX_PIPE]   # unpipelined and every cut
+
+
 @pytest.fixture(scope="module")
 def build_cache(tmp_path_factory):
     cache = {}
@@ -139,12 +142,13 @@ def build_cache(tmp_path_factory):
             deps += [render("mx_quantize").write(d / "rtl"), render(f"mx_{func}", module, **ctx).write(d / "rtl")]
             cache[key] = (deps, d / "build")
         return cache[key]
+    get.full_cycles = {}
     return get
 
 
-def _run(build_cache, seed, func, fmt_in, fmt_out, block, lanes, mutate=False):
+def _run(build_cache, seed, func, fmt_in, fmt_out, block, lanes, mutate=False, pipe=0):
     fi, fo = resolve_format(fmt_in, block), resolve_format(fmt_out, block)
-    ctx, params, module = instance_config((2, 2 * block), fi, fo, lanes, func=func)
+    ctx, params, module = instance_config((2, 2 * block), fi, fo, lanes, func=func, pipe=pipe)
     files, build_dir = build_cache(func, ctx, module, params)
     gen = torch.Generator().manual_seed(seed)
     nblocks = 6 if mutate else 24
@@ -160,22 +164,25 @@ def _run(build_cache, seed, func, fmt_in, fmt_out, block, lanes, mutate=False):
         return res
     assert res.ok, res.message
     full = res.run("full_rate")
-    latency = block // lanes + 2
-    print(f"{module} {fmt_in}->{fmt_out} B{block} P{lanes}: full_rate {full['cycles']} cycles, ideal "
-          f"{full['ideal_cycles']} ({full['output_beats']} beats), allowed latency {latency}")
-    assert full["cycles"] <= full["ideal_cycles"] + latency
+    allowed = block // lanes + 2 + latency(params)
+    print(f"{module} {fmt_in}->{fmt_out} B{block} P{lanes} PIPE {pipe}: full_rate {full['cycles']} cycles, ideal "
+          f"{full['ideal_cycles']} ({full['output_beats']} beats), allowed latency {allowed}; seed {seed}")
+    assert full["cycles"] <= full["ideal_cycles"] + allowed
+    build_cache.full_cycles[(func, fmt_in, fmt_out, block, lanes, pipe)] = full["cycles"]
     return res
 
 
+@pytest.mark.parametrize("pipe", PIPES)
 @pytest.mark.parametrize("func,fmt_in,fmt_out,block,lanes", RTL_CASES)
-def test_act_rtl_matches_model(build_cache, seed, func, fmt_in, fmt_out, block, lanes):
-    _run(build_cache, seed, func, fmt_in, fmt_out, block, lanes)
+def test_act_rtl_matches_model(build_cache, seed, func, fmt_in, fmt_out, block, lanes, pipe):
+    _run(build_cache, seed, func, fmt_in, fmt_out, block, lanes, pipe=pipe)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pipe", [1, 2])
 @pytest.mark.parametrize("func,fmt_in,fmt_out,block,lanes", SLOW_CASES)
-def test_act_rtl_matches_model_sweep(build_cache, seed, func, fmt_in, fmt_out, block, lanes):
-    _run(build_cache, seed, func, fmt_in, fmt_out, block, lanes)
+def test_act_rtl_matches_model_sweep(build_cache, seed, func, fmt_in, fmt_out, block, lanes, pipe):
+    _run(build_cache, seed, func, fmt_in, fmt_out, block, lanes, pipe=pipe)
 
 
 def test_act_rtl_check_can_fail(build_cache, seed):
@@ -183,14 +190,37 @@ def test_act_rtl_check_can_fail(build_cache, seed):
     assert not res.ok and "beat 4" in res.message
 
 
+@pytest.mark.parametrize("case", RTL_CASES, ids=[c[0] for c in RTL_CASES])
+def test_act_pipe_latency(build_cache, seed, case):
+    """Full rate: PIPE = MAX_PIPE takes exactly SPEC.extra["latency"] cycles more than PIPE 0 (so
+    the pipeline still takes one beat per cycle), for each of the three kernels."""
+    from masec.hw_templates.manifest import kernel
+    for pipe in PIPES:
+        if (*case, pipe) not in build_cache.full_cycles:
+            _run(build_cache, seed, *case, pipe=pipe)
+    c0, cmax = (build_cache.full_cycles[(*case, p)] for p in PIPES)
+    want = kernel(f"mx_{case[0]}").extra["latency"]({"PIPE": MAX_PIPE})
+    print(f"mx_{case[0]} full rate: PIPE 0 {c0} cycles, PIPE {MAX_PIPE} {cmax} (+{cmax - c0}, SPEC latency {want})")
+    assert cmax - c0 == want
+
+
+def test_act_latency_and_pipe_for_clock():
+    assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 4, 7, 10]
+    assert [pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 4.0, 3.0)] == [0, 0, 1, 2, 3]
+    with pytest.raises(ValueError):
+        latency({"PIPE": MAX_PIPE + 1})
+
+
 @pytest.mark.parametrize("func,fmt_in,fmt_out,block,lanes", RTL_CASES + SLOW_CASES)
 def test_act_lints_clean(tmp_path, func, fmt_in, fmt_out, block, lanes):
     fi, fo = resolve_format(fmt_in, block), resolve_format(fmt_out, block)
-    ctx, params, module = instance_config((1, block), fi, fo, lanes, func=func)
+    ctx, _, module = instance_config((1, block), fi, fo, lanes, func=func)
     files = render_with_deps("mx_elem_decode", tmp_path) + [render("mx_quantize").write(tmp_path),
                                                              render(f"mx_{func}", module, **ctx).write(tmp_path)]
     lint(files, module)
-    lint(files, module, parameters=params)
+    for pipe in PIPES:
+        _, params, _ = instance_config((1, block), fi, fo, lanes, func=func, pipe=pipe)
+        lint(files, module, parameters=params)
 
 
 def test_gelu_tanh_float_reference_is_torch_tanh_gelu():
