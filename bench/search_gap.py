@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +36,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from table import print_table  # noqa: E402
 
 from masec.passes.search.cli import load_search_inputs  # noqa: E402
-from masec.passes.search.emulate import EXACT_OPS, Emulator  # noqa: E402
+from masec.passes.search.emulate import EXACT_OPS, Emulator, spec_from_assignment  # noqa: E402
+from masec.passes.search.precision_file import dump_precision  # noqa: E402
 from masec.passes.search.space import Candidate, build_space, discover_sites  # noqa: E402
 
 
@@ -82,8 +84,15 @@ def main(argv=None) -> int:
         points.append((f"searched ({d}, {doc['chosen']['avg_bits']:.3f} bits)",
                        {k: Candidate.parse(v) for k, v in doc["chosen"]["sites"].items()},
                        str(Path(d) / "precision.toml"), None))
+    tmp = tempfile.TemporaryDirectory()
     for f in [f for f in args.uniform.split(",") if f]:
-        points.append((f"uniform {f}", {s.key: Candidate.make(f, 32) for s in space.sites}, None, f))
+        # the precision file the search writes for this assignment (what the emulation runs): every
+        # searched tensor in f, the rest (norm gains; for an untraceable model not [default] act) at
+        # the default mxint8 -- not `--format f`, which would also put the norm gains in f
+        assign = {s.key: Candidate.make(f, 32) for s in space.sites}
+        prec = Path(tmp.name) / f"{f}.toml"
+        prec.write_text(dump_precision(spec_from_assignment(space, assign)))
+        points.append((f"uniform {f}", assign, str(prec), None))
     res = {"model_file": str(Path(args.model_file).resolve().relative_to(ROOT))
            if Path(args.model_file).resolve().is_relative_to(ROOT) else args.model_file,
            "search": args.search, "eval_tokens": n, "float32": f32, "points": []}
@@ -106,7 +115,8 @@ def main(argv=None) -> int:
                 row[key] = float(evaluate(model, n_tokens=n))
             row[f"{key}_s"] = round(time.time() - t, 1)
         toml = Path(precision).read_text() if precision else ""
-        old = next((p for p in earlier if p.get("precision_toml", "") == toml and (toml or p["point"] == label)), None)
+        old = next((p for p in earlier if p.get("precision_toml", "") == toml and p["point"] == label
+                    or p.get("precision_toml") and p["precision_toml"] == toml), None)
         if old is not None:
             ev = {"hardware_exact": old["hardware_exact"], "float32": old["hardware_float32"],
                   "top1_agreement": old.get("top1_agreement")}
