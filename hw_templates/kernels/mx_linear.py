@@ -2,10 +2,12 @@
 
 Kernels defined here (docs/kernels/mx_linear.md):
 
-* ``mx_dot``  - combinational exact dot product of P MX element pairs (block-relative integer);
-  optional L-Mul approximate multiplier for fp x fp (Luo & Sun 2024, "Addition is All You Need").
+* ``mx_dot``  - exact dot product of P MX element pairs (block-relative integer), combinational at
+  PIPE 0, registered products and adder tree above (:func:`dot_latency`); optional L-Mul approximate
+  multiplier for fp x fp (Luo & Sun 2024, "Addition is All You Need").
 * ``mx_facc`` - one step of the bounded-width floating accumulator (align to the larger exponent,
-  round half up, renormalize by one bit).
+  round half up, renormalize by one bit), as ``mx_facc_align`` -> ``mx_facc_add`` (a pipelined
+  accumulator registers between the halves); ``mx_delay`` - the pipeline's side-band delay line.
 * ``mx_linear`` - the layer: x streams [T, IN] (MX, P_IN lanes), W [OUT, IN] and bias in ROM,
   P_OUT outputs at once, y streams [T, OUT] (MX, P_OUT lanes) through ``mx_quantize``.
 
@@ -20,6 +22,9 @@ Arithmetic, shared by the RTL and the bit-exact model below:
 3. Across blocks: the floating accumulator (A, X), A signed AW = DW + ACC_GUARD + 1 bits, value
    A * 2^X, started from the bias (exact) or empty, updated by :func:`facc_step`.
 4. The row's accumulators (A, X) go to ``mx_quantize`` (m = A, e = X) -> MX output block.
+
+Pipelining: ``PIPE`` 0..3 (:func:`pipe_for_clock`) adds register cuts (docs/kernels/mx_linear.md,
+"Pipelining"); the values do not change, every output beat comes :func:`latency` cycles later.
 
 Seed formats (docs/kernels/mx_linear.md): W in M2XFP / NVFP4 / BitMoD (``WFMT``; model
 :func:`seed_linear_accumulators`, ROMs :func:`pack_seed_weight_mem`) and x in Anda (``X_ANDA``;
@@ -833,6 +838,70 @@ def ideal_cycles(rows: int, in_features: int, out_features: int, p_in: int, p_ou
     return rows * (-(-out_features // p_out)) * (-(-in_features // p_in))
 
 
+# ------------------------------------------------------------------------------ pipelining
+def delay_model(values: list) -> list:
+    """mx_delay: the values in the same order, N enabled cycles later (a delay changes no value)."""
+    return list(values)
+
+
+#: Largest PIPE mx_linear (and mx_dot) have cuts for; mx_linear passes it to its mx_quantize (0..3).
+MAX_PIPE = 3
+
+
+def _check_pipe(pipe: int, who: str) -> int:
+    pipe = int(pipe)
+    if not 0 <= pipe <= MAX_PIPE:
+        raise ValueError(f"PIPE {pipe}: {who} has 0..{MAX_PIPE} stages")
+    return pipe
+
+
+def dot_latency(p: int, pipe: int) -> int:
+    """Enabled cycles from mx_dot's inputs to its sum at ``PIPE = pipe`` (0: combinational).
+
+    PIPE >= 1: the products and the adder tree every second level and at its root; PIPE >= 2: also
+    the decoded operands, and the tree after every level."""
+    pipe = _check_pipe(pipe, "mx_dot")
+    if pipe == 0:
+        return 0
+    levels = (int(p) - 1).bit_length()          # ceil(log2 P), 0 for P = 1
+    per = 1 if pipe >= 2 else 2
+    return (1 if pipe >= 2 else 0) + 1 + -(-levels // per)
+
+
+def latency(params: dict) -> int:
+    """Cycles mx_linear's ``PIPE`` adds over PIPE 0 (every output beat later by this), for its SV
+    ``params``: cut R, mx_dot, M2XFP's metadata multiply, the block-scale cut (NVFP4 / BitMoD), the
+    second accumulator half (:func:`split_accumulator`), NVFP4's tensor-scale tail, the register
+    slice in front of mx_quantize, and the nested mx_quantize's 2 * PIPE."""
+    from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
+
+    pipe = _check_pipe(params.get("PIPE", 0) or 0, "mx_linear")
+    if pipe == 0:
+        return 0
+    wfmt = int(params.get("WFMT", 0) or 0)
+    p_in, block = int(params["P_IN"]), int(params["B"])
+    dot_p = min(p_in, 8) if wfmt == 1 else p_in
+    return (1 + dot_latency(dot_p, pipe) + (1 if wfmt == 1 else 0) + (1 if wfmt in (2, 3) else 0)
+            + (1 if split_accumulator(params) else 0) + (pipe if wfmt == 2 else 0) + 1 + quantize_latency(pipe))
+
+
+def split_accumulator(params: dict) -> bool:
+    """Whether mx_linear at PIPE >= 1 registers its accumulator step between mx_facc_align and
+    mx_facc_add (FST = 2): only when a pass's blocks arrive at least two beats apart (B / P_IN >= 2
+    and the last block, whose all-padding beats passes 1.. skip, has two beats or more) or a row has
+    one block (no step depends on the previous one)."""
+    p_in, block, n_in = int(params["P_IN"]), int(params["B"]), int(params["IN"])
+    nb, nbb, ninr = -(-n_in // block), block // p_in, -(-n_in // p_in)
+    return nb == 1 or (nbb >= 2 and ninr - (nb - 1) * nbb >= 2)
+
+
+def pipe_for_clock(clock_ns: float) -> int:
+    """mx_linear's PIPE for a clock period: mx_quantize's rule (same depth for the nested quantizer)."""
+    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock as quantize_rule
+
+    return min(quantize_rule(clock_ns), MAX_PIPE)
+
+
 _ELEM_DEFAULTS = {"X_IS_INT": 1, "X_BITS": 8, "X_MBITS": 6, "X_BIAS": 0,
                   "W_IS_INT": 1, "W_BITS": 8, "W_MBITS": 6, "W_BIAS": 0}
 
@@ -840,13 +909,15 @@ SPECS = (
     KernelSpec(
         name="mx_dot",
         template="mx_dot.sv.j2",
-        doc="Combinational exact dot product of P pairs of MX element codes (x, w) as a signed integer "
-            "in units of 2^(exmin_x + exmin_w) (L-Mul: 2^(... - K)); the block scales are applied by the caller.",
+        doc="Exact dot product of P pairs of MX element codes (x, w) as a signed integer in units of "
+            "2^(exmin_x + exmin_w) (L-Mul: 2^(... - K)); the block scales are applied by the caller. "
+            "Combinational at PIPE 0; products and adder tree registered at PIPE >= 1 (stall enable en_i).",
         params=(ParamSpec("P", "element pairs", 8),
                 ParamSpec("X_IS_INT/X_BITS/X_MBITS", "x element format", None),
                 ParamSpec("W_IS_INT/W_BITS/W_MBITS", "w element format", None),
                 ParamSpec("LMUL", "1: L-Mul approximate products when both elements are fp", 0),
-                ParamSpec("SW", "signed width of the sum", 32)),
+                ParamSpec("SW", "signed width of the sum", 32),
+                ParamSpec("PIPE", "pipeline depth 0..3 (0: combinational; latency dot_latency(P, PIPE))", 0)),
         ports=(),
         model=f"{__name__}:block_sums",
         examples=({"label": "P8 int8xint8", "ctx": {}, "params": {"P": 8, "SW": 24}},
@@ -855,17 +926,59 @@ SPECS = (
                       "W_IS_INT": 0, "W_BITS": 8, "W_MBITS": 3}},
                   {"label": "P8 e4m3xe4m3 L-Mul", "ctx": {}, "params": {
                       "P": 8, "SW": 48, "X_IS_INT": 0, "X_BITS": 8, "X_MBITS": 3,
-                      "W_IS_INT": 0, "W_BITS": 8, "W_MBITS": 3, "LMUL": 1}}),
+                      "W_IS_INT": 0, "W_BITS": 8, "W_MBITS": 3, "LMUL": 1}},
+                  {"label": "P8 int8xint8 PIPE1", "ctx": {}, "params": {"P": 8, "SW": 24, "PIPE": 1}},
+                  {"label": "P32 e4m3xe4m3 PIPE2", "ctx": {}, "params": {
+                      "P": 32, "SW": 44, "X_IS_INT": 0, "X_BITS": 8, "X_MBITS": 3,
+                      "W_IS_INT": 0, "W_BITS": 8, "W_MBITS": 3, "PIPE": 2}},
+                  {"label": "P8 e4m3xe4m3 L-Mul PIPE2", "ctx": {}, "params": {
+                      "P": 8, "SW": 48, "X_IS_INT": 0, "X_BITS": 8, "X_MBITS": 3,
+                      "W_IS_INT": 0, "W_BITS": 8, "W_MBITS": 3, "LMUL": 1, "PIPE": 2}}),
+        extra={"latency": lambda params: dot_latency(params.get("P", 8), params.get("PIPE", 0) or 0)},
+    ),
+    KernelSpec(
+        name="mx_delay",
+        template="mx_delay.sv.j2",
+        doc="N-stage stall-enable delay line (shift register loaded on en_i, reset to 0): the side band "
+            "(flags, exponents, scale words) of mx_linear's pipelined datapath.",
+        params=(ParamSpec("W", "bits per stage", 8), ParamSpec("N", "stages (0: a wire)", 1)),
+        ports=(),
+        model=f"{__name__}:delay_model",
+        examples=({"label": "W8 N0", "ctx": {}, "params": {"W": 8, "N": 0}},
+                  {"label": "W40 N3", "ctx": {}, "params": {"W": 40, "N": 3}}),
+    ),
+    KernelSpec(
+        name="mx_facc_align",
+        template="mx_facc_align.sv.j2",
+        doc="First half of an mx_facc step: exponent compare, alignment shift of the operand with the "
+            "smaller exponent (one fraction bit kept), the S = 0 / A = 0 cases. Combinational.",
+        params=(ParamSpec("AW", "accumulator mantissa bits", 32), ParamSpec("DW", "block-sum bits", 24),
+                ParamSpec("G", "guard: S enters as S << G (AW = DW + G + 1)", 7),
+                ParamSpec("XW", "exponent bits", XW)),
+        ports=(),
+        model=f"{__name__}:facc_step",
+        examples=({"label": "AW32", "ctx": {}, "params": {"AW": 32, "DW": 24, "G": 7}},),
+    ),
+    KernelSpec(
+        name="mx_facc_add",
+        template="mx_facc_add.sv.j2",
+        doc="Second half of an mx_facc step: the round-half-up addition (one adder with carry-in) and "
+            "the one-bit renormalization. Combinational.",
+        params=(ParamSpec("AW", "accumulator mantissa bits", 32), ParamSpec("XW", "exponent bits", XW)),
+        ports=(),
+        model=f"{__name__}:facc_step",
+        examples=({"label": "AW32", "ctx": {}, "params": {"AW": 32}},),
     ),
     KernelSpec(
         name="mx_facc",
         template="mx_facc.sv.j2",
         doc="One step of the bounded floating accumulator: (A, X) + S*2^Y, align to the larger exponent "
-            "with round-half-up, renormalize by one bit. Combinational.",
+            "with round-half-up, renormalize by one bit. Combinational: mx_facc_align -> mx_facc_add.",
         params=(ParamSpec("AW", "accumulator mantissa bits", 32), ParamSpec("DW", "block-sum bits", 24),
                 ParamSpec("G", "guard: S enters as S << G (AW = DW + G + 1)", 7),
                 ParamSpec("XW", "exponent bits", XW)),
         ports=(),
+        deps=("mx_facc_align", "mx_facc_add"),
         model=f"{__name__}:facc_step",
         examples=({"label": "AW32", "ctx": {}, "params": {"AW": 32, "DW": 24, "G": 7}},
                   {"label": "AW52", "ctx": {}, "params": {"AW": 52, "DW": 43, "G": 8}}),
@@ -875,7 +988,8 @@ SPECS = (
         template="mx_linear.sv.j2",
         doc="y = x W^T (+ b): x streams [T, IN] (MX, P_IN lanes), W and bias in ROM ($readmemh), "
             "P_OUT outputs per pass, exact block dot products, bounded floating accumulator, "
-            "output through mx_quantize (P_OUT lanes). One input beat per cycle per pass.",
+            "output through mx_quantize (P_OUT lanes). One input beat per cycle per pass; PIPE 0..3 register "
+            "cuts (latency(params) more cycles, same values).",
         params=(ParamSpec("IN", "input features", 64), ParamSpec("OUT", "output features", 64),
                 ParamSpec("P_IN", "input lanes per beat (divides B)", 8),
                 ParamSpec("P_OUT", "outputs computed at once (divides B_OUT)", 8),
@@ -891,9 +1005,11 @@ SPECS = (
                 ParamSpec("LMUL", "1: L-Mul approximate fp x fp products", 0),
                 ParamSpec("W_MEM", "weight-code ROM file ($readmemh), see pack_weight_mem", "w.mem"),
                 ParamSpec("WS_MEM", "weight-scale ROM file", "ws.mem"),
-                ParamSpec("B_MEM", "bias ROM file (HAS_BIAS), see pack_bias_mem", "")),
+                ParamSpec("B_MEM", "bias ROM file (HAS_BIAS), see pack_bias_mem", ""),
+                ParamSpec("PIPE", "pipeline depth 0..3 (latency(params) more cycles; also the nested mx_quantize's)",
+                          0)),
         ports=(PortSpec("s_x", "in", "mx", "x rows, P_IN lanes"), PortSpec("m_y", "out", "mx", "y rows, P_OUT lanes")),
-        deps=("mx_dot", "mx_facc", "mx_quantize"),
+        deps=("mx_delay", "mx_dot", "mx_facc", "mx_quantize"),
         ops=("linear",),
         model=f"{__name__}:linear_model",
         examples=(),  # set below: they need ROM images (example_config)
@@ -903,13 +1019,16 @@ SPECS = (
 
 def example_config(label: str, in_features: int, out_features: int, x_name: str, w_name: str, out_name: str,
                    p_in: int, p_out: int, has_bias: bool = False, lmul: bool = False, seed: int = 0,
-                   p_y: int | None = None) -> dict:
-    """A resource-table configuration with ROM images of a seeded Gaussian W (and bias) MX-encoded."""
+                   p_y: int | None = None, pipe: int = 0) -> dict:
+    """A resource-table configuration with ROM images of a seeded Gaussian W (and bias) MX-encoded
+    (``pipe``: its PIPE, given only when > 0, so the PIPE 0 entries keep their parameter lists)."""
     from masec.formats import parse_format
 
     x_fmt, w_fmt, o_fmt = parse_format(x_name), parse_format(w_name), parse_format(out_name)
     _, params, _ = instance_config(in_features, out_features, x_fmt, w_fmt, o_fmt, has_bias, p_in, p_out,
                                    lmul=lmul, p_y=p_y)
+    if pipe:
+        params["PIPE"] = int(pipe)
 
     def weights():
         g = torch.Generator().manual_seed(seed)
@@ -937,7 +1056,7 @@ def example_config(label: str, in_features: int, out_features: int, x_name: str,
 
 def seed_example_config(label: str, in_features: int, out_features: int, x_name: str, w_name: str, out_name: str,
                         p_in: int, p_out: int, has_bias: bool = False, seed: int = 0, w_block: int | None = None,
-                        x_block: int = 32) -> dict:
+                        x_block: int = 32, pipe: int = 0) -> dict:
     """A resource-table configuration with seed-format weights (m2xfp4_w, nvfp4, bitmod_fp4/fp3):
     a seeded Gaussian W encoded in ``w_name`` (NVFP4: x in blocks of its 16), packed by
     :func:`pack_seed_weight_mem`; the bias in x's format."""
@@ -955,6 +1074,8 @@ def seed_example_config(label: str, in_features: int, out_features: int, x_name:
     img = image()
     _, params, _ = instance_config(in_features, out_features, x_fmt, w_fmt, o_fmt, has_bias, p_in, p_out,
                                    b_fmt=x_fmt, ts=(img.ts_sig, img.ts_exp) if img.kind == "nvfp4" else None)
+    if pipe:
+        params["PIPE"] = int(pipe)
 
     def w_lines():
         return "\n".join(pack_seed_weight_mem(image(), in_features, out_features, p_in, p_out)[0]) + "\n"
@@ -972,9 +1093,10 @@ def seed_example_config(label: str, in_features: int, out_features: int, x_name:
     return {"label": label, "ctx": {}, "params": params, "files": files}
 
 
-_LINEAR = SPECS[2]
-SPECS = SPECS[:2] + (KernelSpec(
+_LINEAR = SPECS[-1]
+SPECS = SPECS[:-1] + (KernelSpec(
     **{**{f: getattr(_LINEAR, f) for f in ("name", "template", "doc", "params", "ports", "deps", "ops", "model")},
+       "extra": {"latency": latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
        "examples": (
            example_config("64x64 mxint8 P_IN8 P_OUT8 (64 MACs)", 64, 64, "mxint8", "mxint8", "mxint8", 8, 8, True),
            example_config("64x64 mxint8 P_IN8 P_OUT8 P_Y1 (64 MACs)", 64, 64, "mxint8", "mxint8", "mxint8", 8, 8,
@@ -990,4 +1112,23 @@ SPECS = SPECS[:2] + (KernelSpec(
                                8, 8, True, w_block=64),
            seed_example_config("64x64 mxint8 x bitmod_fp3 P_IN8 P_OUT8", 64, 64, "mxint8", "bitmod_fp3", "mxint8",
                                8, 8, True, w_block=64),
+           # pipelined: the same configurations at PIPE 3 (a clock of 4 ns or less), and P_IN = B = 32
+           example_config("64x64 mxint8 P_IN8 P_OUT8 (64 MACs) PIPE3", 64, 64, "mxint8", "mxint8", "mxint8", 8, 8,
+                          True, pipe=3),
+           example_config("64x64 mxint8 P_IN8 P_OUT8 (64 MACs) PIPE1", 64, 64, "mxint8", "mxint8", "mxint8", 8, 8,
+                          True, pipe=1),
+           example_config("64x64 mxint8 P_IN4 P_OUT4 (16 MACs) PIPE3", 64, 64, "mxint8", "mxint8", "mxint8", 4, 4, True,
+                          pipe=3),
+           example_config("64x64 mxint8 P_IN32 P_OUT4 (128 MACs) PIPE3", 64, 64, "mxint8", "mxint8", "mxint8", 32, 4,
+                          True, pipe=3),
+           example_config("64x64 mxfp8_e4m3 P_IN8 P_OUT8 PIPE3", 64, 64, "mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3",
+                          8, 8, pipe=3),
+           example_config("64x64 mxfp8_e4m3 P_IN8 P_OUT8 L-Mul PIPE3", 64, 64, "mxfp8_e4m3", "mxfp8_e4m3",
+                          "mxfp8_e4m3", 8, 8, lmul=True, pipe=3),
+           seed_example_config("64x64 mxint8 x m2xfp4_w P_IN8 P_OUT8 PIPE3", 64, 64, "mxint8", "m2xfp4_w", "mxint8",
+                               8, 8, True, pipe=3),
+           seed_example_config("64x64 mxint8 x nvfp4 P_IN8 P_OUT8 PIPE3", 64, 64, "mxint8", "nvfp4", "mxint8", 8, 8,
+                               True, pipe=3),
+           seed_example_config("64x64 mxint8 x bitmod_fp4 P_IN8 P_OUT8 PIPE3", 64, 64, "mxint8", "bitmod_fp4",
+                               "mxint8", 8, 8, True, w_block=64, pipe=3),
        )}),)

@@ -8,8 +8,8 @@ import torch
 
 from masec.formats import parse_format
 from masec.hw_templates.kernels.mx_linear import (
-    block_sums, exact_linear, facc_step, facc_step_torch, ideal_cycles, instance_config, linear_accumulators,
-    linear_model, linear_widths, pack_bias_mem, pack_weight_mem,
+    MAX_PIPE, block_sums, dot_latency, exact_linear, facc_step, facc_step_torch, ideal_cycles, instance_config,
+    latency, linear_accumulators, linear_model, linear_widths, pack_bias_mem, pack_weight_mem, pipe_for_clock,
 )
 from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_stream
@@ -171,8 +171,10 @@ def test_linear_model_error_vs_exact(xf, wf, of, seed):
 
 
 # ----------------------------------------------------------------------------- RTL tests
-def build_case(tmp, rng, xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, lmul=False, p_y=None, acc_guard=4):
-    """ROM images in ``tmp``; returns (input StreamVectors, output StreamVectors, sv_params, ideal, slack)."""
+def build_case(tmp, rng, xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, lmul=False, p_y=None, acc_guard=4,
+               pipe=0):
+    """ROM images in ``tmp``; returns (input StreamVectors, output StreamVectors, sv_params, ideal, slack)
+    (``pipe``: the instance's PIPE; the slack grows by its latency)."""
     x_fmt, w_fmt, o_fmt = fmt(xf, B), fmt(wf, B), fmt(of, BO)
     x_el, w_el, o_el = x_fmt.element, w_fmt.element, o_fmt.element
     nb = -(-IN // B)
@@ -193,6 +195,8 @@ def build_case(tmp, rng, xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, l
     _, params, _ = instance_config(IN, OUT, x_fmt, w_fmt, o_fmt, has_bias, p_in, p_out, acc_guard=acc_guard,
                                    lmul=lmul, w_mem=str(tmp / "w.mem"), ws_mem=str(tmp / "ws.mem"),
                                    b_mem=str(tmp / "b.mem"), p_y=p_y)
+    if pipe:
+        params["PIPE"] = pipe
     # compute-bound ideal, unless the output stream itself needs more beats (P_Y < P_OUT)
     ideal = max(ideal_cycles(T, IN, OUT, p_in, p_out), T * (-(-OUT // BO)) * BO // params["P_Y"])
     # beyond the ideal: the all-padding input beats of pass 0 (they arrive on the stream) and the
@@ -200,7 +204,7 @@ def build_case(tmp, rng, xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, l
     # result, the zero beats that complete the last block)
     pad = T * (nb * B // p_in - (-(-IN // p_in)))
     nz = ((-(-OUT // BO)) * BO - (-(-OUT // p_out)) * p_out) // params["P_Y"]   # zero beats padding y's last block
-    slack = pad + 4 + BO // params["P_Y"] + params["P_OUT"] // params["P_Y"] + nz + 4
+    slack = pad + 4 + BO // params["P_Y"] + params["P_OUT"] // params["P_Y"] + nz + 4 + latency(params)
     return mx_stream(xc, xs, x_el.bits, p_in), mx_stream(yc, ys, o_el.bits, params["P_Y"]), params, ideal, slack
 
 
@@ -242,16 +246,16 @@ def build_root(tmp_path_factory):
     return tmp_path_factory.mktemp("mx_linear_builds")
 
 
-def run_configs(build_root, seed, cfgs, mutate=False, yosys=False):
-    """Simulate ``cfgs`` together (instance i = streams s_x<i> / m_y<i>); returns (result, ideal, slack)."""
-    from masec.hw_templates.kernels.mx_linear import linear_widths  # noqa: F401 (widths documented there)
+def run_configs(build_root, seed, cfgs, mutate=False, yosys=False, pipe=0):
+    """Simulate ``cfgs`` together (instance i = streams s_x<i> / m_y<i>) at ``PIPE = pipe``; returns
+    (result, ideal, slack)."""
     rng = random.Random(seed)
-    folder = build_root / ("multi_" + "_".join(str(abs(hash(c)) % 10**8) for c in cfgs))
+    folder = build_root / (f"multi_pipe{pipe}_" + "_".join(str(abs(hash(c)) % 10**8) for c in cfgs))
     inputs, outputs, insts, ideal, slack = {}, {}, [], 0, 0
     for i, c in enumerate(cfgs):
         xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, bias, lm, p_y = c
         sx, sy, params, ideal_i, slack_i = build_case(folder / f"mem{i}", rng, xf, wf, of, IN, OUT, T, B, BO,
-                                                      p_in, p_out, bias, lm, p_y)
+                                                      p_in, p_out, bias, lm, p_y, pipe=pipe)
         inputs[f"s_x{i}"], outputs[f"m_y{i}"] = sx, sy
         insts.append((params, {"s_x": (p_in * fmt(xf).element.bits, True),
                                "m_y": (p_y * fmt(of).element.bits, True)}))
@@ -268,32 +272,74 @@ def run_configs(build_root, seed, cfgs, mutate=False, yosys=False):
     return res, ideal, slack
 
 
-def check_configs(build_root, seed, cfgs):
-    res, ideal, slack = run_configs(build_root, seed, cfgs)
+def check_configs(build_root, seed, cfgs, pipe=0):
+    res, ideal, slack = run_configs(build_root, seed, cfgs, pipe=pipe)
     assert res.ok, res.message
     full = res.run("full_rate")
-    print(f"mx_linear {cfgs}: full_rate {full['cycles']} cycles (slowest instance), ideal {ideal}, "
+    print(f"mx_linear PIPE {pipe} {cfgs}: full_rate {full['cycles']} cycles (slowest instance), ideal {ideal}, "
           f"ideal + padding beats + latency {slack}")
     assert full["cycles"] <= slack
+    return full["cycles"]
 
 
-def test_rtl_matches_model(build_root, seed):
+@pytest.mark.parametrize("pipe", [0, MAX_PIPE])
+def test_rtl_matches_model(build_root, seed, pipe):
     """int8 x fp4 -> fp8 with bias and partial blocks (IN = OUT = 40), and fp8 x fp8 -> int8 with
-    L-Mul products and P_IN = B, in one build; random gaps and backpressure, exact comparison."""
-    check_configs(build_root, seed, DEFAULT_CONFIGS)
+    L-Mul products and P_IN = B, in one build; random gaps and backpressure, exact comparison;
+    unpipelined and with every register stage."""
+    check_configs(build_root, seed, DEFAULT_CONFIGS, pipe)
 
 
-def test_rtl_matches_model_single_input_block(build_root, seed):
+@pytest.mark.parametrize("pipe", [0, MAX_PIPE])
+def test_rtl_matches_model_single_input_block(build_root, seed, pipe):
     """IN <= B (one input block per row, NB = 1): IN = B = 32 without bias, a partial block
     (IN = 16, B = 32) and B = 8 with bias, in one build (regression: the first-block flag
     truncated to never-true when NB = 1, so the accumulator carried over from the previous pass)."""
-    check_configs(build_root, seed, SINGLE_BLOCK_CONFIGS)
+    check_configs(build_root, seed, SINGLE_BLOCK_CONFIGS, pipe)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pipe", [0, 2])
 @pytest.mark.parametrize("cfg", SLOW_CONFIGS, ids=lambda c: _lin_id(c))
-def test_rtl_matches_model_sweep(build_root, seed, cfg):
-    check_configs(build_root, seed, [cfg])
+def test_rtl_matches_model_sweep(build_root, seed, cfg, pipe):
+    check_configs(build_root, seed, [cfg], pipe)
+
+
+def test_pipe_latency_model():
+    """latency() adds up the cuts of the template's header: mx_dot's, cut R, the second accumulator
+    half (B / P_IN >= 2 only), the seed formats' extra cuts and the nested mx_quantize's 2 * PIPE."""
+    assert [dot_latency(8, p) for p in range(4)] == [0, 3, 5, 5]     # P8: 3 tree levels
+    assert [dot_latency(32, p) for p in range(4)] == [0, 4, 7, 7]    # P32: 5 tree levels
+    assert [dot_latency(1, p) for p in range(4)] == [0, 1, 2, 2]
+    base = {"P_IN": 8, "B": 32, "IN": 64}
+    # cut R + mx_dot + [second accumulator half] + [seed cuts] + slice Q + mx_quantize (2 * PIPE)
+    assert [latency({**base, "PIPE": p}) for p in range(4)] == [0, 1 + 3 + 1 + 1 + 2, 1 + 5 + 1 + 1 + 4,
+                                                                1 + 5 + 1 + 1 + 6]
+    assert latency({"P_IN": 32, "B": 32, "IN": 64, "PIPE": 3}) == 1 + 7 + 0 + 1 + 6   # P_IN = B: one-cycle step
+    assert latency({**base, "IN": 40, "PIPE": 3}) == 1 + 5 + 0 + 1 + 6   # last block of one beat in passes 1..
+    assert latency({**base, "IN": 48, "PIPE": 3}) == 1 + 5 + 1 + 1 + 6   # ... of two beats
+    assert latency({"P_IN": 32, "B": 32, "IN": 20, "PIPE": 3}) == 1 + 7 + 1 + 1 + 6   # one block per row
+    assert latency({**base, "WFMT": 2, "PIPE": 3}) == 1 + 5 + 1 + 1 + 3 + 1 + 6     # NVFP4: scale cut, tail
+    assert latency({**base, "WFMT": 1, "PIPE": 2}) == 1 + 5 + 1 + 1 + 1 + 4         # M2XFP: (4 + m) cut
+    assert [pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 6.0, 4.0, 3.0, 2.0)] == [0, 0, 1, 2, 2, 3, 3]
+    with pytest.raises(ValueError):
+        latency({**base, "PIPE": MAX_PIPE + 1})
+
+
+def test_rtl_pipeline_latency_and_rate(build_root, seed):
+    """One configuration (int8 x fp4, bias, two input blocks: the two-cycle accumulator step, a partial
+    output block, P_Y < P_OUT) at PIPE 0, 1 and 3: exact under gaps and backpressure at each, still
+    one beat per cycle, and at full rate the last output beat comes exactly latency(params) cycles
+    later than at PIPE 0."""
+    cfg = ("mxint8", "mxfp4", "mxfp8_e4m3", 64, 40, 6, 32, 32, 8, 8, True, False, 4)
+    xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, bias, lm, p_y = cfg
+    base = check_configs(build_root, seed, [cfg], 0)
+    for pipe in (1, MAX_PIPE):
+        cycles = check_configs(build_root, seed, [cfg], pipe)
+        _, params, _ = instance_config(IN, OUT, fmt(xf, B), fmt(wf, B), fmt(of, BO), bias, p_in, p_out, p_y=p_y)
+        lat = latency({**params, "PIPE": pipe})
+        print(f"PIPE {pipe}: full rate {cycles} cycles, PIPE 0 {base}, latency({pipe}) = {lat}")
+        assert cycles - base == lat
 
 
 @pytest.mark.slow
@@ -322,12 +368,14 @@ def test_rtl_check_can_fail(build_root, seed):
     assert "beat 3" in res.message
 
 
+@pytest.mark.parametrize("pipe", [0, 1, MAX_PIPE])
 @pytest.mark.parametrize("cfg", [pytest.param(c, id=_lin_id(c)) for c in DEFAULT_CONFIGS + SINGLE_BLOCK_CONFIGS]
                          + [pytest.param(c, id=_lin_id(c), marks=pytest.mark.slow) for c in SLOW_CONFIGS])
-def test_lint_clean(tmp_path, cfg):
+def test_lint_clean(tmp_path, cfg, pipe):
     xf, wf, of, IN, OUT, T, B, BO, p_in, p_out, bias, lm, p_y = cfg
     _, params, top = instance_config(IN, OUT, fmt(xf, B), fmt(wf, B), fmt(of, BO), bias, p_in, p_out, lmul=lm,
                                      p_y=p_y)
+    params["PIPE"] = pipe
     files = render_with_deps("mx_linear", tmp_path)
     lint(files, top, parameters=params)
 

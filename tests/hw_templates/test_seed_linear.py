@@ -9,7 +9,8 @@ import torch
 from masec.formats import parse_format
 from masec.formats.element import FP4_E2M1, int_element
 from masec.hw_templates.kernels.mx_linear import (
-    WeightImage, anda_as_mx, bias_init, linear_model, pack_weight_mem, decode_sig_off, fp32_sig_exp, ideal_cycles, instance_config, linear_widths,
+    MAX_PIPE, WeightImage, anda_as_mx, bias_init, latency, linear_model, pack_weight_mem, decode_sig_off, fp32_sig_exp,
+    ideal_cycles, instance_config, linear_widths,
     pack_bias_mem, pack_seed_weight_mem, seed_exact_weights, seed_linear_accumulators, seed_linear_model,
     weight_image,
 )
@@ -189,9 +190,10 @@ def test_anda16_x_is_refused():
 
 
 # ----------------------------------------------------------------------------- RTL tests
-def build_case(tmp, rng, kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, p_y=None):
+def build_case(tmp, rng, kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, p_y=None, pipe=0):
     """``xf`` an MX name or ``anda<M>`` (then x streams Anda codes and S; the model reads them as the
-    kernel does, :func:`anda_as_mx`); ``kind`` a seed weight kind or an MX weight name."""
+    kernel does, :func:`anda_as_mx`); ``kind`` a seed weight kind or an MX weight name; ``pipe`` the
+    instance's PIPE."""
     o_fmt = fmt(of, BO)
     o_el = o_fmt.element
     nb = -(-IN // B)
@@ -235,10 +237,12 @@ def build_case(tmp, rng, kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias,
     _, params, _ = instance_config(IN, OUT, x_fmt, w_fmt, o_fmt, has_bias, p_in, p_out,
                                    b_fmt=b_fmt, w_mem=str(tmp / "w.mem"), ws_mem=str(tmp / "ws.mem"),
                                    b_mem=str(tmp / "b.mem"), p_y=p_y, ts=ts)
+    if pipe:
+        params["PIPE"] = pipe
     ideal = max(ideal_cycles(T, IN, OUT, p_in, p_out), T * (-(-OUT // BO)) * BO // params["P_Y"])
     pad = T * (nb * B // p_in - (-(-IN // p_in)))
     nz = ((-(-OUT // BO)) * BO - (-(-OUT // p_out)) * p_out) // params["P_Y"]
-    slack = pad + 4 + BO // params["P_Y"] + params["P_OUT"] // params["P_Y"] + nz + 4
+    slack = pad + 4 + BO // params["P_Y"] + params["P_OUT"] // params["P_Y"] + nz + 4 + latency(params)
     return mx_stream(sxc, sxs, x_bits, p_in), mx_stream(yc, ys, o_el.bits, params["P_Y"]), params, ideal, slack
 
 
@@ -267,15 +271,15 @@ def build_root(tmp_path_factory):
     return tmp_path_factory.mktemp("seed_linear_builds")
 
 
-def run_configs(build_root, seed, cfgs):
-    """One Verilator build of every configuration (instance i = streams s_x<i> / m_y<i>)."""
+def run_configs(build_root, seed, cfgs, pipe=0):
+    """One Verilator build of every configuration (instance i = streams s_x<i> / m_y<i>) at ``PIPE = pipe``."""
     rng = random.Random(seed)
-    folder = build_root / ("multi_" + "_".join(str(abs(hash(c)) % 10**8) for c in cfgs))
+    folder = build_root / (f"multi_pipe{pipe}_" + "_".join(str(abs(hash(c)) % 10**8) for c in cfgs))
     inputs, outputs, insts, ideal, slack = {}, {}, [], 0, 0
     for i, c in enumerate(cfgs):
         kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, bias, p_y = c
         sx, sy, params, ideal_i, slack_i = build_case(folder / f"mem{i}", rng, kind, xf, of, IN, OUT, T, B, BO,
-                                                      p_in, p_out, bias, p_y)
+                                                      p_in, p_out, bias, p_y, pipe=pipe)
         inputs[f"s_x{i}"], outputs[f"m_y{i}"] = sx, sy
         x_bits = int(xf[4:]) + 1 if xf.startswith("anda") else fmt(xf).element.bits
         insts.append((params, {"s_x": (p_in * x_bits, True), "m_y": (p_y * fmt(of).element.bits, True)}))
@@ -287,26 +291,43 @@ def run_configs(build_root, seed, cfgs):
     return res, ideal, slack
 
 
-def check_configs(build_root, seed, cfgs):
-    res, ideal, slack = run_configs(build_root, seed, cfgs)
+def check_configs(build_root, seed, cfgs, pipe=0):
+    res, ideal, slack = run_configs(build_root, seed, cfgs, pipe)
     assert res.ok, res.message
     full = res.run("full_rate")
-    print(f"seed mx_linear: full_rate {full['cycles']} cycles (slowest instance), ideal {ideal}, bound {slack}")
+    print(f"seed mx_linear PIPE {pipe}: full_rate {full['cycles']} cycles (slowest instance), ideal {ideal}, "
+          f"bound {slack}")
     assert full["cycles"] <= slack
+    return full["cycles"]
 
 
-def test_rtl_matches_model(build_root, seed):
+@pytest.mark.parametrize("pipe", [0, MAX_PIPE])
+def test_rtl_matches_model(build_root, seed, pipe):
     """Every seed weight format (M2XFP, NVFP4, BitMoD fp4 with groups spanning several x blocks and a
     partial last group, fp3), with and without bias, in one build; exact comparison under random gaps
-    and backpressure, then full rate within the ideal + padding + latency bound."""
-    check_configs(build_root, seed, DEFAULT_CONFIGS)
+    and backpressure, then full rate within the ideal + padding + latency bound; unpipelined and with
+    every register stage."""
+    check_configs(build_root, seed, DEFAULT_CONFIGS, pipe)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pipe", [0, 2])
 @pytest.mark.parametrize("cfg", SLOW_CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-P{c[8]}x{c[9]}")
-def test_rtl_matches_model_sweep(build_root, seed, cfg):
+def test_rtl_matches_model_sweep(build_root, seed, cfg, pipe):
     """M2XFP at P_IN 4 / 16 (subgroup chunks), fp8 activations, NVFP4 at P_IN = B, BitMoD fp3 with fp8 x."""
-    check_configs(build_root, seed, [cfg])
+    check_configs(build_root, seed, [cfg], pipe)
+
+
+def test_rtl_pipeline_latency(build_root, seed):
+    """NVFP4 (the deepest pipeline: block-scale cut, two-cycle accumulator step, tensor-scale tail) at
+    PIPE 0 and MAX_PIPE: exact under gaps and backpressure, and at full rate the last output beat
+    comes exactly latency(params) cycles later."""
+    cfg = ("nvfp4", "mxint8", "mxint8", 48, 8, 4, 16, 8, 8, 8, True, 8)
+    base = check_configs(build_root, seed, [cfg], 0)
+    cycles = check_configs(build_root, seed, [cfg], MAX_PIPE)
+    lat = latency({"IN": 48, "B": 16, "P_IN": 8, "WFMT": 2, "PIPE": MAX_PIPE})
+    print(f"NVFP4 PIPE {MAX_PIPE}: full rate {cycles} cycles, PIPE 0 {base}, latency {lat}")
+    assert cycles - base == lat
 
 
 def _zero_meta(img):
@@ -335,12 +356,14 @@ def test_rtl_check_can_fail(build_root, seed, mutant):
     assert not res.ok
 
 
+@pytest.mark.parametrize("pipe", [0, MAX_PIPE])
 @pytest.mark.parametrize("cfg", DEFAULT_CONFIGS + SLOW_CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-P{c[8]}x{c[9]}")
-def test_lint_clean(tmp_path, cfg):
+def test_lint_clean(tmp_path, cfg, pipe):
     kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, bias, p_y = cfg
     x_fmt = parse_format(xf, block_size=B)
     w_fmt = fmt(kind, B) if kind.startswith("mx") else wfmt_of(kind, B)
     _, params, top = instance_config(IN, OUT, x_fmt, w_fmt, fmt(of, BO), bias, p_in, p_out,
                                      b_fmt=fmt("mxint8", B), p_y=p_y, ts=(3 << 22, -30) if kind == "nvfp4" else None)
+    params["PIPE"] = pipe
     files = render_with_deps("mx_linear", tmp_path)
     lint(files, top, parameters=params)
