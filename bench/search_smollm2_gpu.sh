@@ -17,7 +17,7 @@
 # (BITS_TRIALS trials), all with the hardware emulation (every stream quantized as compiled).
 # Writes $OUT/search_smollm2_gpu.json (the table), $OUT/search/ and $OUT/search_bits/ (each
 # search's precision.toml, search.json, nodes.md, log) and $OUT/run.log. Stops after LIMIT_S
-# seconds (default 540; 3600 with --tiny) and keeps what was written (a .partial.json after the two
+# seconds (default 570; 3600 with --tiny) and keeps what was written (a .partial.json after the two
 # searches).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -56,7 +56,7 @@ fi
 echo "search_smollm2_gpu: device $DEVICE, types $TYPES, blocks $BLOCKS, trials $TRIALS/$BITS_TRIALS, out $OUT" \
   | tee "$OUT/run.log"
 set +e
-if [ "$TINY" = 1 ]; then LIMIT_S="${LIMIT_S:-3600}"; else LIMIT_S="${LIMIT_S:-540}"; fi
+if [ "$TINY" = 1 ]; then LIMIT_S="${LIMIT_S:-3600}"; else LIMIT_S="${LIMIT_S:-570}"; fi
 timeout "$LIMIT_S" python3 bench/search.py --model-file examples/smollm2/model.py --device "$DEVICE" \
   --by layer --max-loss 3% --max-bits 4.5 --trials "$TRIALS" --bits-trials "$BITS_TRIALS" --types "$TYPES" \
   --block-sizes "$BLOCKS" --threads "$THREADS" --fresh $REFS \
