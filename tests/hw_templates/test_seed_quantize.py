@@ -326,7 +326,8 @@ def test_rtl_matches_model_more_pipes(build_root, seed, pipes):
 def test_yosys_netlist_matches_model(build_root, seed):
     """The same build synthesized by native Yosys (generic cells) and simulated: Yosys reads the
     seed-format paths as Verilator does."""
-    res = simulate(build_root, seed, RTL_CONFIGS, 16, [0, 3, 3, 0, 0, 3], yosys=True)
+    cfgs = [RTL_CONFIGS[0], RTL_CONFIGS[2], RTL_CONFIGS[4]]   # one instance per mode: a flat netlist builds slowly
+    res = simulate(build_root, seed, cfgs, 16, [0, 3, 0], yosys=True)
     assert res.ok, res.message
 
 
