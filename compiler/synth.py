@@ -214,7 +214,10 @@ def _dependency_files(module: str, files: dict[str, Path], sources: list[Path]) 
         if m in need or m not in texts:
             continue
         need.add(m)
-        todo += [o for o in texts if o not in need and re.search(rf"\b{re.escape(o)}\b", texts[m])]
+        # an instantiation: `name #(` or `name u_inst (`, not any identifier that happens to be a
+        # module's name (mx_quantize has a signal `top`)
+        todo += [o for o in texts if o not in need
+                 and re.search(rf"(?<![\w$.]){re.escape(o)}\s*(#|[A-Za-z_]\w*\s*\()", texts[m])]
     keep = {files[m] for m in need} | (set(sources) - set(files.values()))
     return [p for p in sources if p in keep]
 

@@ -261,3 +261,21 @@ def test_attention_matmul_synthesizes(tmp_path, monkeypatch):
     rep = json.loads((out / "report" / "synth.json").read_text())
     _check_report(rep)
     assert all(r["module"] == "mx_matmul" and r["LUT"] > 0 and r["DSP"] > 0 for r in rep["instances"])
+
+
+def test_dependency_files_follow_instantiations_not_identifiers(tmp_path):
+    """A kernel with a signal named like another module (mx_quantize's `top`) must not pull that module
+    in: `masec synth` reads a kernel's files without -defer, and the top level's memories then fail."""
+    from masec.synth import _dependency_files
+
+    srcs = {"leaf": "module leaf #(parameter int W = 1) (input logic a);\nendmodule\n",
+            "mid": "module mid (input logic a);\n  logic top;\n  leaf #(.W(2)) u_leaf (.a(a));\nendmodule\n",
+            "other": "module other (input logic a);\n  leaf u_l(.a(a));\nendmodule\n",
+            "top": "module top (input logic a);\n  mid u_mid (.a(a));\n  other u_o (.a(a));\nendmodule\n"}
+    files = {}
+    for name, text in srcs.items():
+        (tmp_path / f"{name}.sv").write_text(text)
+        files[name] = tmp_path / f"{name}.sv"
+    order = [files[n] for n in ("leaf", "mid", "other", "top")]
+    assert [p.stem for p in _dependency_files("mid", files, order)] == ["leaf", "mid"]
+    assert [p.stem for p in _dependency_files("top", files, order)] == ["leaf", "mid", "other", "top"]
