@@ -35,7 +35,8 @@ wide values, tests/hw_templates/test_seed_quantize.py):
 
 Pipelining: the SV parameter ``PIPE`` (0..3) puts elastic register stages after the block-buffer
 read, the per-lane decode and the shifter on the output side, and after the per-lane leading one,
-on the input beat and after the beat's max tree on the input side; the values
+after ``|m|`` and in the middle of the beat's max tree on the input side (the block buffer keeps
+sign, ``|m|`` and the leading one, so the output side computes neither again); the values
 do not change, the latency grows by :func:`latency` cycles, throughput stays 1 beat/cycle.
 :func:`pipe_for_clock` chooses ``PIPE`` from the clock period (``--clock``); the template's
 default is its Jinja context ``pipe`` (0 when not given).
@@ -427,9 +428,8 @@ def latency(pipe: int) -> int:
 def pipe_for_clock(clock_ns: float) -> int:
     """Pipeline depth for a clock period: none at 100 MHz or slower, more as the period shrinks.
 
-    PIPE 0 at 100 MHz and below, 1 up to 150 MHz, 2 up to 250 MHz, 3 above. A rule of thumb, not
-    fitted to measurements: docs/synthesis.md has what each depth measured (the decode stage still
-    limits PIPE 3 on ECP5).
+    PIPE 0 at 100 MHz and below, 1 up to 150 MHz, 2 up to 250 MHz, 3 above. A rule of thumb, not fitted to measurements: docs/synthesis.md has what
+    each depth measured.
     """
     if clock_ns >= 10.0:
         return 0
