@@ -50,6 +50,7 @@ def _case(seed, cfg):
 def _run(tmp_path, seed, cfg, check_fail=False, pipe=0):
     fi_name, fo_name, lanes, block, dim, hd, max_pos, p0, seq, rows, cs = cfg
     fi, fo, codes, scales, oc, os_ = _case(seed, cfg)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     mem = tmp_path / "rope.mem"
     mem.write_text(rope_mem_text(max_pos, hd, lanes, cs))
     ctx, params, top = instance_config(fi, fo, lanes, dim, hd, max_pos, p0, seq, cs, mem_file=str(mem), pipe=pipe)
