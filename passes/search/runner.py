@@ -363,14 +363,19 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
             task = ui.task("optuna", trials)
             study_mod.run_trials(study, space, choices, evaluate_point, trials, goal,
                                  callback=lambda st, tr: ui.advance(task))
+            # every completed trial of the study (all workers): one point per distinct assignment,
+            # listing the trial numbers and workers that evaluated it
             for p in study_mod.study_points(study, space):
                 k = tuple(sorted(p["assignment"].items()))
-                if k not in cache:
-                    cache[k] = p
+                q = cache.setdefault(k, p)
+                if q is p:
                     points.append(p)
-                else:
-                    cache[k].setdefault("trial", p["trial"])
-                    cache[k].setdefault("worker", p["worker"])
+                q.setdefault("trials", [])
+                q.setdefault("workers", [])
+                q["trials"].append(p.pop("trial") if q is p else p["trial"])
+                w = p.pop("worker", None) if q is p else p["worker"]
+                if w is not None and w not in q["workers"]:
+                    q["workers"].append(w)
     finally:
         emu.close()
 
