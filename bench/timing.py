@@ -195,7 +195,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-kernels", action="store_true", help="skip the kernel table (with --tops)")
     ap.add_argument("--top-clock", type=float, action="append", default=[],
                     help="with --tops: only the top compiled at this --clock (repeatable)")
-    ap.add_argument("--jobs", "-j", type=int, default=2, help="kernel configurations timed at once (default 2)")
+    ap.add_argument("--top", action="append", default=[],
+                    help="with --tops: only the tops whose label contains this text (repeatable, e.g. MLP)")
+    ap.add_argument("--jobs", "-j", type=int, default=2, help="kernel configurations (and tops) timed at once "
+                    "(default 2)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per synthesis / place and route")
     ap.add_argument("--no-write", action="store_true", help="print only; do not update the JSON and the doc")
     args = ap.parse_args(argv)
@@ -219,7 +222,18 @@ def main(argv=None) -> int:
                 if args.label:
                     examples = [e for e in examples if e["label"] in args.label]
                 jobs += [(name, i, ex) for i, ex in enumerate(examples)]
+        top_jobs = []
+        if args.tops:
+            for i, (label, cargs) in enumerate(TOPS):
+                if args.top_clock and float(cargs[cargs.index("--clock") + 1]) not in args.top_clock:
+                    continue
+                if args.top and not any(t in label for t in args.top):
+                    continue
+                top_jobs.append((i, label, cargs))
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            # tops first: each is the longest job, so they start before the kernel configurations
+            top_futs = [(label, pool.submit(time_top, label, cargs, tmp / f"top{i}", cache, args.timeout))
+                        for i, label, cargs in top_jobs]
             futs = [(name, ex, pool.submit(time_kernel, name, ex, tmp / name / f"ex{i}", cache, args.timeout))
                     for name, i, ex in jobs]
             for name, ex, fut in futs:
@@ -232,15 +246,13 @@ def main(argv=None) -> int:
                 old = {r["label"]: r for r in kres.get(name, []) if r["label"] in order}
                 old[ex["label"]] = rec
                 kres[name] = sorted(old.values(), key=lambda r: order.index(r["label"]))
-        if args.tops:
-            tops = {t["label"]: t for t in results.get("tops", [])}
-            for i, (label, cargs) in enumerate(TOPS):
-                if args.top_clock and float(cargs[cargs.index("--clock") + 1]) not in args.top_clock:
-                    continue
-                rec = time_top(label, cargs, tmp / f"top{i}", cache, args.timeout)
-                print(f"{label}: {rec.get('error') or _mhz(rec['fmax_mhz']) + ' MHz'}", file=sys.stderr, flush=True)
-                tops[label] = rec
-            results["tops"] = [tops[label] for label, _ in TOPS if label in tops]
+            if args.tops:
+                tops = {t["label"]: t for t in results.get("tops", [])}
+                for label, fut in top_futs:
+                    rec = fut.result()
+                    print(f"{label}: {rec.get('error') or _mhz(rec['fmax_mhz']) + ' MHz'}", file=sys.stderr, flush=True)
+                    tops[label] = rec
+                results["tops"] = [tops[label] for label, _ in TOPS if label in tops]
     results["kernels"] = {k: v for k, v in sorted(kres.items()) if k in reg}
     print(markdown(results))
     if not args.no_write:
