@@ -33,9 +33,13 @@ def _describe_mismatch(name, sv, index, got, exp) -> str:
         if f in sv.lanes:
             lanes, width = sv.lanes[f]
             gl, el = unpack_lanes(g, lanes, width), unpack_lanes(e, lanes, width)
-            first = next(i for i in range(lanes) if gl[i] != el[i])
-            parts.append(f"{f}: first differing lane {first} (element {index * lanes + first} of the stream): "
-                         f"expected 0x{el[first]:x}, got 0x{gl[first]:x}; expected lanes {el}, got {gl}")
+            first = next((i for i in range(lanes) if gl[i] != el[i]), None)
+            if first is None:   # the lanes agree: the bits beyond them differ (e.g. M2XFP metadata)
+                parts.append(f"{f}: lanes equal, bits above the {lanes} x {width}-bit lanes differ: expected "
+                             f"0x{e >> (lanes * width):x}, got 0x{g >> (lanes * width):x}")
+            else:
+                parts.append(f"{f}: first differing lane {first} (element {index * lanes + first} of the stream): "
+                             f"expected 0x{el[first]:x}, got 0x{gl[first]:x}; expected lanes {el}, got {gl}")
         else:
             parts.append(f"{f}: expected 0x{e:x}, got 0x{g:x}")
     if sv.notes:
