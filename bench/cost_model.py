@@ -607,8 +607,12 @@ def main(argv=None) -> int:
     from masec.cost_model import estimate, load_fit, set_fit
 
     coefs = fit(records)
+    shipped = load_fit().get("groups", {})
     if args.kernel:
-        coefs = {**load_fit().get("groups", {}), **coefs}
+        coefs = {**shipped, **coefs}
+    for group, c in coefs.items():   # the PIPE terms (bench/cost_model_pipe.py) are increments over PIPE 0: kept
+        if "pipe" in shipped.get(group, {}):
+            c["pipe"] = shipped[group]["pipe"]
     fit_doc = {"part": PART, "family": lookup_part(PART).family, "groups": coefs,
                "generated_by": "bench/cost_model.py"}
     set_fit(fit_doc)
