@@ -27,8 +27,11 @@ Pipelining: ``PIPE`` 0..3 (:func:`pipe_for_clock`) adds register cuts (docs/kern
 "Pipelining"); the values do not change, every output beat comes :func:`latency` cycles later.
 
 Seed formats (docs/kernels/mx_linear.md): W in M2XFP / NVFP4 / BitMoD (``WFMT``; model
-:func:`seed_linear_accumulators`, ROMs :func:`pack_seed_weight_mem`) and x in Anda (``X_ANDA``;
-:func:`anda_as_mx` turns its codes into the int element the kernel multiplies).
+:func:`seed_linear_accumulators`, ROMs :func:`pack_seed_weight_mem`); x in M2XFP activations, NVFP4
+or Anda (``XFMT``, the codes of mx_quantize's QFMT; :func:`decode_x_stream` gives the element the
+kernel multiplies, the E8M0-equivalent block exponent and NVFP4's scale significand); y in any of
+those through the nested mx_quantize (``Y_QFMT``, :func:`quantize_rows_format`).
+:func:`stream_widths` sizes the streams of every format.
 """
 from __future__ import annotations
 
@@ -121,14 +124,15 @@ class LinearWidths:
 
 
 def linear_widths(x_elem, w_elem, block: int, acc_guard: int = DEFAULT_ACC_GUARD, lmul: bool = False, b_elem=None,
-                  wkind: str = "mx") -> LinearWidths:
+                  wkind: str = "mx", xssw: int = 0) -> LinearWidths:
     """The widths mx_linear's RTL derives from its parameters (same formulas as the SV localparams).
 
     ``wkind`` is the weight format family (``WFMT``): ``"mx"`` (``w_elem`` an MX element), or a seed
     format ``"m2xfp"``, ``"nvfp4"``, ``"bitmod"`` (``w_elem`` then the ROM code's ElementFormat; see
-    :func:`seed_linear_accumulators`)."""
+    :func:`seed_linear_accumulators`). ``xssw``: bits of x's block-scale significand multiplied into
+    the block sum (4 for an NVFP4 x, else 0)."""
     if wkind != "mx":
-        return _seed_widths(x_elem, w_elem, block, acc_guard, b_elem, wkind)
+        return _seed_widths(x_elem, w_elem, block, acc_guard, b_elem, wkind, xssw)
     xi, wi = elem_info(x_elem), elem_info(w_elem)
     bi = elem_info(b_elem if b_elem is not None else w_elem)
     lb = int(math.log2(block))
@@ -142,10 +146,10 @@ def linear_widths(x_elem, w_elem, block: int, acc_guard: int = DEFAULT_ACC_GUARD
         L = K = 0
         PW = xi.sigw + wi.sigw + xi.offmax + wi.offmax
         C = xi.exmin + wi.exmin - 254
-    DW = PW + lb
+    DW = PW + lb + xssw
     AW = DW + acc_guard + 1
     GB = AW - 1 - bi.sigw
-    return LinearWidths(lm, K, L, PW, DW, AW, acc_guard, C, bi.sigw, GB, bi.exmin - 127 - GB, DW, 0)
+    return LinearWidths(lm, K, L, PW, DW, AW, acc_guard, C, bi.sigw, GB, bi.exmin - 127 - GB, PW + lb, xssw)
 
 
 # ------------------------------------------------------------------------------ accumulator
@@ -266,9 +270,11 @@ def bias_init(b_codes, b_scales, b_elem, out_features: int, w: LinearWidths):
 
 def linear_accumulators(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_codes=None, b_scales=None,
                         b_elem=None, acc_guard: int = DEFAULT_ACC_GUARD, lmul: bool = False,
-                        out_features: int | None = None):
+                        out_features: int | None = None, x_sig=None):
     """The hardware accumulators (A [T, O], X [T, O]) before output quantization (bit-exact).
 
+    ``x_scales`` are x's E8M0(-equivalent) block exponents and ``x_sig`` [T, NB] (NVFP4 x, see
+    :func:`decode_x_stream`) the block-scale significands the block sums are multiplied by.
     Returns Python-int nested lists ``A[t][o]``, ``X[t][o]`` (value A * 2^X).
     """
     x_codes = torch.as_tensor(x_codes, dtype=torch.int64)
@@ -279,8 +285,16 @@ def linear_accumulators(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_
     O = w_codes.shape[0] if out_features is None else out_features
     w_codes, w_scales = w_codes[:O], w_scales[:O]
     b_elem = b_elem if b_elem is not None else w_elem
-    w = linear_widths(x_elem, w_elem, B, acc_guard, lmul, b_elem)
+    w = linear_widths(x_elem, w_elem, B, acc_guard, lmul, b_elem, xssw=4 if x_sig is not None else 0)
     S = block_sums(x_codes, x_elem, w_codes, w_elem, lmul)
+    if x_sig is not None:
+        xs_ = torch.as_tensor(x_sig, dtype=torch.int64)
+        if isinstance(S, torch.Tensor) and w.DW > 62:
+            S = S.tolist()
+        if isinstance(S, torch.Tensor):
+            S = S * xs_.unsqueeze(1)
+        else:
+            S = [[[v * int(xs_[t, nb]) for nb, v in enumerate(r)] for r in St] for t, St in enumerate(S)]
     Y = x_scales.unsqueeze(1) + w_scales.unsqueeze(0) + w.C  # [T, O, NB]
     A0, X0 = bias_init(b_codes, b_scales, b_elem, O, w)
     if isinstance(S, torch.Tensor) and w.AW <= 61:
@@ -300,6 +314,43 @@ def linear_accumulators(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_
                 a, x = facc_step(a, x, Sl[t][o][nb], Yl[t][o][nb], w.AW, w.G)
             A[t][o], X[t][o] = a, x
     return A, X
+
+
+def _sticky_rows(A, X, keep: int = 60):
+    """Accumulator rows with |A| >= 2^keep narrowed to ``keep`` bits: A >> s with the shifted-out
+    bits ORed into the lowest kept bit (sticky), X + s. Every seed quantizer rounds at most 11
+    significand bits below the leading one and looks only at "anything below set", so the codes
+    and scales of the narrowed rows are those of the exact ones (int64 tensors [T, O])."""
+    Al, Xl = [], []
+    for ra, rx in zip(A, X):
+        na, nx = [], []
+        for a, x in zip(ra, rx):
+            s = abs(a).bit_length() - keep
+            if s > 0:
+                mag = abs(a)
+                q = (mag >> s) | int(mag & ((1 << s) - 1) != 0)
+                a, x = (-q if a < 0 else q), x + s
+            na.append(a)
+            nx.append(x)
+        Al.append(na)
+        Xl.append(nx)
+    return torch.tensor(Al, dtype=torch.int64), torch.tensor(Xl, dtype=torch.int64)
+
+
+def quantize_rows_format(A, X, qfmt: int, element, out_block: int, ts_exp: int = 0):
+    """mx_quantize (mode ``qfmt``, :func:`masec.hw_templates.kernels.mx_quantize.quantize_blocks_format`)
+    of accumulator rows A, X [T][O] (Python ints) -> (codes [T, NBO, Bo], scales [T, NBO], meta or None)."""
+    from masec.hw_templates.kernels.mx_quantize import QFMT_MX, quantize_blocks_format
+
+    if qfmt == QFMT_MX:
+        return (*quantize_rows(A, X, element, out_block), None)
+    T, O = len(A), len(A[0])
+    nbo = -(-O // out_block)
+    pad = nbo * out_block - O
+    At, Xt = _sticky_rows(A, X)
+    At = torch.nn.functional.pad(At, (0, pad)).reshape(T, nbo, out_block)
+    Xt = torch.nn.functional.pad(Xt, (0, pad)).reshape(T, nbo, out_block)
+    return quantize_blocks_format(At, Xt, qfmt, element, ts_exp)
 
 
 def quantize_rows(A, X, out_elem, out_block: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,7 +382,7 @@ def quantize_rows(A, X, out_elem, out_block: int) -> tuple[torch.Tensor, torch.T
 
 def linear_model(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_codes, b_scales, out_elem,
                  out_block: int, acc_guard: int = DEFAULT_ACC_GUARD, lmul: bool = False, b_elem=None,
-                 out_features: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 out_features: int | None = None, y_qfmt: int = 0, y_ts_exp: int = 0, x_sig=None):
     """Bit-exact model of mx_linear: y = x W^T (+ b) as MX codes.
 
     Args:
@@ -344,12 +395,20 @@ def linear_model(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_codes, 
         lmul: use L-Mul products (only when x and W are fp elements).
         b_elem: element format of the bias (default: w_elem).
         out_features: OUT (default w_codes.shape[0]).
+        x_sig: NVFP4 x's block-scale significands [T, NB] (:func:`decode_x_stream`), or None.
+        y_qfmt, y_ts_exp: a seed output format (``Y_QFMT``: mx_quantize's QFMT 1 M2XFP, 2 NVFP4 with
+            tensor scale 2^y_ts_exp, 3 Anda; ``out_elem`` then the quantizer's element,
+            mx_quantize.output_format_params).
 
     Returns:
-        (y_codes [T, NBO, out_block], y_scales [T, NBO]) int64, the last block zero-padded.
+        (y_codes [T, NBO, out_block], y_scales [T, NBO]) int64, the last block zero-padded; with a
+        seed ``y_qfmt`` (codes, scales, meta), meta the M2XFP subgroup metadata [T, NBO, out_block/8]
+        or None.
     """
     A, X = linear_accumulators(x_codes, x_scales, x_elem, w_codes, w_scales, w_elem, b_codes, b_scales,
-                               b_elem, acc_guard, lmul, out_features)
+                               b_elem, acc_guard, lmul, out_features, x_sig)
+    if y_qfmt:
+        return quantize_rows_format(A, X, y_qfmt, out_elem, out_block, y_ts_exp)
     return quantize_rows(A, X, out_elem, out_block)
 
 
@@ -404,7 +463,7 @@ def weight_kind(w_fmt) -> str:
                      f"nvfp4, bitmod_fp4, bitmod_fp3 weights)")
 
 
-def _seed_widths(x_elem, w_elem, block, acc_guard, b_elem, kind) -> LinearWidths:
+def _seed_widths(x_elem, w_elem, block, acc_guard, b_elem, kind, xssw: int = 0) -> LinearWidths:
     """Widths of the seed weight datapaths (same formulas as mx_linear.sv.j2's localparams).
 
     m2xfp: fp4 products times (4 + m) (3 more bits), unit 2^(exmin_x + exmin_w - 2);
@@ -423,7 +482,7 @@ def _seed_widths(x_elem, w_elem, block, acc_guard, b_elem, kind) -> LinearWidths
     lb = int(math.log2(block))
     PW = xi.sigw + wi.sigw + xi.offmax + wi.offmax + (3 if kind == "m2xfp" else 0)
     DW0 = PW + lb
-    SSW = {"nvfp4": 4, "bitmod": 11}.get(kind, 0)
+    SSW = {"nvfp4": 4, "bitmod": 11}.get(kind, 0) + xssw
     DW = DW0 + SSW
     AW = DW + acc_guard + 1
     C = xi.exmin + wi.exmin + {"m2xfp": -256, "nvfp4": -127 - 9, "bitmod": -127 - 24}[kind]
@@ -472,6 +531,85 @@ def anda_as_mx(codes, scales, mbits: int):
     k = c & ((1 << mbits) - 1)
     tc = torch.where((c >> mbits) & 1 == 1, (-k) & ((1 << (mbits + 1)) - 1), k)
     return tc, torch.as_tensor(scales, dtype=torch.int64) + ANDA_SCALE_OFFSET, int_element(mbits + 1)
+
+
+# ------------------------------------------------------------------------------ seed activation formats as x
+M2XFP_X_OFFSET = 2        # M2XFP x -> the E8M0-equivalent scale of its int7 lanes (see m2xfp_act_as_int)
+NVFP4_X_OFFSET = 118      # NVFP4 x: E8M0-equivalent exponent = UE4M3 offset + X_TS_EXP + 118
+
+
+def x_stream_format(fmt) -> tuple[int, object]:
+    """``(XFMT, stream element)`` of an x format: MX (0, its element), ``m2xfp4_a`` (1, FP4 E2M1),
+    ``nvfp4`` (2, FP4 E2M1), ``anda<M>`` (3, int_element(M + 1), M <= 15); else ValueError. The
+    codes are the same as mx_quantize's QFMT (a producer's output format is the consumer's x)."""
+    from masec.hw_templates.kernels.mx_quantize import output_format_params
+
+    try:
+        return output_format_params(fmt)
+    except ValueError as exc:
+        raise ValueError(f"x format {getattr(fmt, 'name', fmt)!r}: mx_linear decodes MX, m2xfp4_a, nvfp4 and "
+                         f"anda<M> (M <= 15) streams ({exc})") from None
+
+
+def m2xfp_act_as_int(codes, scales, meta):
+    """M2XFP activations (``m2xfp4_a``: FP4 codes [..., B], E8M0 scales [...], metadata [..., B/8]) as
+    mx_linear decodes them: every lane becomes the FP6 E2M3 code ``4c`` of its FP4 magnitude code c
+    (the same value), the top-1 lane of each subgroup of 8 (largest c, lowest index on ties)
+    ``4c + meta - 1`` (0 when that is -1, a pattern no encoder emits); the E2M3 value in units of
+    2^-3 (|v| <= 60) with the code's sign is a two's complement int element of 7 bits (value
+    v * 2^-5 * 2^((S + 2) - 127)). Returns (int7 codes, E8M0-equivalent scales S + 2, int_element(7))."""
+    from masec.formats.element import int_element
+
+    c = torch.as_tensor(codes, dtype=torch.int64)
+    mt = torch.as_tensor(meta, dtype=torch.int64)
+    c4 = c & 7
+    sg = c4.shape[:-1] + (c4.shape[-1] // M2XFP_SUBGROUP, M2XFP_SUBGROUP)
+    c4s = c4.reshape(sg)
+    top = c4s.argmax(-1, keepdim=True)                     # first maximum: lowest index
+    is_top = torch.zeros_like(c4s, dtype=torch.bool).scatter_(-1, top, True)
+    c6 = 4 * c4s + torch.where(is_top, mt.unsqueeze(-1) - 1, torch.zeros_like(c4s))
+    c6 = c6.clamp(min=0).reshape(c4.shape)
+    e, m = c6 >> 3, c6 & 7
+    v = torch.where(e > 0, (m + 8) << (e - 1).clamp(min=0), m)
+    v = torch.where((c >> 3) & 1 == 1, -v, v)
+    return v & 127, torch.as_tensor(scales, dtype=torch.int64) + M2XFP_X_OFFSET, int_element(7)
+
+
+def nvfp4_scale_terms(scales):
+    """UE4M3 block-scale codes -> (significand 0..15, exponent offset): value = sig * 2^(off - 9)."""
+    s = torch.as_tensor(scales, dtype=torch.int64)
+    e, m = (s >> 3) & 15, s & 7
+    return torch.where(e > 0, m + 8, m), torch.where(e > 0, e - 1, torch.zeros_like(e))
+
+
+@dataclass(frozen=True)
+class XTerms:
+    """An x stream as mx_linear's datapath reads it: ``codes`` [T, NB, B] of ``elem`` (what mx_dot
+    multiplies), ``exps`` [T, NB] the E8M0-equivalent block exponent (value = elem value * sig *
+    2^(exps - 127)), ``sig`` [T, NB] the block-scale significand multiplied into the block sum
+    (NVFP4's UE4M3 significand; None: 1)."""
+    codes: torch.Tensor
+    exps: torch.Tensor
+    elem: object
+    sig: torch.Tensor | None = None
+
+
+def decode_x_stream(x_fmt, codes, scales, meta=None, x_ts_exp: int | None = None) -> XTerms:
+    """The :class:`XTerms` of an x stream of ``x_fmt`` (codes [T, NB, B], scales [T, NB], M2XFP metadata
+    [T, NB, B/8]); ``x_ts_exp`` NVFP4's tensor scale 2^x_ts_exp."""
+    from masec.hw_templates.kernels.mx_quantize import QFMT_ANDA, QFMT_M2XFP, QFMT_NVFP4
+
+    xq, el = x_stream_format(x_fmt)
+    c = torch.as_tensor(codes, dtype=torch.int64)
+    sc = torch.as_tensor(scales, dtype=torch.int64)
+    if xq == QFMT_M2XFP:
+        return XTerms(*m2xfp_act_as_int(c, sc, meta))
+    if xq == QFMT_ANDA:
+        return XTerms(*anda_as_mx(c, sc, x_fmt.mbits))
+    if xq == QFMT_NVFP4:
+        sig, off = nvfp4_scale_terms(sc)
+        return XTerms(c, off + int(x_ts_exp) + NVFP4_X_OFFSET, el, sig)
+    return XTerms(c, sc, el)
 
 
 def fp32_sig_exp(v: float) -> tuple[int, int]:
@@ -554,7 +692,8 @@ def tensor_scale_step(A: int, X: int, ts_sig: int, ts_exp: int) -> tuple[int, in
 
 
 def seed_linear_accumulators(x_codes, x_scales, x_elem, img: WeightImage, b_codes=None, b_scales=None,
-                             b_elem=None, acc_guard: int = DEFAULT_ACC_GUARD, out_features: int | None = None):
+                             b_elem=None, acc_guard: int = DEFAULT_ACC_GUARD, out_features: int | None = None,
+                             x_sig=None):
     """The hardware accumulators (A, X) [T][O] of mx_linear with seed-format weights (bit-exact).
 
     Per block: S = sum x_int * w_int (exact; m2xfp: each subgroup's partial sum times (4 + m) by
@@ -562,19 +701,22 @@ def seed_linear_accumulators(x_codes, x_scales, x_elem, img: WeightImage, b_code
     group's FP16), exponent Y = Sx + sexp + C; the bounded floating accumulator as for MX.
     m2xfp and bitmod start from the bias; nvfp4 starts empty, applies the tensor scale
     (:func:`tensor_scale_step`) after the last block and then adds the bias with one more
-    accumulator step (the bias is not scaled by it).
+    accumulator step (the bias is not scaled by it). ``x_sig``: as :func:`linear_accumulators` (NVFP4 x;
+    the block sum is multiplied by both block-scale significands, an exact product of <= 15 bits).
     """
     x_codes = torch.as_tensor(x_codes, dtype=torch.int64)
     x_scales = torch.as_tensor(x_scales, dtype=torch.int64)
     T, NB, B = x_codes.shape
     O = img.codes.shape[0] if out_features is None else out_features
-    w = linear_widths(x_elem, img.elem, B, acc_guard, False, b_elem, img.kind)
+    w = linear_widths(x_elem, img.elem, B, acc_guard, False, b_elem, img.kind, 4 if x_sig is not None else 0)
     sx, ox = decode_sig_off(x_codes, x_elem)
     xv = sx << ox
     wv, ssig, sexp = seed_weight_terms(img)
     wv, ssig, sexp = wv[:O], ssig[:O], sexp[:O]
     S = torch.bmm(xv.permute(1, 0, 2), wv.permute(1, 2, 0)).permute(1, 2, 0)  # [T, O, NB] exact
     S = S * ssig.unsqueeze(0)
+    if x_sig is not None:
+        S = S * torch.as_tensor(x_sig, dtype=torch.int64).unsqueeze(1)
     Y = x_scales.unsqueeze(1) + sexp.unsqueeze(0) + w.C
     A0, X0 = bias_init(b_codes, b_scales, b_elem, O, w)
     nv = img.kind == "nvfp4"
@@ -594,10 +736,14 @@ def seed_linear_accumulators(x_codes, x_scales, x_elem, img: WeightImage, b_code
 
 
 def seed_linear_model(x_codes, x_scales, x_elem, img: WeightImage, b_codes, b_scales, b_elem, out_elem,
-                      out_block: int, acc_guard: int = DEFAULT_ACC_GUARD, out_features: int | None = None):
-    """Bit-exact model of mx_linear with seed-format weights -> (y_codes, y_scales) as linear_model."""
+                      out_block: int, acc_guard: int = DEFAULT_ACC_GUARD, out_features: int | None = None,
+                      y_qfmt: int = 0, y_ts_exp: int = 0, x_sig=None):
+    """Bit-exact model of mx_linear with seed-format weights -> (y_codes, y_scales) as linear_model
+    (with a seed ``y_qfmt``: (codes, scales, meta); ``x_sig`` as :func:`linear_accumulators`)."""
     A, X = seed_linear_accumulators(x_codes, x_scales, x_elem, img, b_codes, b_scales, b_elem, acc_guard,
-                                    out_features)
+                                    out_features, x_sig)
+    if y_qfmt:
+        return quantize_rows_format(A, X, y_qfmt, out_elem, out_block, y_ts_exp)
     return quantize_rows(A, X, out_elem, out_block)
 
 
@@ -777,11 +923,32 @@ def _elem_params(el, prefix):
             f"{prefix}BIAS": i.bias if not i.is_int else 0}
 
 
+def stream_widths(fmt, lanes: int) -> tuple[int, int]:
+    """``(data_bits, scale_bits)`` of a masec stream of ``fmt`` with ``lanes`` lanes per beat: MX
+    (``lanes * element bits``), ``nvfp4`` (E2M1 codes; the UE4M3 block scale), ``m2xfp4_a`` (E2M1 codes
+    plus 2 metadata bits per subgroup of 8 above them: ``lanes`` a multiple of 8), ``anda<M>``
+    (``lanes * (M + 1)``, M <= 15; S on the scale bus). The scale bus is 8 bits for every format (UE4M3
+    and Anda's 5-bit S in its low bits). Anything else raises ValueError."""
+    from masec.hw_templates.kernels.mx_quantize import QFMT_M2XFP, output_data_width, output_format_params
+
+    qfmt, el = output_format_params(fmt)
+    if qfmt == QFMT_M2XFP and lanes % M2XFP_SUBGROUP:
+        raise ValueError(f"an m2xfp4_a stream needs a multiple of {M2XFP_SUBGROUP} lanes (its metadata is per "
+                         f"subgroup of 8), got {lanes}")
+    return output_data_width(lanes, qfmt, el), 8
+
+
+def stream_block(fmt) -> int:
+    """The block size a stream of ``fmt`` is grouped in along its last axis (Anda: its group)."""
+    return fmt.group_size if is_anda(fmt) else fmt.block_size
+
+
 def instance_config(in_features: int, out_features: int, x_fmt, w_fmt, out_fmt, has_bias: bool,
                     p_in: int, p_out: int, b_fmt=None, acc_guard: int = DEFAULT_ACC_GUARD, lmul: bool = False,
                     w_mem: str = "w.mem", ws_mem: str = "ws.mem", b_mem: str = "b.mem",
                     rows: int | None = None, p_y: int | None = None,
-                    ts: tuple[int, int] | None = None) -> tuple[dict, dict, str]:
+                    ts: tuple[int, int] | None = None, x_ts_exp: int | None = None,
+                    y_ts_exp: int | None = None) -> tuple[dict, dict, str]:
     """(jinja_ctx, sv_params, module_name) of an mx_linear instance.
 
     ``x_fmt``, ``w_fmt``, ``out_fmt`` (and ``b_fmt``, default ``w_fmt``) are masec.formats
@@ -793,39 +960,59 @@ def instance_config(in_features: int, out_features: int, x_fmt, w_fmt, out_fmt, 
     ``w_fmt`` may also be a seed weight format (m2xfp4_w, nvfp4, bitmod_fp4/fp3; the bias then defaults
     to x's format): the instance gets ``WFMT`` and the format's parameters; ``ts`` is NVFP4's tensor
     scale as ``(TS_SIG, TS_EXP)`` (:class:`WeightImage` ``ts_sig``/``ts_exp``; default 1.0).
+    ``x_fmt`` may be a seed activation format (``XFMT``: ``m2xfp4_a``, ``nvfp4`` with the power-of-two
+    tensor scale ``2^x_ts_exp`` (``X_TS_EXP``, required), ``anda<M>``); ``out_fmt`` likewise
+    (``Y_QFMT`` / ``Y_TS_EXP``, ``y_ts_exp`` required for ``nvfp4``). A seed x needs an MX ``b_fmt``
+    when there is a bias. MX instances keep exactly their former parameter list.
     """
+    from masec.hw_templates.kernels.mx_quantize import QFMT_MX, QFMT_NVFP4, output_format_params
+
     kind = weight_kind(w_fmt)
-    anda = is_anda(x_fmt)
-    if anda and x_fmt.mbits > 15:
-        raise ValueError(f"{x_fmt.name} x: the linear decodes Anda with M <= 15 (an M+1-bit int element)")
-    block = x_fmt.group_size if anda else x_fmt.block_size
+    xq, x_el = x_stream_format(x_fmt)
+    yq, y_el = output_format_params(out_fmt)
+    block, out_block = stream_block(x_fmt), stream_block(out_fmt)
     if kind == "bitmod":
         if w_fmt.group_size % block:
             raise ValueError(f"the BitMoD group ({w_fmt.group_size}) must be a multiple of x's block ({block})")
     elif block != w_fmt.block_size:
         raise ValueError(f"x and W must share the block size along IN ({block} != {w_fmt.block_size})")
-    if kind != "mx" and lmul:
-        raise ValueError(f"L-Mul products are built for MX weights only, not {w_fmt.name}")
-    if block % p_in or out_fmt.block_size % p_out:
-        raise ValueError(f"P_IN={p_in} must divide B={block} and P_OUT={p_out} the output block {out_fmt.block_size}")
-    if b_fmt is None and (kind != "mx" or anda) and has_bias:
-        raise ValueError("an Anda x or a seed-format W needs an MX bias format (b_fmt)")
+    if (kind != "mx" or xq != QFMT_MX) and lmul:
+        raise ValueError(f"L-Mul products are built for MX x and W only, not {x_fmt.name} x {w_fmt.name}")
+    if block % p_in or out_block % p_out:
+        raise ValueError(f"P_IN={p_in} must divide B={block} and P_OUT={p_out} the output block {out_block}")
+    stream_widths(x_fmt, p_in)
+    if (xq == QFMT_NVFP4) != (x_ts_exp is not None):
+        raise ValueError("x_ts_exp (the power-of-two tensor scale 2^x_ts_exp) is given exactly for an nvfp4 x")
+    if (yq == QFMT_NVFP4) != (y_ts_exp is not None):
+        raise ValueError("y_ts_exp (the power-of-two tensor scale 2^y_ts_exp) is given exactly for an nvfp4 output")
+    for t, who in ((x_ts_exp, "x"), (y_ts_exp, "output")):
+        if t is not None and not -256 <= int(t) <= 256:
+            raise ValueError(f"the nvfp4 {who} tensor scale exponent must be -256..256, got {t}")
+    if b_fmt is None and (kind != "mx" or xq != QFMT_MX) and has_bias:
+        raise ValueError("a seed-format x or W needs an MX bias format (b_fmt)")
     if b_fmt is None:   # without a bias the BB_* parameters only need to be a valid MX element
         from masec.formats import parse_format
         b_fmt = w_fmt if kind == "mx" else parse_format("mxint8")
     p_y = p_out if p_y is None else p_y
     if p_out % p_y:
         raise ValueError(f"P_Y={p_y} must divide P_OUT={p_out}")
+    stream_widths(out_fmt, p_y)
     params = {"IN": in_features, "OUT": out_features, "P_IN": p_in, "P_OUT": p_out, "P_Y": p_y, "B": block,
-              "B_OUT": out_fmt.block_size,
-              **_elem_params(anda_as_mx([0], [0], x_fmt.mbits)[2] if anda else x_fmt.element, "X_"),
+              "B_OUT": out_block,
+              **_elem_params(x_el, "X_"),
               **_elem_params(_rom_element(w_fmt, kind), "W_"),
-              **_elem_params(b_fmt.element, "BB_"), **element_sv_params(out_fmt.element, "Y_"),
+              **_elem_params(b_fmt.element, "BB_"), **element_sv_params(y_el, "Y_"),
               "HAS_BIAS": int(bool(has_bias)), "ACC_GUARD": acc_guard, "LMUL": int(bool(lmul)),
               "W_MEM": w_mem, "WS_MEM": ws_mem, "B_MEM": b_mem if has_bias else ""}
-    if anda:
-        params["X_ANDA"] = 1
-    if kind != "mx":   # MX instances keep exactly their former parameter list
+    if xq != QFMT_MX:   # MX instances keep exactly their former parameter list
+        params["XFMT"] = int(xq)
+        if xq == QFMT_NVFP4:
+            params["X_TS_EXP"] = int(x_ts_exp)
+    if yq != QFMT_MX:
+        params["Y_QFMT"] = int(yq)
+        if yq == QFMT_NVFP4:
+            params["Y_TS_EXP"] = int(y_ts_exp)
+    if kind != "mx":
         params["WFMT"] = WFMT[kind]
         if kind == "bitmod":
             params["W_GROUP"] = w_fmt.group_size
@@ -870,7 +1057,7 @@ def dot_latency(p: int, pipe: int) -> int:
 
 def latency(params: dict) -> int:
     """Cycles mx_linear's ``PIPE`` adds over PIPE 0 (every output beat later by this), for its SV
-    ``params``: cut R, mx_dot, M2XFP's metadata multiply, the block-scale cut (NVFP4 / BitMoD), the
+    ``params``: cut R, mx_dot, M2XFP's metadata multiply, the block-scale cut (NVFP4 / BitMoD W, NVFP4 x), the
     second accumulator half (:func:`split_accumulator`), NVFP4's tensor-scale tail, the register
     slice in front of mx_quantize, and the nested mx_quantize's 2 * PIPE."""
     from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
@@ -879,9 +1066,10 @@ def latency(params: dict) -> int:
     if pipe == 0:
         return 0
     wfmt = int(params.get("WFMT", 0) or 0)
+    xfmt = int(params.get("XFMT", 0) or 0)
     p_in, block = int(params["P_IN"]), int(params["B"])
     dot_p = min(p_in, 8) if wfmt == 1 else p_in
-    return (1 + dot_latency(dot_p, pipe) + (1 if wfmt == 1 else 0) + (1 if wfmt in (2, 3) else 0)
+    return (1 + dot_latency(dot_p, pipe) + (1 if wfmt == 1 else 0) + (1 if wfmt in (2, 3) or xfmt == 2 else 0)
             + (1 if split_accumulator(params) else 0) + (pipe if wfmt == 2 else 0) + 1 + quantize_latency(pipe))
 
 

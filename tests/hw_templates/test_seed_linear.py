@@ -9,15 +9,15 @@ import torch
 from masec.formats import parse_format
 from masec.formats.element import FP4_E2M1, int_element
 from masec.hw_templates.kernels.mx_linear import (
-    MAX_PIPE, WeightImage, anda_as_mx, bias_init, latency, linear_model, pack_weight_mem, decode_sig_off, fp32_sig_exp,
-    ideal_cycles, instance_config, linear_widths,
-    pack_bias_mem, pack_seed_weight_mem, seed_exact_weights, seed_linear_accumulators, seed_linear_model,
-    weight_image,
+    MAX_PIPE, WeightImage, anda_as_mx, decode_x_stream, fp32_sig_exp, ideal_cycles, instance_config, latency,
+    linear_model, pack_bias_mem, pack_seed_weight_mem, pack_weight_mem, seed_exact_weights,
+    seed_linear_accumulators, seed_linear_model, stream_widths, weight_image, x_stream_format,
 )
+from masec.hw_templates.kernels.mx_quantize import output_format_params
 from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
-from masec.sim.vectors import VectorFile
+from masec.sim.vectors import StreamVectors, VectorFile, pack_lanes
 from mx_helpers import write_multi_top
 from test_mx_linear import fmt, random_mx
 
@@ -184,31 +184,226 @@ def test_anda_decode_is_the_format_library(mbits):
     assert torch.equal(vals.reshape(6, 128).to(torch.float32), f.decode(enc))
 
 
+def xterm_values(xt) -> torch.Tensor:
+    """float64 values of :class:`XTerms` (elem value * sig * 2^(exps - 127)), exact for these ranges."""
+    v = xt.elem.value_table().to(torch.float64)[xt.codes]
+    sig = torch.ones_like(xt.exps) if xt.sig is None else xt.sig
+    return v * (sig.to(torch.float64) * torch.pow(2.0, (xt.exps - 127).to(torch.float64))).unsqueeze(-1)
+
+
+def test_m2xfp_act_decode_is_the_format_library():
+    """The M2XFP activation stream read as mx_linear decodes it (top-1 lane refined through its
+    metadata, int7 lanes in units of 2^-3, scale S + 2) is exactly M2XFPActivationFormat.decode,
+    including ties for the top-1, refined zeros and E8M0 extremes."""
+    f = parse_format("m2xfp4_a")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 256, generator=g) * torch.logspace(-30, 30, 8).unsqueeze(-1)
+    x[1, :40] = 0.0
+    x[2, 8:16] = 1.0                                   # ties: all eight lanes equal
+    x[3, 16:24] = torch.tensor([0.1, 0.2, 0.15, 0.05, 0.0, 4.0, 0.0, 0.0])
+    x[4] = x[4] * 2.0 ** -100
+    enc = f.encode(x)
+    xt = decode_x_stream(f, enc.codes.reshape(8, -1, 32), enc.scales.reshape(8, -1),
+                         enc.meta["subgroup_meta"].reshape(8, -1, 4))
+    assert torch.equal(xterm_values(xt).reshape(8, 256).to(torch.float32), f.decode(enc))
+
+
+@pytest.mark.parametrize("t", [-20, -3, 0, 7])
+def test_nvfp4_act_decode_is_the_format_library(t):
+    """NVFP4 x with the power-of-two tensor scale 2^t read as mx_linear decodes it (E2M1 lanes, UE4M3
+    significand multiplied into the block sum, offset + t + 118 as x's exponent) is exactly
+    NVFP4Format.decode of the same codes with tensor scale 2^t, every UE4M3 code 0..126 included."""
+    import dataclasses
+
+    f = parse_format("nvfp4")
+    codes = (torch.arange(127 * 16, dtype=torch.int64) * 7).remainder(16).reshape(127, 16)
+    scales = torch.arange(127, dtype=torch.int64)
+    like = f.encode(torch.ones(127, 16))
+    enc = dataclasses.replace(like, codes=codes.to(like.codes.dtype).reshape(like.codes.shape),
+                              scales=scales.to(like.scales.dtype).reshape(like.scales.shape),
+                              meta={"tensor_scale": torch.tensor(2.0 ** t)})
+    xt = decode_x_stream(f, codes.unsqueeze(0), scales.unsqueeze(0), None, t)
+    assert torch.equal(xterm_values(xt).reshape(127, 16).to(torch.float32), f.decode(enc))
+
+
+@pytest.mark.parametrize("xf", ["m2xfp4_a", "nvfp4:-6", "anda5"])
+@pytest.mark.parametrize("kind", ["mxint8", "nvfp4", "m2xfp"])
+def test_seed_x_accumulators_vs_exact(xf, kind, seed):
+    """With a seed-format x, the model's accumulators equal the exact rational x W^T + b (x from the
+    format definitions: :func:`xterm_values`, checked against the library above) within one
+    accumulator ulp per block step (+2 for NVFP4 W's tensor-scale and bias steps)."""
+    rng = random.Random(seed)
+    B = 16 if "nvfp4" in (kind, xf[:5]) else 32
+    IN, OUT, T = 5 * B // 2, 8, 3
+    nb = -(-IN // B)
+    x_fmt, x_ts = stream_fmt(xf, B)
+    meta = None
+    if xf == "m2xfp4_a":
+        xc, xs, meta = random_m2xfp_act(rng, T, nb, B, IN)
+    elif xf.startswith("nvfp4"):
+        xc, xs = random_nvfp4_act(rng, T, nb, B, IN)
+    else:
+        xc, xs = random_anda(rng, x_fmt.mbits, T, nb, B, IN)
+    xt = decode_x_stream(x_fmt, xc, xs, meta, x_ts)
+    xv = [[Fraction(float(v)) for v in r] for r in xterm_values(xt).reshape(T, -1).tolist()]
+    b_el = fmt("mxint8").element
+    bc, bs = random_mx(rng, b_el, 1, 1, 32, OUT)
+    bs.clamp_(100, 150)
+    bvals = x_values(bc, bs, b_el)[0]
+    if kind.startswith("mx"):
+        w_el = fmt(kind).element
+        wc, ws = random_mx(rng, w_el, OUT, nb, B, IN)
+        ws.clamp_(100, 150)
+        A, X = linear_accumulators_(xt, wc, ws, w_el, bc[0], bs[0], b_el)
+        wv = x_values(wc, ws, w_el)
+    else:
+        img = random_image(rng, kind, OUT, IN, B)
+        A, X = seed_linear_accumulators(xt.codes, xt.exps, xt.elem, img, bc[0], bs[0], b_el, x_sig=xt.sig)
+        wv = seed_exact_weights(img)
+    for t in range(T):
+        for o in range(OUT):
+            ex = sum(a * b for a, b in zip(xv[t], wv[o])) + bvals[o]
+            got = Fraction(A[t][o]) * Fraction(2) ** X[t][o]
+            assert abs(got - ex) <= (nb + 3) * Fraction(2) ** X[t][o], (t, o)
+
+
+def linear_accumulators_(xt, wc, ws, w_el, bc, bs, b_el):
+    from masec.hw_templates.kernels.mx_linear import linear_accumulators
+    return linear_accumulators(xt.codes, xt.exps, xt.elem, wc, ws, w_el, bc, bs, b_el, x_sig=xt.sig)
+
+
+def test_stream_widths():
+    """One place sizes every stream masec carries: data bits per beat and the 8-bit scale bus."""
+    assert stream_widths(parse_format("mxint8"), 8) == (64, 8)
+    assert stream_widths(parse_format("mxfp4"), 16) == (64, 8)
+    assert stream_widths(parse_format("nvfp4"), 8) == (32, 8)
+    assert stream_widths(parse_format("m2xfp4_a"), 16) == (16 * 4 + 4, 8)
+    assert stream_widths(parse_format("anda7"), 4) == (32, 8)
+    for bad, lanes in (("m2xfp4_a", 4), ("anda16", 8), ("m2xfp4_w", 8), ("bitmod_fp4", 8)):
+        with pytest.raises(ValueError):
+            stream_widths(parse_format(bad), lanes)
+
+
+def test_seed_stream_options_are_checked():
+    """NVFP4's tensor-scale exponent is given exactly for an NVFP4 x / y; L-Mul and a missing MX bias
+    format are refused for seed x; an M2XFP x needs P_IN a multiple of 8."""
+    w = fmt("mxint8", 16)
+    with pytest.raises(ValueError, match="x_ts_exp"):
+        instance_config(32, 8, parse_format("nvfp4"), w, fmt("mxint8"), False, 8, 8)
+    with pytest.raises(ValueError, match="y_ts_exp"):
+        instance_config(32, 8, fmt("mxint8", 16), w, parse_format("nvfp4"), False, 8, 8)
+    with pytest.raises(ValueError, match="x_ts_exp"):
+        instance_config(32, 8, fmt("mxint8", 16), w, fmt("mxint8"), False, 8, 8, x_ts_exp=0)
+    with pytest.raises(ValueError, match="L-Mul"):
+        instance_config(32, 8, parse_format("m2xfp4_a", block_size=16), fmt("mxfp8_e4m3", 16), fmt("mxint8"), False,
+                        8, 8, lmul=True)
+    with pytest.raises(ValueError, match="bias"):
+        instance_config(32, 8, parse_format("m2xfp4_a", block_size=16), w, fmt("mxint8"), True, 8, 8)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        instance_config(32, 8, parse_format("m2xfp4_a", block_size=16), w, fmt("mxint8"), False, 4, 8)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        instance_config(32, 8, w, w, parse_format("m2xfp4_a"), False, 8, 8, p_y=4)
+
+
 def test_anda16_x_is_refused():
     with pytest.raises(ValueError, match="anda16"):
         instance_config(64, 8, parse_format("anda16"), fmt("mxint8", 64), fmt("mxint8"), False, 8, 8)
 
 
 # ----------------------------------------------------------------------------- RTL tests
+def stream_fmt(name: str, block: int):
+    """``(format, ts_exp)`` of a test stream name: an MX name, ``m2xfp4_a``, ``anda<M>`` (group =
+    ``block``) or ``nvfp4:<t>`` (NVFP4 with the power-of-two tensor scale 2^t)."""
+    if name.startswith("nvfp4:"):
+        return parse_format("nvfp4", block_size=block), int(name.split(":")[1])
+    return parse_format(name, block_size=block), None
+
+
+def random_m2xfp_act(rng: random.Random, rows: int, nb: int, B: int, valid: int):
+    """Random M2XFP activation streams: FP4 codes with ties for the top-1 (several lanes at the
+    subgroup's max), all-zero subgroups (metadata 0..3: a refined top-1 zero), max codes +-6, every
+    metadata value, E8M0 scales at both ends; padding lanes are zero with metadata 1 (a zero value),
+    as mx_quantize emits for zero inputs."""
+    c = torch.zeros(rows, nb, B, dtype=torch.int64)
+    s = torch.zeros(rows, nb, dtype=torch.int64)
+    m = torch.zeros(rows, nb, B // 8, dtype=torch.int64)
+    for r in range(rows):
+        for b in range(nb):
+            for g in range(B // 8):
+                k = rng.random()
+                if k < 0.1:
+                    sg = [8 * rng.randrange(2) if rng.random() < 0.3 else 0 for _ in range(8)]
+                elif k < 0.25:
+                    top = rng.randrange(1, 8)
+                    sg = [(rng.choice([top, rng.randrange(top + 1)]) | (rng.randrange(2) << 3)) for _ in range(8)]
+                elif k < 0.32:
+                    sg = [7 | (rng.randrange(2) << 3) for _ in range(8)]
+                else:
+                    sg = [rng.randrange(16) for _ in range(8)]
+                c[r, b, g * 8:(g + 1) * 8] = torch.tensor(sg)
+                m[r, b, g] = rng.randrange(4)
+            sk = rng.random()
+            s[r, b] = rng.randint(0, 4) if sk < 0.08 else rng.randint(250, 254) if sk < 0.16 else rng.randint(112, 140)
+    c.reshape(rows, -1)[:, valid:] = 0
+    mf = m.reshape(rows, -1)
+    mf[:, -(-valid // 8):] = 1
+    return c, s, m
+
+
+def random_nvfp4_act(rng: random.Random, rows: int, nb: int, B: int, valid: int):
+    """Random NVFP4 activation streams: E2M1 codes (all-zero and all +-6 blocks), UE4M3 block scales
+    0, subnormal (1..7), 8 (2^-6), 126 (448) and mid-range; padding lanes zero."""
+    c = torch.zeros(rows, nb, B, dtype=torch.int64)
+    s = torch.zeros(rows, nb, dtype=torch.int64)
+    for r in range(rows):
+        for b in range(nb):
+            k = rng.random()
+            blk = [0] * B if k < 0.06 else [7 | (rng.randrange(2) << 3) for _ in range(B)] if k < 0.14 else \
+                [rng.randrange(16) for _ in range(B)]
+            c[r, b] = torch.tensor(blk)
+            sk = rng.random()
+            s[r, b] = rng.choice([0, 8, 126]) if sk < 0.12 else rng.randint(1, 7) if sk < 0.2 else rng.randint(30, 100)
+    c.reshape(rows, -1)[:, valid:] = 0
+    return c, s
+
+
+def seed_stream(codes, scales, meta, bits: int, lanes: int):
+    """The stream of a tensor in any stream format: MX layout, plus (M2XFP) the beat's subgroup
+    metadata above its codes (then compared as whole data words)."""
+    if meta is None:
+        return mx_stream(codes, scales, bits, lanes)
+    B = codes.shape[-1]
+    cf = codes.reshape(-1, B).tolist()
+    sf = scales.reshape(-1).tolist()
+    mf = meta.reshape(-1, B // 8).tolist()
+    beats = []
+    for blk, sc, mt in zip(cf, sf, mf):
+        for b in range(0, B, lanes):
+            word = pack_lanes(blk[b:b + lanes], bits) | (pack_lanes(mt[b // 8:(b + lanes) // 8], 2) << (lanes * bits))
+            beats.append([word, int(sc)])
+    return StreamVectors(("data", "scale"), beats)
+
+
 def build_case(tmp, rng, kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias, p_y=None, pipe=0):
-    """``xf`` an MX name or ``anda<M>`` (then x streams Anda codes and S; the model reads them as the
-    kernel does, :func:`anda_as_mx`); ``kind`` a seed weight kind or an MX weight name; ``pipe`` the
-    instance's PIPE."""
-    o_fmt = fmt(of, BO)
-    o_el = o_fmt.element
+    """``xf`` / ``of``: stream names (:func:`stream_fmt`): x streams its codes (and metadata), the model
+    reads them as the kernel does (:func:`decode_x_stream`); ``kind`` a seed weight kind or an MX weight
+    name; ``pipe`` the instance's PIPE. Returns (x stream, y stream, params, ideal cycles, slack)."""
+    o_fmt, y_ts = stream_fmt(of, BO)
+    yq, o_el = output_format_params(o_fmt)
+    x_fmt, x_ts = stream_fmt(xf, B)
     nb = -(-IN // B)
+    xmeta = None
     if xf.startswith("anda"):
-        mb = int(xf[4:])
-        x_fmt = parse_format(xf, block_size=B)
-        sxc, sxs = random_anda(rng, mb, T, nb, B, IN)
-        xc, xs, x_el = anda_as_mx(sxc, sxs, mb)
-        b_fmt = fmt("mxint8", B)
-        x_bits = mb + 1
+        sxc, sxs = random_anda(rng, x_fmt.mbits, T, nb, B, IN)
+    elif xf == "m2xfp4_a":
+        sxc, sxs, xmeta = random_m2xfp_act(rng, T, nb, B, IN)
+    elif xf.startswith("nvfp4"):
+        sxc, sxs = random_nvfp4_act(rng, T, nb, B, IN)
     else:
-        x_fmt = b_fmt = fmt(xf, B)
-        x_el = x_fmt.element
-        xc, xs = random_mx(rng, x_el, T, nb, B, IN)
-        sxc, sxs, x_bits = xc, xs, x_el.bits
+        sxc, sxs = random_mx(rng, x_fmt.element, T, nb, B, IN)
+    xt = decode_x_stream(x_fmt, sxc, sxs, xmeta, x_ts)
+    x_bits = x_stream_format(x_fmt)[1].bits
+    b_fmt = fmt(xf, B) if xf.startswith("mx") else fmt("mxint8", B)
     b_el = b_fmt.element
     bc = bs = None
     if kind.startswith("mx"):
@@ -222,13 +417,16 @@ def build_case(tmp, rng, kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias,
         bc, bs = bc[0], bs[0]
         bs.clamp_(100, 150)
     if kind.startswith("mx"):
-        yc, ys = linear_model(xc, xs, x_el, wc, ws, w_fmt.element, bc, bs, o_el, BO, b_elem=b_el)
+        y = linear_model(xt.codes, xt.exps, xt.elem, wc, ws, w_fmt.element, bc, bs, o_el, BO, b_elem=b_el,
+                         y_qfmt=yq, y_ts_exp=y_ts or 0, x_sig=xt.sig)
         wl, sl = pack_weight_mem(wc, ws, w_fmt.element, IN, OUT, B, p_in, p_out)
         ts = None
     else:
-        yc, ys = seed_linear_model(xc, xs, x_el, img, bc, bs, b_el, o_el, BO)
+        y = seed_linear_model(xt.codes, xt.exps, xt.elem, img, bc, bs, b_el, o_el, BO, y_qfmt=yq,
+                              y_ts_exp=y_ts or 0, x_sig=xt.sig)
         wl, sl = pack_seed_weight_mem(img, IN, OUT, p_in, p_out)
         ts = (img.ts_sig, img.ts_exp) if kind == "nvfp4" else None
+    yc, ys, ym = y if yq else (*y, None)
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "w.mem").write_text("\n".join(wl) + "\n")
     (tmp / "ws.mem").write_text("\n".join(sl) + "\n")
@@ -236,14 +434,15 @@ def build_case(tmp, rng, kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias,
         (tmp / "b.mem").write_text("\n".join(pack_bias_mem(bc, bs, b_el, OUT, p_out)) + "\n")
     _, params, _ = instance_config(IN, OUT, x_fmt, w_fmt, o_fmt, has_bias, p_in, p_out,
                                    b_fmt=b_fmt, w_mem=str(tmp / "w.mem"), ws_mem=str(tmp / "ws.mem"),
-                                   b_mem=str(tmp / "b.mem"), p_y=p_y, ts=ts)
+                                   b_mem=str(tmp / "b.mem"), p_y=p_y, ts=ts, x_ts_exp=x_ts, y_ts_exp=y_ts)
     if pipe:
         params["PIPE"] = pipe
     ideal = max(ideal_cycles(T, IN, OUT, p_in, p_out), T * (-(-OUT // BO)) * BO // params["P_Y"])
     pad = T * (nb * B // p_in - (-(-IN // p_in)))
     nz = ((-(-OUT // BO)) * BO - (-(-OUT // p_out)) * p_out) // params["P_Y"]
     slack = pad + 4 + BO // params["P_Y"] + params["P_OUT"] // params["P_Y"] + nz + 4 + latency(params)
-    return mx_stream(sxc, sxs, x_bits, p_in), mx_stream(yc, ys, o_el.bits, params["P_Y"]), params, ideal, slack
+    return (seed_stream(sxc, sxs, xmeta, x_bits, p_in), seed_stream(yc, ys, ym, o_el.bits, params["P_Y"]), params,
+            ideal, slack)
 
 
 # kind, xf, of, IN, OUT, T, B, B_OUT, P_IN, P_OUT, bias, P_Y
@@ -253,6 +452,17 @@ DEFAULT_CONFIGS = [   # one build, every kind, small (the default suite)
     ("bitmod4", "mxint8", "mxfp8_e4m3", 300, 8, 3, 32, 8, 8, 4, True, 4),
     ("bitmod3", "mxint8", "mxint8", 64, 8, 3, 16, 8, 4, 8, False, 8),
     ("mxint8", "anda6", "mxint8", 100, 8, 3, 64, 8, 8, 8, True, 8),     # Anda x (consumer decode)
+]
+# seed activation formats as x (XFMT) and y (Y_QFMT): every x and every y format in one default build
+ACT_CONFIGS = [
+    ("nvfp4", "nvfp4:-3", "nvfp4:-2", 40, 16, 3, 16, 16, 8, 8, True, 8),           # NVFP4 x * NVFP4 W -> NVFP4
+    ("m2xfp", "m2xfp4_a", "anda5", 64, 24, 3, 32, 64, 16, 8, True, 8),             # M2XFP x * M2XFP W -> Anda
+    ("mxint8", "anda6", "m2xfp4_a", 100, 16, 3, 64, 32, 8, 8, True, 8),            # Anda x -> M2XFP y
+]
+ACT_SLOW_CONFIGS = [
+    ("mxint8", "m2xfp4_a", "mxint8", 72, 8, 4, 32, 8, 8, 8, True, 8),              # M2XFP x, partial block
+    ("mxfp4", "nvfp4:5", "m2xfp4_a", 48, 16, 3, 16, 16, 4, 8, False, 8),           # NVFP4 x * MX W -> M2XFP
+    ("bitmod4", "m2xfp4_a", "nvfp4:0", 96, 16, 3, 32, 16, 8, 8, False, 8),         # M2XFP x * BitMoD W -> NVFP4
 ]
 SLOW_CONFIGS = [
     ("m2xfp", "anda4", "mxfp8_e4m3", 64, 8, 4, 64, 8, 16, 8, True, 8),
@@ -281,8 +491,8 @@ def run_configs(build_root, seed, cfgs, pipe=0):
         sx, sy, params, ideal_i, slack_i = build_case(folder / f"mem{i}", rng, kind, xf, of, IN, OUT, T, B, BO,
                                                       p_in, p_out, bias, p_y, pipe=pipe)
         inputs[f"s_x{i}"], outputs[f"m_y{i}"] = sx, sy
-        x_bits = int(xf[4:]) + 1 if xf.startswith("anda") else fmt(xf).element.bits
-        insts.append((params, {"s_x": (p_in * x_bits, True), "m_y": (p_y * fmt(of).element.bits, True)}))
+        insts.append((params, {"s_x": (stream_widths(stream_fmt(xf, B)[0], p_in)[0], True),
+                               "m_y": (stream_widths(stream_fmt(of, BO)[0], params["P_Y"])[0], True)}))
         ideal, slack = max(ideal, ideal_i), max(slack, ideal_i + slack_i)
     vf = VectorFile(inputs, outputs, seed=seed, gap_prob=0.3, stall_prob=0.3, ideal_cycles=ideal)
     files = render_with_deps("mx_linear", folder / "rtl")
@@ -308,6 +518,23 @@ def test_rtl_matches_model(build_root, seed, pipe):
     and backpressure, then full rate within the ideal + padding + latency bound; unpipelined and with
     every register stage."""
     check_configs(build_root, seed, DEFAULT_CONFIGS, pipe)
+
+
+@pytest.mark.parametrize("pipe", [0, MAX_PIPE])
+def test_rtl_seed_activations(build_root, seed, pipe):
+    """Seed activation formats in one build: x in M2XFP (top-1 ties, refined zeros, every metadata
+    value), NVFP4 (UE4M3 scales 0 / subnormal / 448, tensor scales 2^-3 and 2^5; times MX, NVFP4 and
+    BitMoD W, the last two multiplying both block-scale significands) and Anda; y in NVFP4, M2XFP and
+    Anda through the nested mx_quantize. Exact under random gaps and backpressure, then full rate."""
+    check_configs(build_root, seed, ACT_CONFIGS, pipe)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipe", [0, MAX_PIPE])
+def test_rtl_seed_activations_more(build_root, seed, pipe):
+    """M2XFP x with MX and BitMoD W (a partial last block), NVFP4 x with MX W at P_IN 4 (the x scale's
+    significand alone multiplied in), NVFP4 y with tensor scale 1."""
+    check_configs(build_root, seed, ACT_SLOW_CONFIGS, pipe)
 
 
 @pytest.mark.slow
@@ -357,13 +584,15 @@ def test_rtl_check_can_fail(build_root, seed, mutant):
 
 
 @pytest.mark.parametrize("pipe", [0, MAX_PIPE])
-@pytest.mark.parametrize("cfg", DEFAULT_CONFIGS + SLOW_CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-P{c[8]}x{c[9]}")
+@pytest.mark.parametrize("cfg", DEFAULT_CONFIGS + SLOW_CONFIGS + ACT_CONFIGS + ACT_SLOW_CONFIGS,
+                         ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-P{c[8]}x{c[9]}")
 def test_lint_clean(tmp_path, cfg, pipe):
     kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, bias, p_y = cfg
-    x_fmt = parse_format(xf, block_size=B)
+    (x_fmt, x_ts), (o_fmt, y_ts) = stream_fmt(xf, B), stream_fmt(of, BO)
     w_fmt = fmt(kind, B) if kind.startswith("mx") else wfmt_of(kind, B)
-    _, params, top = instance_config(IN, OUT, x_fmt, w_fmt, fmt(of, BO), bias, p_in, p_out,
-                                     b_fmt=fmt("mxint8", B), p_y=p_y, ts=(3 << 22, -30) if kind == "nvfp4" else None)
+    _, params, top = instance_config(IN, OUT, x_fmt, w_fmt, o_fmt, bias, p_in, p_out,
+                                     b_fmt=fmt("mxint8", B), p_y=p_y, ts=(3 << 22, -30) if kind == "nvfp4" else None,
+                                     x_ts_exp=x_ts, y_ts_exp=y_ts)
     params["PIPE"] = pipe
     files = render_with_deps("mx_linear", tmp_path)
     lint(files, top, parameters=params)
