@@ -43,7 +43,7 @@ under any backpressure) and is passed on to the instance's ``mx_quantize``; the 
 The ROM read is registered at every PIPE; PIPE >= 1 adds a register after the multiplier operand
 (``1 - h`` or ``h``, and ``e``) and one after the product and region select (the (m, e) lanes), PIPE
 >= 2 one on the ROM address, PIPE >= 3 one after the decode. :func:`latency` gives the cycles added
-over PIPE 0, :func:`pipe_for_clock` the PIPE for a clock period.
+over PIPE 0; ``masec.passes.hw.pipeline.pipe_depth`` the PIPE for a clock period.
 
 Model signature::
 
@@ -60,6 +60,7 @@ from masec.hw_templates.kernels.mx_eltwise import EW, decode_sig_exp, sig_bits
 from masec.hw_templates.kernels.mx_quantize import _bit_length, element_sv_params, quantize_blocks
 from masec.hw_templates.kernels.mx_relu import check_lanes, resolve_format
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
+from masec.passes.hw.pipeline import check_pipe
 
 E8M0_BIAS = 127
 DEFAULT_G = 15
@@ -313,10 +314,7 @@ MAX_PIPE = 3
 
 
 def _check_pipe(pipe) -> int:
-    pipe = int(pipe)
-    if not 0 <= pipe <= MAX_PIPE:
-        raise ValueError(f"PIPE {pipe}: the activation kernels have 0..{MAX_PIPE} stages")
-    return pipe
+    return check_pipe(pipe, MAX_PIPE, "the activation kernels")
 
 
 def latency(params: dict) -> int:
@@ -324,11 +322,6 @@ def latency(params: dict) -> int:
     >= 3: ``PIPE + 1``, none at PIPE 0) plus mx_quantize's ``2 * PIPE``."""
     pipe = _check_pipe(params.get("PIPE", 0))
     return (pipe + 1 if pipe else 0) + mx_quantize.latency(pipe)
-
-
-def pipe_for_clock(clock_ns: float) -> int:
-    """PIPE for a clock period: mx_quantize's rule (0 at 10 ns and slower, 3 below 4 ns), clipped."""
-    return min(mx_quantize.pipe_for_clock(clock_ns), MAX_PIPE)
 
 
 # ----------------------------------------------------------------------------- config, manifest
@@ -416,7 +409,7 @@ SPECS = tuple(
         ops=(func,),
         model=f"{__name__}:{func}_model",
         examples=_examples(func),
-        extra={**_CTX_DOC, "latency": latency, "pipe_for_clock": pipe_for_clock},
+        extra={**_CTX_DOC, "latency": latency, "max_pipe": MAX_PIPE},
     )
     for func in FUNCS
 )

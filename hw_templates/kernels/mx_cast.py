@@ -26,6 +26,7 @@ import torch
 from masec.hw_templates.kernels import mx_quantize
 from masec.hw_templates.kernels.mx_quantize import element_sv_params, quantize_blocks
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
+from masec.passes.hw.pipeline import check_pipe
 
 E8M0_BIAS = 127
 
@@ -149,13 +150,8 @@ MAX_PIPE = mx_quantize.MAX_PIPE
 
 def latency(params: dict) -> int:
     """Cycles ``PIPE`` adds over ``PIPE = 0``: the quantizer's ``2 * PIPE`` plus the decode cut at PIPE 1."""
-    pipe = int(params.get("PIPE", 0) or 0)
+    pipe = check_pipe(params.get("PIPE", 0), MAX_PIPE, "mx_cast")
     return mx_quantize.latency(pipe) + (1 if pipe == 1 else 0)
-
-
-def pipe_for_clock(clock_ns: float) -> int:
-    """The quantizer's rule (the quantizer is most of the kernel's logic)."""
-    return min(mx_quantize.pipe_for_clock(clock_ns), MAX_PIPE)
 
 
 class _Fmt:
@@ -216,5 +212,5 @@ SPEC = KernelSpec(
         _example("mxfp8_e4m3->mxfp4 P8 PIPE3", "mxfp8_e4m3", "mxfp4", 8, pipe=3),
         _example("mxfp4->mxint8 B32->16 P16 PIPE3", "mxfp4", "mxint8", 16, row_len=96, bi=32, bo=16, pipe=3),
     ),
-    extra={"latency": latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
+    extra={"latency": latency, "max_pipe": MAX_PIPE},
 )

@@ -18,7 +18,7 @@ not change. mx_add cuts after its align (PIPE >= 1: operand order, exponent diff
 amount, addend, e), after its shifter (PIPE >= 2) and after the decode (PIPE >= 3); mx_mul after
 its multiplier operands (PIPE >= 1) and after the product (PIPE >= 2). Latency over PIPE 0:
 :func:`add_latency` / :func:`mul_latency` (their own cuts plus ``mx_quantize.latency``);
-:func:`pipe_for_clock` picks PIPE from the clock period.
+``masec.passes.hw.pipeline.pipe_depth`` picks PIPE from the clock period.
 
 Model signature (what the compiler calls to get expected outputs)::
 
@@ -35,6 +35,7 @@ from masec.hw_templates.kernels import mx_quantize
 from masec.hw_templates.kernels.mx_quantize import element_sv_params, quantize_blocks
 from masec.hw_templates.kernels.mx_relu import check_lanes, resolve_format
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
+from masec.passes.hw.pipeline import check_pipe
 
 E8M0_BIAS = 127
 EW = 10    # signed exponent width handed to mx_quantize (the RTL's EW)
@@ -129,11 +130,8 @@ def mul_model(codes_x, scales_x, elem_x, codes_y, scales_y, elem_y, elem_out):
 MAX_PIPE = 3
 
 
-def _check_pipe(pipe: int) -> int:
-    pipe = int(pipe)
-    if not 0 <= pipe <= MAX_PIPE:
-        raise ValueError(f"PIPE {pipe}: mx_add / mx_mul have 0..{MAX_PIPE} stages")
-    return pipe
+def _check_pipe(pipe) -> int:
+    return check_pipe(pipe, MAX_PIPE, "mx_add / mx_mul")
 
 
 def add_latency(params: dict) -> int:
@@ -148,11 +146,6 @@ def mul_latency(params: dict) -> int:
     plus mx_quantize's ``2 * PIPE``."""
     pipe = _check_pipe(params.get("PIPE", 0))
     return min(pipe, 2) + mx_quantize.latency(pipe)
-
-
-def pipe_for_clock(clock_ns: float) -> int:
-    """PIPE for a clock period: mx_quantize's rule (0 at 10 ns and slower, 3 below 4 ns), clipped."""
-    return min(mx_quantize.pipe_for_clock(clock_ns), MAX_PIPE)
 
 
 # ------------------------------------------------------------------------------ exact references
@@ -287,7 +280,7 @@ SPECS = (
         ops=("add",),
         model=f"{__name__}:add_model",
         examples=_examples(),
-        extra={"latency": add_latency, "pipe_for_clock": pipe_for_clock},
+        extra={"latency": add_latency, "max_pipe": MAX_PIPE},
     ),
     KernelSpec(
         name="mx_mul",
@@ -300,6 +293,6 @@ SPECS = (
         ops=("mul",),
         model=f"{__name__}:mul_model",
         examples=_examples(),
-        extra={"latency": mul_latency, "pipe_for_clock": pipe_for_clock},
+        extra={"latency": mul_latency, "max_pipe": MAX_PIPE},
     ),
 )

@@ -22,8 +22,8 @@ and the pre-rounding value differs from the float rotation by at most ``(|a| + |
 Pipelining: the SV parameter ``PIPE`` (0..3) registers the decoded beat with its cos/sin word
 (PIPE >= 1, the multipliers' inputs) and the four products of every pair (PIPE >= 2), as elastic
 stages (1 beat/cycle under any backpressure), and is passed on to the quantizer. Values do not
-change; :func:`latency` gives the cycles added over PIPE 0, :func:`pipe_for_clock` the PIPE for a
-clock period.
+change; :func:`latency` gives the cycles added over PIPE 0, ``masec.passes.hw.pipeline.pipe_depth``
+the PIPE for a clock period.
 
 Usage by the compiler::
 
@@ -43,6 +43,7 @@ from masec.hw_templates.kernels import mx_quantize
 from masec.hw_templates.kernels.mx_cast import in_element_sv_params
 from masec.hw_templates.kernels.mx_quantize import element_sv_params, quantize_blocks
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
+from masec.passes.hw.pipeline import check_pipe
 
 E8M0_BIAS = 127
 DEFAULT_CS_BITS = 16
@@ -208,10 +209,7 @@ MAX_PIPE = 3
 
 
 def _check_pipe(pipe) -> int:
-    pipe = int(pipe)
-    if not 0 <= pipe <= MAX_PIPE:
-        raise ValueError(f"PIPE {pipe}: mx_rope has 0..{MAX_PIPE} stages")
-    return pipe
+    return check_pipe(pipe, MAX_PIPE, "mx_rope")
 
 
 def latency(params: dict) -> int:
@@ -219,11 +217,6 @@ def latency(params: dict) -> int:
     quantizer's ``2 * PIPE``."""
     pipe = _check_pipe(params.get("PIPE", 0))
     return min(pipe, 2) + mx_quantize.latency(pipe)
-
-
-def pipe_for_clock(clock_ns: float) -> int:
-    """PIPE for a clock period: mx_quantize's rule (0 at 10 ns and slower, 3 below 4 ns), clipped."""
-    return min(mx_quantize.pipe_for_clock(clock_ns), MAX_PIPE)
 
 
 # ------------------------------------------------------------------------------------ config
@@ -319,5 +312,5 @@ SPEC = KernelSpec(
         _example("mxint8 P8 hd64 pos256", "mxint8", 8, 128, 64, 256, pipe=MAX_PIPE),
         _example("mxfp4 P32 hd128 pos512", "mxfp4", 32, 256, 128, 512, pipe=MAX_PIPE),
     ),
-    extra={"latency": latency, "pipe_for_clock": pipe_for_clock},
+    extra={"latency": latency, "max_pipe": MAX_PIPE},
 )

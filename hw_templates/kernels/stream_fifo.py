@@ -12,25 +12,18 @@ an empty FIFO bypasses the RAM, a FIFO holding beats has its head prefetched. LU
 from __future__ import annotations
 
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
+from masec.passes.hw.pipeline import check_pipe
 
-#: Largest PIPE the template has cuts for.
+#: Largest PIPE the template has cuts for: ``pipe_depth`` gives 1 for any clock faster than 100 MHz
+#: (the block-RAM FIFO meets 106.5 MHz at PIPE 0).
 MAX_PIPE = 1
 
 
 def latency(params: dict) -> int:
     """Cycles ``PIPE`` adds to a beat's way through the FIFO over ``PIPE = 0``: none (the RAM path's
     extra read cycle is hidden by the bypass of an empty FIFO and by prefetching a full one)."""
-    pipe = int(params.get("PIPE", 0) or 0)
-    if not 0 <= pipe <= MAX_PIPE:
-        raise ValueError(f"PIPE {pipe}: stream_fifo has 0..{MAX_PIPE} stages")
+    check_pipe(params.get("PIPE", 0), MAX_PIPE, "stream_fifo")
     return 0
-
-
-def pipe_for_clock(clock_ns: float) -> int:
-    """PIPE 1 for any clock faster than 100 MHz (the block-RAM FIFO meets 106.5 MHz at PIPE 0)."""
-    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock as rule
-
-    return min(rule(clock_ns), MAX_PIPE)
 
 
 SPEC = KernelSpec(
@@ -53,7 +46,7 @@ SPEC = KernelSpec(
                "params": {"WIDTH": 40, "DEPTH": 256, "RAM_STYLE": 1, "PIPE": 1}},
               {"label": "W72 D1024 block PIPE1", "ctx": {},
                "params": {"WIDTH": 72, "DEPTH": 1024, "RAM_STYLE": 1, "PIPE": 1}}),
-    extra={"latency": latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
+    extra={"latency": latency, "max_pipe": MAX_PIPE},
 )
 
 

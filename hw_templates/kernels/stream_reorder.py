@@ -32,6 +32,7 @@ import math
 from collections.abc import Sequence
 
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
+from masec.passes.hw.pipeline import check_pipe
 
 
 # ---- index helpers --------------------------------------------------------------------------
@@ -167,23 +168,15 @@ def instance_config(width: int, unit_beats: int, n_in: int, idx: Sequence[int], 
 
 # ---- pipelining -----------------------------------------------------------------------------
 
-#: Largest PIPE the template has cuts for.
+#: Largest PIPE the template has cuts for: ``pipe_depth`` gives 1 for any clock faster than 100 MHz
+#: (the long-IDX configuration meets 100.6 MHz at PIPE 0).
 MAX_PIPE = 1
 
 
 def latency(params: dict) -> int:
     """Cycles ``PIPE`` adds over ``PIPE = 0`` to every output beat: the plain output register."""
-    pipe = int(params.get("PIPE", 0) or 0)
-    if not 0 <= pipe <= MAX_PIPE:
-        raise ValueError(f"PIPE {pipe}: stream_reorder has 0..{MAX_PIPE} stages")
+    pipe = check_pipe(params.get("PIPE", 0), MAX_PIPE, "stream_reorder")
     return pipe
-
-
-def pipe_for_clock(clock_ns: float) -> int:
-    """PIPE 1 for any clock faster than 100 MHz (the long-IDX configuration meets 100.6 MHz at PIPE 0)."""
-    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock as rule
-
-    return min(rule(clock_ns), MAX_PIPE)
 
 
 # ---- manifest -------------------------------------------------------------------------------
@@ -221,5 +214,5 @@ SPEC = KernelSpec(
         _example("W72 [T64,H8] -> [H8,T64] U4 PIPE1", 72, 4, (64, 8), (1, 0), pipe=1),
         _example("W40 GQA [T32,Hkv2] -> [H8,T32] U2 PIPE1", 40, 2, (32, 2), (1, 0), (1, 4), pipe=1),
     ),
-    extra={"latency": latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
+    extra={"latency": latency, "max_pipe": MAX_PIPE},
 )

@@ -3,10 +3,12 @@
 A kernel that can register its datapath declares ``ParamSpec("PIPE", ...)`` in its manifest entry
 and, in ``SPEC.extra``:
 
-* ``"pipe_for_clock"``: ``clock_ns -> PIPE`` for UltraScale+ (default:
-  :func:`masec.hw_templates.kernels.mx_quantize.pipe_for_clock`), clipped to ``"max_pipe"`` when
-  given; other families' periods are scaled by :data:`FAMILY_SLOWDOWN` first;
-* ``"latency"``: ``params -> cycles`` that depth adds over ``PIPE = 0`` (nested kernels included).
+* ``"max_pipe"``: the largest PIPE its template has cuts for; :func:`pipe_depth` clips to it;
+* ``"pipe_for_clock"`` (only for a rule of its own): ``clock_ns -> PIPE`` for UltraScale+ (default:
+  :func:`masec.hw_templates.kernels.mx_quantize.pipe_for_clock`); other families' periods are scaled
+  by :data:`FAMILY_SLOWDOWN` first;
+* ``"latency"``: ``params -> cycles`` that depth adds over ``PIPE = 0`` (nested kernels included),
+  refusing a PIPE outside ``0..max_pipe`` through :func:`check_pipe`.
 
 The pass writes ``inst.params["PIPE"]`` (so the top level instantiates it and the cost model sees
 it) and ``inst.pipe_latency`` (the cycle model adds it to the instance's start and finish). A slow
@@ -17,9 +19,13 @@ clock gives ``PIPE = 0``: exactly the unpipelined RTL, with no register it does 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from masec.errors import MasecError
 from masec.hw_templates.manifest import kernel
-from masec.hwir import HwGraph
+
+if TYPE_CHECKING:
+    from masec.hwir import HwGraph
 
 
 #: How many times slower a family's logic and routing are than UltraScale+ (``xcup``) at the same
@@ -27,6 +33,15 @@ from masec.hwir import HwGraph
 #: factor``. A rule of thumb, checked against the post-route ECP5 measurements in docs/kernels.md:
 #: an ECP5 at 100 MHz needs the pipeline an UltraScale+ needs near 350 MHz.
 FAMILY_SLOWDOWN = {"xcup": 1.0, "xc7": 1.4, "ecp5": 3.5}
+
+
+def check_pipe(pipe, max_pipe: int, who: str) -> int:
+    """``pipe`` as an int (None counts as 0) when a template with cuts up to ``max_pipe`` has it, else
+    ValueError naming ``who`` (the kernels' latency functions and instance configs call this)."""
+    pipe = int(pipe or 0)
+    if not 0 <= pipe <= max_pipe:
+        raise ValueError(f"PIPE {pipe}: {who} takes 0..{max_pipe} (the stages its template has)")
+    return pipe
 
 
 def pipe_depth(kernel_name: str, clock_ns: float, family: str = "xcup") -> int | None:

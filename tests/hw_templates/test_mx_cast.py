@@ -9,8 +9,9 @@ import torch
 
 from masec.formats import parse_format
 from masec.hw_templates.kernels.mx_cast import (MAX_PIPE, cast_model, cast_reference, decode_exact, instance_config,
-                                             latency, pipe_for_clock)
+                                             latency)
 from masec.hw_templates.render import render_with_deps
+from masec.passes.hw.pipeline import pipe_depth
 from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import VectorFile
@@ -85,7 +86,7 @@ def test_cast_pipelined_rtl_matches_model_with_exact_added_latency(tmp_path, see
 
 def test_cast_latency_and_pipe_rule():
     assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 4, 6]
-    assert [pipe_for_clock(ns) for ns in (10.0, 7.0, 4.0, 3.0)] == [0, 1, 2, 3]
+    assert [pipe_depth("mx_cast", ns) for ns in (10.0, 7.0, 4.0, 3.0, 2.0)] == [0, 1, 2, 3, 3]
 
 
 @pytest.mark.slow

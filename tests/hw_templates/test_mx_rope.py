@@ -8,15 +8,17 @@ import pytest
 import torch
 
 from masec.formats import MXFormat, parse_format
-from masec.hw_templates.kernels.mx_rope import (MAX_PIPE, instance_config, latency, pipe_for_clock,
+from masec.hw_templates.kernels.mx_rope import (MAX_PIPE, instance_config, latency,
                                                 rope_exact_values, rope_mem_text, rope_model, rope_reference,
                                                 rope_rom_words, rope_table)
 from masec.hw_templates.render import render_with_deps
+from masec.passes.hw.pipeline import pipe_depth
 from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import StreamVectors, VectorFile
 from mx_helpers import ref_quantize_values
 from mx_stream_data import random_mx
+from pipe_helpers import assert_pipe_latency
 
 # (in fmt, out fmt, lanes, block, dim, head_dim, max_pos, pos_start, seq_len, rows, cs_bits)
 CONFIGS = [
@@ -91,20 +93,17 @@ def test_rope_rtl_sweep(tmp_path, seed, cfg, pipe):
 def test_rope_pipe_latency(tmp_path, seed):
     """Full rate: PIPE = MAX_PIPE takes exactly SPEC.extra["latency"] cycles more than PIPE 0 (so the
     pipeline still takes one beat per cycle)."""
-    from masec.hw_templates.manifest import kernel
     cfg = CONFIGS[0]
     for pipe in PIPES:
         if (cfg, pipe) not in FULL_CYCLES:
             _run(tmp_path / f"pipe{pipe}", seed, cfg, pipe=pipe)
     c0, cmax = (FULL_CYCLES[(cfg, p)] for p in PIPES)
-    want = kernel("mx_rope").extra["latency"]({"PIPE": MAX_PIPE})
-    print(f"mx_rope full rate: PIPE 0 {c0} cycles, PIPE {MAX_PIPE} {cmax} (+{cmax - c0}, SPEC latency {want})")
-    assert cmax - c0 == want
+    assert_pipe_latency("mx_rope", c0, cmax, MAX_PIPE)
 
 
-def test_rope_latency_and_pipe_for_clock():
+def test_rope_latency_and_pipe_depth():
     assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 6, 8]
-    assert [pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 4.0, 3.0)] == [0, 0, 1, 2, 3]
+    assert [pipe_depth("mx_rope", ns) for ns in (20.0, 10.0, 8.0, 4.0, 3.0, 2.0)] == [0, 0, 1, 2, 3, 3]
     with pytest.raises(ValueError):
         latency({"PIPE": MAX_PIPE + 1})
 

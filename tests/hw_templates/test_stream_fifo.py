@@ -7,6 +7,7 @@ import pytest
 
 from masec.hw_templates.kernels import stream_fifo as F
 from masec.hw_templates.render import render_with_deps
+from masec.passes.hw.pipeline import pipe_depth
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import StreamVectors, VectorFile
 
@@ -116,7 +117,7 @@ def test_fifo_lints_clean(tmp_path, ram_style, depth, pipe):
 
 
 def test_pipe_rule_and_latency():
-    assert [F.pipe_for_clock(ns) for ns in (20.0, 10.0, 6.0, 3.0)] == [0, 0, 1, 1]
+    assert [pipe_depth("stream_fifo", ns) for ns in (20.0, 10.0, 6.0, 3.0)] == [0, 0, 1, 1]
     assert F.latency({"PIPE": 0}) == F.latency({"PIPE": 1}) == 0
     with pytest.raises(ValueError):
         F.latency({"PIPE": 2})

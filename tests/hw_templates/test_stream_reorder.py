@@ -12,6 +12,7 @@ from masec.hw_templates.kernels.stream_reorder import (ideal_cycles, index_mem_t
                                                        permute_index, transpose_index)
 from masec.hw_templates.manifest import registry
 from masec.hw_templates.render import render_with_deps
+from masec.passes.hw.pipeline import pipe_depth
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import StreamVectors, VectorFile
 
@@ -262,3 +263,12 @@ def test_reorder_yosys_synth_small(tmp_path):
 def test_reorder_yosys_synth_head_split(tmp_path):
     cells = _synth(tmp_path, 72, 4, 512, transpose_index(64, 8))
     assert cells.get("RAMB36E1", 0) == 8        # 2 x 2048 words x 72 bits
+
+
+def test_pipe_rule_and_latency():
+    """pipe_depth clips the default rule to the manifest's max_pipe (1); latency refuses PIPE 2."""
+    assert [pipe_depth("stream_reorder", ns) for ns in (20.0, 10.0, 6.0, 3.0)] == [0, 0, 1, 1]
+    assert [pipe_depth("stream_reorder", 6.0, fam) for fam in ("xcup", "xc7", "ecp5")] == [1, 1, 1]
+    assert latency({"PIPE": 0}) == 0 and latency({"PIPE": 1}) == 1
+    with pytest.raises(ValueError):
+        latency({"PIPE": 2})
