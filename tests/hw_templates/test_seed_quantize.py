@@ -253,9 +253,10 @@ RTL_CONFIGS = [
 ]
 
 
-def make_vectors(rng, cfg, nblocks):
+def make_vectors(rng, cfg, nblocks, fixed=()):
     name, q, el, B, P, mw, ew, t, (lo, hi) = cfg
-    blocks = [block_around(rng, B, mw, ew, lo, hi) for _ in range(nblocks)]
+    blocks = [(list(m) + [0] * (B - len(m)), list(e) + [0] * (B - len(e))) for m, e in fixed]
+    blocks += [block_around(rng, B, mw, ew, lo, hi) for _ in range(nblocks)]
     mt, et = blocks_tensor(blocks)
     codes, scales, meta = quantize_blocks_format(mt, et, q, el, t)
     beats_in, beats_out = [], []
@@ -271,14 +272,15 @@ def make_vectors(rng, cfg, nblocks):
             StreamVectors(("data", "scale"), beats_out, {"data": (P, el.bits)} if meta is None else {}))
 
 
-def simulate(build_root, seed, cfgs, nblocks, pipes, mutation=None, yosys=False):
+def simulate(build_root, seed, cfgs, nblocks, pipes, mutation=None, yosys=False, fixed=()):
     """All ``cfgs`` in one build (instance i: s_x<i> / m_y<i>, ``PIPE = pipes[i]``). ``mutation`` =
-    (text, replacement): a deliberately wrong variant of the rendered RTL."""
+    (text, replacement): a deliberately wrong variant of the rendered RTL; ``fixed``: (m, e) blocks
+    (zero-filled to B lanes) sent first to every instance."""
     rng = random.Random(seed)
     inputs, outputs, insts = {}, {}, []
     for i, cfg in enumerate(cfgs):
         name, q, el, B, P, mw, ew, t, _ = cfg
-        inputs[f"s_x{i}"], outputs[f"m_y{i}"] = make_vectors(rng, cfg, nblocks)
+        inputs[f"s_x{i}"], outputs[f"m_y{i}"] = make_vectors(rng, cfg, nblocks, fixed)
         insts.append((sv_params(P, B, mw, ew, el, pipe=pipes[i], qfmt=q, ts_exp=t),
                       {"s_x": (P * (mw + ew), False), "m_y": (output_data_width(P, q, el), True)}))
     vf = VectorFile(inputs, outputs, seed=seed, gap_prob=0.3, stall_prob=0.3)
@@ -341,11 +343,23 @@ MUTANTS = {  # mode -> (rendered text, wrong replacement)
 }
 
 
+EXPOSE = {  # mode -> (m, e) blocks whose output the mutant gets wrong for every seed (sent first)
+    # a tie for the top-1 FP4 magnitude (4.5 and 4.0 both round to FP4 4): lane 0 keeps metadata 2 (4.5),
+    # the mutant refines lane 1 (4.0, metadata 1)
+    "m2xfp": [([9, 1], [-1, 2])],
+    # 2^12 with tensor scale 2^-5: the block scale 2^17 / 6 is far beyond 448 (code 126); unclamped 127
+    "nvfp4": [([1], [12])],
+    # 4095 rounds to FP16 4096: S is that binade's exponent field (27), the mutant keeps 26
+    "anda": [([4095], [0])],
+}
+
+
 @pytest.mark.parametrize("mode", list(MUTANTS))
 def test_wrong_rtl_fails(build_root, seed, mode):
-    """A deliberately wrong RTL variant must fail the vectors of its mode."""
+    """A deliberately wrong RTL variant must fail the vectors of its mode (the EXPOSE blocks make
+    that independent of the seed; the random blocks follow)."""
     cfgs = [next(c for c in RTL_CONFIGS if c[0].startswith(mode))]   # one instance: a small build
-    res = simulate(build_root, seed, cfgs, 80, [0], mutation=MUTANTS[mode])
+    res = simulate(build_root, seed, cfgs, 80, [0], mutation=MUTANTS[mode], fixed=EXPOSE[mode])
     print(f"mutant {mode}: {res.message[:300]}")
     assert not res.ok and "differs" in res.message
 
