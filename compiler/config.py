@@ -48,8 +48,11 @@ class CompileConfig:
         except ValueError as exc:
             raise MasecError(f"--format {self.format!r} / --block-size {self.block_size}: {exc}") from None
         from masec.formats.mx import MXFormat
+        from masec.lowering.base import seed_activation
 
-        if not isinstance(parsed, MXFormat):
+        # a seed format is checked port by port (assign_formats: where its kernels are built)
+        seed = parsed.name in ("m2xfp4_w", "nvfp4", "bitmod_fp4", "bitmod_fp3") or seed_activation(parsed)
+        if not isinstance(parsed, MXFormat) and not seed:
             raise MasecError(f"--format {self.format!r}: no hardware kernels for this format yet; masec builds OCP "
                              f"MX formats with E8M0 block scales (mxint<k>, mxfp_e<E>m<M>, mxfp8_e4m3, mxfp4 ...); "
                              f"{fmt} is available in masec.formats for software studies"

@@ -54,10 +54,20 @@ def _modules(ir, view, dep_ctx: dict | None = None) -> list:
     return list(mods.values())
 
 
+def _seed_port(t) -> dict:
+    """What a port of a seed activation format adds to its description: the data bits (M2XFP: codes and
+    metadata) and NVFP4's tensor scale exponent (the driver quantizes with 2^tensor_scale_exp)."""
+    from masec.lowering.base import seed_activation
+
+    if t.fmt is None or not seed_activation(t.fmt.parse()):
+        return {}
+    return {"data_bits": t.data_bits, **({"tensor_scale_exp": t.fmt.ts_exp} if t.fmt.ts_exp is not None else {})}
+
+
 def port_beats(t, v) -> StreamVectors:
     """The beats of value ``v`` on a stream of type ``t``."""
     if t.is_mx:
-        return mx_stream(v.codes, v.scales, t.element_bits, t.lanes)
+        return mx_stream(v.codes, v.scales, t.element_bits, t.lanes, meta=v.meta)
     return plain_stream(v.values, t.int_bits, t.lanes)
 
 
@@ -109,6 +119,7 @@ def report_rows(ir) -> list[dict]:
         rows.append({
             "node": inst.node, "instance": inst.name, "op": inst.op, "shape": list(t.shape),
             "format": f"{t.fmt.name}/B{t.fmt.block_size}" if t.fmt else f"int{t.int_bits}",
+            **({"tensor_scale_exp": t.fmt.ts_exp} if t.fmt is not None and t.fmt.ts_exp is not None else {}),
             "in": [it.describe() for it in inst.in_types],
             "param_formats": {p: f"{f.name}/B{f.block_size}" for p, f in sorted(inst.formats.items()) if p != "out"},
             "kernel": inst.kernel, "module": inst.module, "lanes": t.lanes,
@@ -129,7 +140,8 @@ def _report_md(rows, config, vectors: VectorFile, acc: list[dict], pred: dict) -
                                                                                               "_BIAS", "_EMAX",
                                                                                               "_MAX_CODE", "_IS_INT",
                                                                                               "_EBITS")))
-        fmts = r["format"] + "".join(f"; {p} {f}" for p, f in r["param_formats"].items())
+        fmts = r["format"] + (f" (s_t = 2^{r['tensor_scale_exp']})" if "tensor_scale_exp" in r else "") + \
+            "".join(f"; {p} {f}" for p, f in r["param_formats"].items())
         lines.append(f"| {r['node']} | {r['op']} | {tuple(r['shape'])} | {fmts} | {r['kernel'] or '-'} | "
                      f"{params or '-'} | {r['ideal_cycles'] or '-'} |")
     n_in = sum(len(s.beats) for s in vectors.inputs.values())
@@ -210,12 +222,12 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: d
         t = inst.out_types[0]
         ports["inputs"].append({"name": inst.params["port"], "node": inst.node, "lanes": t.lanes,
                                 "width": t.element_bits, "format": t.fmt.name if t.fmt else f"int{t.int_bits}",
-                                "block_size": t.fmt.block_size if t.fmt else 0, "shape": list(t.shape)})
+                                "block_size": t.fmt.block_size if t.fmt else 0, "shape": list(t.shape), **_seed_port(t)})
     for inst in ir.outputs:
         t = inst.in_types[0]
         ports["outputs"].append({"name": inst.params["port"], "node": inst.node, "lanes": t.lanes,
                                  "width": t.element_bits, "format": t.fmt.name if t.fmt else f"int{t.int_bits}",
-                                 "block_size": t.fmt.block_size if t.fmt else 0, "shape": list(t.shape)})
+                                 "block_size": t.fmt.block_size if t.fmt else 0, "shape": list(t.shape), **_seed_port(t)})
     instances = [{"name": f"u_{i.name}", "module": i.module, "kernel": i.kernel, "node": i.node,
                   "params": {k: v for k, v in sorted(i.params.items())}}
                  for i in ir.instances.values() if not i.is_port]

@@ -17,6 +17,7 @@ parameters so that streaming weights from off-chip memory can later be a pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from math import prod
 from typing import Callable
 
@@ -42,15 +43,16 @@ class StreamType:
 
     @property
     def element_bits(self) -> int:
-        return self.fmt.parse().element.bits if self.fmt is not None else self.int_bits
+        return _widths(self.fmt, self.lanes)[0] if self.fmt is not None else self.int_bits
 
     @property
     def data_bits(self) -> int:
-        return self.lanes * self.element_bits
+        """Bits of a beat's data: the lanes' codes (M2XFP activations: and their subgroups' metadata)."""
+        return _widths(self.fmt, self.lanes)[1] if self.fmt is not None else self.lanes * self.int_bits
 
     @property
     def scale_bits(self) -> int:
-        return 8 if self.fmt is not None else 0
+        return _widths(self.fmt, self.lanes)[2] if self.fmt is not None else 0
 
     @property
     def bus_bits(self) -> int:
@@ -82,7 +84,23 @@ class StreamType:
     def describe(self) -> str:
         if self.fmt is None:
             return f"int{self.int_bits} {tuple(self.shape)} x{self.lanes}"
-        return f"{self.fmt.name}/B{self.fmt.block_size} {tuple(self.shape)} x{self.lanes}"
+        ts = f" s_t=2^{self.fmt.ts_exp}" if self.fmt.ts_exp is not None else ""
+        return f"{self.fmt.name}/B{self.fmt.block_size}{ts} {tuple(self.shape)} x{self.lanes}"
+
+
+@lru_cache(maxsize=None)
+def _widths(fmt: TensorFormat, lanes: int) -> tuple[int, int, int]:
+    """(element code bits, data bits, scale bits) of a stream of ``fmt`` with ``lanes`` lanes: the
+    element mx_quantize emits for the format, the wire widths ``mx_linear.stream_widths`` gives."""
+    from masec.hw_templates.kernels.mx_linear import stream_widths
+    from masec.hw_templates.kernels.mx_quantize import output_format_params
+
+    f = fmt.parse()
+    try:
+        data, scale = stream_widths(f, lanes)
+    except ValueError as exc:
+        raise MasecError(f"a {fmt.name} stream of {lanes} lanes: {exc}") from None
+    return int(output_format_params(f)[1].bits), data, scale
 
 
 @dataclass(frozen=True)
@@ -230,4 +248,6 @@ def view_value(v, t: StreamType):
     rows = prod(t.shape[:-1]) if len(t.shape) > 1 else 1
     if last % b or v.shape[-1] % b:
         raise MasecError(f"internal error: view {v.shape} -> {t.shape} with block {b} is not free")
-    return MXValue(v.codes.reshape(rows, last // b, b), v.scales.reshape(rows, last // b), v.fmt, tuple(t.shape))
+    meta = None if v.meta is None else v.meta.reshape(rows, last // b, -1)
+    return MXValue(v.codes.reshape(rows, last // b, b), v.scales.reshape(rows, last // b), v.fmt, tuple(t.shape),
+                   meta)

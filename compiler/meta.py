@@ -13,11 +13,15 @@ KEY = "masec"
 
 @dataclass(frozen=True)
 class TensorFormat:
-    """The number format of one tensor port: a masec.formats name plus blocking."""
+    """The number format of one tensor port: a masec.formats name plus blocking.
+
+    ``ts_exp``: an NVFP4 activation's FP32 tensor scale, a compile-time power of two 2^ts_exp
+    (calibrated on the example inputs by ``calibrate_tensor_scales``); None for every other format."""
     name: str              # e.g. "mxint8"
     block_size: int = 32
     axis: int = -1
     rounding: str = "even"
+    ts_exp: int | None = None
 
     def parse(self):
         from masec.formats import parse_format

@@ -11,8 +11,12 @@ import torch
 from masec.sim.vectors import StreamVectors, pack_lanes, unpack_lanes
 
 
-def mx_beats(codes, scales, width: int, lanes: int) -> list[list[int]]:
-    """Beats ``[data, scale]`` for an MX tensor streamed with ``lanes`` lanes of ``width`` bits."""
+def mx_beats(codes, scales, width: int, lanes: int, meta=None) -> list[list[int]]:
+    """Beats ``[data, scale]`` for an MX tensor streamed with ``lanes`` lanes of ``width`` bits.
+
+    ``meta`` ``[..., nblocks, B / 8]``: M2XFP activations' 2-bit metadata per subgroup of 8 lanes,
+    packed above the codes (subgroup g of the beat at ``[lanes*width + 2g +: 2]``, ``lanes`` a
+    multiple of 8), as mx_quantize emits it."""
     codes = torch.as_tensor(codes).to(torch.int64)
     scales = torch.as_tensor(scales).to(torch.int64)
     block = codes.shape[-1]
@@ -20,15 +24,23 @@ def mx_beats(codes, scales, width: int, lanes: int) -> list[list[int]]:
         raise ValueError(f"parallelism {lanes} must divide the block size {block}")
     flat_codes = codes.reshape(-1, block // lanes, lanes).tolist()
     flat_scales = scales.reshape(-1).tolist()
+    if meta is not None:
+        if lanes % 8:
+            raise ValueError(f"an M2XFP stream needs a multiple of 8 lanes, got {lanes}")
+        flat_meta = torch.as_tensor(meta).to(torch.int64).reshape(-1, block // lanes, lanes // 8).tolist()
     beats = []
-    for blk, sc in zip(flat_codes, flat_scales):
-        for lane_vals in blk:
-            beats.append([pack_lanes(lane_vals, width), int(sc)])
+    for b, (blk, sc) in enumerate(zip(flat_codes, flat_scales)):
+        for k, lane_vals in enumerate(blk):
+            data = pack_lanes(lane_vals, width)
+            if meta is not None:
+                data |= pack_lanes(flat_meta[b][k], 2) << (lanes * width)
+            beats.append([data, int(sc)])
     return beats
 
 
-def mx_stream(codes, scales, width: int, lanes: int, notes=None) -> StreamVectors:
-    return StreamVectors(("data", "scale"), mx_beats(codes, scales, width, lanes), {"data": (lanes, width)}, notes)
+def mx_stream(codes, scales, width: int, lanes: int, notes=None, meta=None) -> StreamVectors:
+    return StreamVectors(("data", "scale"), mx_beats(codes, scales, width, lanes, meta), {"data": (lanes, width)},
+                         notes)
 
 
 def mx_from_beats(beats, width: int, lanes: int, block: int, lead_shape=()) -> tuple[torch.Tensor, torch.Tensor]:

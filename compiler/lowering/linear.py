@@ -1,7 +1,9 @@
 """Linear -> ``mx_linear``: weights and bias MX-encoded into on-chip ROMs, exact block dot
 products, the kernel's bounded floating accumulator, output re-quantized to the node's format.
 Seed weight formats (m2xfp4_w, nvfp4, bitmod_fp4/fp3) use the kernel's WFMT datapaths
-(:func:`mx_linear.weight_image`, :func:`mx_linear.seed_linear_model`); the bias stays MX."""
+(:func:`mx_linear.weight_image`, :func:`mx_linear.seed_linear_model`); the bias stays MX. Seed
+activation formats (nvfp4, m2xfp4_a, anda<M>) are decoded on x (``XFMT``) and emitted on y
+(``Y_QFMT``); an NVFP4 activation's tensor scale is its ``TensorFormat.ts_exp``."""
 from __future__ import annotations
 
 import re
@@ -52,20 +54,25 @@ class LinearLowering(Lowering):
         m = meta(node)
         w, b = self._operands(gm, node)
         out_f, in_f = w.shape
-        x_fmt = meta(node.args[0]).formats["out"].parse()
+        x_tf = meta(node.args[0]).formats["out"]
+        x_fmt = x_tf.parse()
         p = config.parallelism
         try:
             wf = m.formats["weight"].parse()
             ts = None
             if mx_linear.weight_kind(wf) == "nvfp4":
-                img = mx_linear.weight_image(wf, wf.encode(w), x_fmt.block_size, in_f)
+                img = mx_linear.weight_image(wf, wf.encode(w), x_tf.block_size, in_f)
                 ts = (img.ts_sig, img.ts_exp)
             instance = mx_linear.instance_config(
                 in_f, out_f, x_fmt, wf, m.formats["out"].parse(), b is not None,
                 p_in=p, p_out=p, b_fmt=m.formats["bias"].parse() if b is not None else None,
-                w_mem=_mem_name(node, "w"), ws_mem=_mem_name(node, "ws"), b_mem=_mem_name(node, "b"), ts=ts)
+                w_mem=_mem_name(node, "w"), ws_mem=_mem_name(node, "ws"), b_mem=_mem_name(node, "b"), ts=ts,
+                x_ts_exp=x_tf.ts_exp, y_ts_exp=m.formats["out"].ts_exp)
         except ValueError as exc:
-            raise MasecError(f"node `{node.name}` (linear): {exc}") from None
+            hint = ""
+            if "m2xfp4_a" in (x_tf.name, m.formats["out"].name) and p % 8:
+                hint = f"; give it 8 lanes or more (--parallelism 8, or lanes = 8 under [node.\"{m.path or node.name}\"])"
+            raise MasecError(f"node `{node.name}` (linear): {exc}{hint}") from None
         return self.choice(node, instance, p, mx_linear.ideal_cycles(rows_of(m.shape), in_f, out_f, p, p))
 
     def _encoded(self, gm, node):
@@ -77,25 +84,30 @@ class LinearLowering(Lowering):
         return w, wf, we, be
 
     def reference(self, gm, node, inputs: list[MXValue]) -> MXValue:
+        """mx_linear's bit-exact model: x decoded as the kernel's XFMT reads it (MX, or a seed activation
+        format: :func:`mx_linear.decode_x_stream`), y quantized by its output stage (MX or Y_QFMT)."""
+        from masec.hw_templates.kernels.mx_quantize import output_format_params
+
         (x,) = inputs
         m = meta(node)
         w, wf, we, be = self._encoded(gm, node)
         out_fmt = m.formats["out"]
+        xt = mx_linear.decode_x_stream(x.fmt.parse(), x.codes, x.scales, x.meta, x.fmt.ts_exp)
+        y_qfmt, y_elem = output_format_params(out_fmt.parse())
+        bf = m.formats["bias"].parse().element if be is not None else None
+        bc = be.codes.to(torch.int64) if be is not None else None
+        bs = be.scales.to(torch.int64) if be is not None else None
+        common = dict(y_qfmt=y_qfmt, y_ts_exp=out_fmt.ts_exp or 0, x_sig=xt.sig, out_features=w.shape[0])
         if mx_linear.weight_kind(wf) != "mx":
             img = mx_linear.weight_image(wf, we, x.fmt.block_size, w.shape[1])
-            bf = m.formats["bias"].parse().element if be is not None else None
-            y_codes, y_scales = mx_linear.seed_linear_model(
-                x.codes, x.scales, x.fmt.parse().element, img,
-                be.codes.to(torch.int64) if be is not None else None,
-                be.scales.to(torch.int64) if be is not None else None, bf, out_fmt.parse().element,
-                out_fmt.block_size, out_features=w.shape[0])
-            return MXValue(y_codes, y_scales, out_fmt, m.shape)
-        y_codes, y_scales = mx_linear.linear_model(
-            x.codes, x.scales, x.fmt.parse().element, we.codes.to(torch.int64), we.scales.to(torch.int64),
-            wf.element, be.codes.to(torch.int64) if be is not None else None,
-            be.scales.to(torch.int64) if be is not None else None, out_fmt.parse().element, out_fmt.block_size,
-            b_elem=m.formats["bias"].parse().element if be is not None else None, out_features=w.shape[0])
-        return MXValue(y_codes, y_scales, out_fmt, m.shape)
+            y = mx_linear.seed_linear_model(xt.codes, xt.exps, xt.elem, img, bc, bs, bf, y_elem,
+                                            out_fmt.block_size, **common)
+        else:
+            y = mx_linear.linear_model(xt.codes, xt.exps, xt.elem, we.codes.to(torch.int64),
+                                       we.scales.to(torch.int64), wf.element, bc, bs, y_elem, out_fmt.block_size,
+                                       b_elem=bf, **common)
+        codes, scales, ymeta = y if y_qfmt else (*y, None)
+        return MXValue(codes, scales, out_fmt, m.shape, ymeta)
 
     def memories(self, gm, node) -> dict[str, list[str]]:
         w, wf, we, be = self._encoded(gm, node)

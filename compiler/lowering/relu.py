@@ -1,4 +1,5 @@
-"""ReLU -> ``mx_relu``: negative codes become 0, the block scale is kept (bit-exact, no rounding)."""
+"""ReLU -> ``mx_relu``: negative codes become 0, the block scale is kept (bit-exact, no rounding);
+also on NVFP4 and Anda streams (sign-magnitude codes), see :func:`_code_format`."""
 from __future__ import annotations
 
 from masec.hw_templates.kernels import mx_relu
@@ -14,9 +15,25 @@ class ReluLowering(Lowering):
     def choose(self, gm, node, config) -> KernelChoice:
         m = meta(node)
         fmt = meta(node.args[0]).formats["out"]
-        return self.choice(node, mx_relu.instance_config(m.shape, fmt.parse(), config.parallelism), config.parallelism)
+        return self.choice(node, mx_relu.instance_config(m.shape, _code_format(fmt), config.parallelism),
+                           config.parallelism)
 
     def reference(self, gm, node, inputs: list[MXValue]) -> MXValue:
         (x,) = inputs
-        codes, scales = mx_relu.relu_model(x.codes, x.scales, x.fmt.parse().element)
+        codes, scales = mx_relu.relu_model(x.codes, x.scales, _code_format(x.fmt).element)
         return MXValue(codes, scales, x.fmt, x.shape)
+
+
+def _code_format(fmt):
+    """What mx_relu sees of a stream: its code width (sign in the MSB) and block. An NVFP4 or Anda
+    stream (sign-magnitude codes under one block scale; assign_formats.RELU_EXACT) is given as the
+    MX format of the same code element (mx_quantize.output_format_params), whose relu is the same
+    operation: a code with the sign bit set becomes 0, the scale bus passes unchanged."""
+    from masec.formats.mx import MXFormat
+    from masec.hw_templates.kernels.mx_quantize import output_format_params
+    from masec.lowering.base import seed_activation
+
+    f = fmt.parse()
+    if seed_activation(f):
+        return MXFormat(output_format_params(f)[1], fmt.block_size)
+    return f

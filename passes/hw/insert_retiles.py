@@ -28,6 +28,10 @@ def insert_retiles(ir: HwGraph) -> bool:
         t = e.type
         if not t.is_mx or want.lanes == t.lanes:
             continue
+        if t.fmt.name == "m2xfp4_a":
+            raise MasecError(f"edge {e.src[0]} -> {dst.name}: an m2xfp4_a stream of {t.lanes} lanes meets a consumer "
+                             f"built for {want.lanes}, and masec has no retile for M2XFP streams (its metadata is "
+                             f"per subgroup of 8); give both the same lanes (--parallelism or lanes = N)")
         if replace(want, lanes=t.lanes) != t:
             raise MasecError(f"internal error: edge {e.src[0]} -> {dst.name} carries {t.describe()}, "
                              f"{dst.name} reads {want.describe()}: more than the lanes differ")

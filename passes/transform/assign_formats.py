@@ -17,12 +17,22 @@ Rules beyond the precision file, each forced by what the hardware streams:
 * Only formats with hardware kernels are accepted: OCP MX (E8M0 scales) everywhere, and the seed
   weight formats ``m2xfp4_w``, ``nvfp4``, ``bitmod_fp4``, ``bitmod_fp3`` as the weight of a linear
   (``mx_linear``'s WFMT datapaths); others are refused naming the node and port. A linear with a
-  seed-format weight keeps its bias in the node's activation format; a BitMoD weight's group is not
-  tied to the input's block (the kernel needs the group to be a multiple of it).
+  seed-format weight keeps its bias in the node's activation format (its input's when that is a
+  seed activation format, ``mxint8`` when both are); a BitMoD weight's group is not tied to the
+  input's block (the kernel needs the group to be a multiple of it).
+* Seed activation formats (``nvfp4``, ``m2xfp4_a``, ``anda<M>``) are accepted on a tensor that
+  is made by a model input (the testbench / AXI side quantizes it), by a linear's output stage
+  (``mx_linear``'s ``Y_QFMT``) or by a code-transparent op on such a tensor (``view``; ``relu``
+  where zeroing the negative codes is exact, :data:`RELU_EXACT`), and that is read only by linears
+  (``XFMT`` decode), such ops and model outputs; what ``mx_linear`` builds is asked from its
+  ``instance_config`` (:func:`linear_act_support`). Anything else is refused naming the node, the
+  port and what to do. An NVFP4 activation's tensor scale is set later (``calibrate_tensor_scales``).
 
     gm, changed = assign_formats(gm, config)   # changed is False the second time
 """
 from __future__ import annotations
+
+from functools import lru_cache
 
 from masec.errors import MasecError
 from masec.meta import TensorFormat, meta, set_meta
@@ -45,19 +55,61 @@ def seed_weight_format(f) -> bool:
     return getattr(f, "name", None) in SEED_WEIGHT_FORMATS and not (f.name == "nvfp4" and not f.tensor_scale)
 
 
-def _check_hw_format(name: str, block: int, rounding: str, where: str, linear_weight: bool = False) -> str:
+#: seed activation formats whose codes ``relu`` carries exactly (mx_relu zeroes a code with its sign
+#: bit set and keeps the block scale: exact for sign-magnitude codes under one block scale). Not
+#: M2XFP: its metadata refines the subgroup's largest element, which zeroing can change.
+RELU_EXACT = ("nvfp4", "anda")
+
+
+def _act_family(name: str) -> str:
+    return "anda" if name.startswith("anda") else name
+
+
+@lru_cache(maxsize=None)
+def linear_act_support(name: str, block: int) -> tuple[bool, bool]:
+    """``(produced, consumed)``: whether ``mx_linear`` builds seed activation format ``name`` at
+    ``block`` as its output (``Y_QFMT``) and as its input x (``XFMT``), asked from its
+    ``instance_config`` (a ValueError means no)."""
+    from masec.formats import parse_format
+    from masec.hw_templates.kernels import mx_linear
+
+    f = parse_format(name, block_size=block)
+    mx = parse_format("mxint8", block_size=block)
+    ts = 0 if f.name == "nvfp4" else None
+    p = min(8, block)
+    out = []
+    for kw in ({"out_fmt": f, "x_fmt": mx, "y_ts_exp": ts}, {"out_fmt": mx, "x_fmt": f, "x_ts_exp": ts}):
+        try:
+            mx_linear.instance_config(block, block, w_fmt=mx, has_bias=False, p_in=p, p_out=p, **kw)
+            out.append(True)
+        except ValueError:
+            out.append(False)
+    return out[0], out[1]
+
+
+def _check_hw_format(name: str, block: int, rounding: str, where: str, linear_weight: bool = False,
+                     activation: bool = False) -> str:
+    """The canonical name of format ``name`` if masec builds hardware for it at this port, else a
+    MasecError naming ``where``. ``activation``: an activation tensor, where the seed activation
+    formats are accepted here and checked against their producer and readers by :func:`_check_seed_acts`."""
     from masec.formats import FormatError, parse_format
     from masec.formats.mx import MXFormat
+    from masec.lowering.base import seed_activation
 
     try:
         f = parse_format(name, block_size=block, rounding=rounding)
     except (FormatError, ValueError) as exc:
         raise MasecError(f"{where}: format {name!r}: {exc}") from None
+    if activation and seed_activation(f):
+        return f.name
     if seed_weight_format(f):
         if linear_weight:
             return f.name
         raise MasecError(f"{where}: format {name!r} has hardware only as the weight of a linear "
                          f"(mx_linear); give this port an MX format (e.g. [op.<op>] weight = \"mxint8\")")
+    if seed_activation(f):
+        raise MasecError(f"{where}: format {name!r} is built only for activations (streams into and out of "
+                         f"linears), not for parameters; give this port an MX format (e.g. weight = \"mxint8\")")
     if not isinstance(f, MXFormat):
         raise MasecError(f"{where}: format {name!r} has no hardware kernels yet (masec builds OCP MX formats "
                          f"with E8M0 block scales: mxint<k>, mxfp_e<E>m<M>, mxfp8_e4m3, mxfp4 ...); "
@@ -67,6 +119,66 @@ def _check_hw_format(name: str, block: int, rounding: str, where: str, linear_we
 
 def _is_seed(name: str) -> bool:
     return name in SEED_WEIGHT_FORMATS
+
+
+def _is_seed_act(name: str) -> bool:
+    return _act_family(name) in ("nvfp4", "m2xfp4_a", "anda")
+
+
+#: the bias of a seed-weight linear whose output and input are both seed activation formats
+SEED_BIAS_FALLBACK = "mxint8"
+
+
+def _mx_bias(out, x):
+    """The bias format of a linear with a seed-format weight (mx_linear adds an MX bias): its output's
+    activation format, or its input's when the output is a seed activation format, or
+    :data:`SEED_BIAS_FALLBACK` when both are (the report shows the bias format)."""
+    for cand in (out, x):
+        if cand is not None and not _is_seed_act(cand[0]):
+            return cand
+    return (SEED_BIAS_FALLBACK, out[1])
+
+
+def _where(node) -> str:
+    m = meta(node)
+    return f"node `{node.name}` ({m.op}{', ' + m.source if m.source else ''})"
+
+
+def _check_seed_acts(nodes) -> None:
+    """Refuse a seed activation format where no kernel makes or reads it (see the module docstring)."""
+    for node in nodes:
+        m = meta(node)
+        f = m.formats.get("out")
+        if f is None or not _is_seed_act(f.name):
+            continue
+        fam = _act_family(f.name)
+        fix = "give it an MX act format (e.g. [node.\"<name>\"] act = \"mxint8\")"
+        if node.op == "placeholder":
+            pass
+        elif m.op == "linear":
+            if not linear_act_support(f.name, f.block_size)[0]:
+                raise MasecError(f"{_where(node)}: port out: mx_linear's output stage does not emit {f.name} "
+                                 f"in blocks of {f.block_size}; {fix}")
+        elif m.op == "relu":
+            if fam not in RELU_EXACT:
+                raise MasecError(f"{_where(node)}: port out: relu on {f.name} codes is not exact (the metadata "
+                                 f"refines each subgroup's largest element, which zeroing negatives can change); "
+                                 f"give its producer `{node.args[0].name}` an MX act format")
+        elif m.op != "view":
+            raise MasecError(f"{_where(node)}: port out: {f.name} is made only by a linear's output stage or a "
+                             f"model input (or passed on by view/relu); {fix}")
+        for u in node.users:
+            um = meta(u) if u.op != "output" else None
+            if u.op == "output" or um.op in ("view", "relu"):
+                continue
+            if um.op == "linear" and u.args[0] is node:
+                if not linear_act_support(f.name, f.block_size)[1]:
+                    raise MasecError(f"{_where(u)}: port x: mx_linear does not decode {f.name} in blocks of "
+                                     f"{f.block_size}; give `{node.name}` an MX act format")
+                continue
+            raise MasecError(f"{_where(u)}: reads `{node.name}` in {f.name}, a seed activation format that only a "
+                             f"linear's input decodes; give `{node.name}` an MX act format "
+                             f"(e.g. [node.\"{m.path or node.name}\"] act = \"mxint8\")")
 
 
 def _stream_consumer(node):
@@ -108,24 +220,28 @@ def assign_formats(gm, config):
                 want[node] = {}
                 continue
             fmt, block = prec.resolve("input", names, "act")
-            f["out"] = (_check_hw_format(fmt, block, rounding, where), block)
+            f["out"] = (_check_hw_format(fmt, block, rounding, where, activation=True), block)
         elif node.op == "get_attr" and _stream_consumer(node) is not None:
             # a constant streamed into a kernel (stream_rom): the act format of its consumer
             u = _stream_consumer(node)
             un = tuple(x for x in (meta(u).path, u.name) if x)
             fmt, block = prec.resolve(meta(u).op, un, "act")
-            f["out"] = (_check_hw_format(fmt, block, rounding, where), block)
+            f["out"] = (_check_hw_format(fmt, block, rounding, where, activation=True), block)
         elif m.op in OPS:
             if m.op not in _TRANSPARENT:
                 fmt, block = prec.resolve(m.op, names, "act")
-                f["out"] = (_check_hw_format(fmt, block, rounding, where), block)
+                f["out"] = (_check_hw_format(fmt, block, rounding, where, activation=True), block)
             for pos, port in OPS[m.op].params:
                 present = len(node.args) > pos and node.args[pos] is not None
                 if port in ("weight", "bias") and present:
                     fmt, block = prec.resolve(m.op, names, "weight")
                     f[port] = (_check_hw_format(fmt, block, rounding, where, m.op == "linear"), block)
             if m.op == "linear" and "bias" in f and _is_seed(f["weight"][0]):
-                f["bias"] = f["out"]   # mx_linear adds an MX bias; the seed format is for W only
+                # mx_linear adds an MX bias; the seed format is for W only
+                x = node.args[0]
+                while meta(x).op in _TRANSPARENT:
+                    x = x.args[0]
+                f["bias"] = _mx_bias(f["out"], want.get(x, {}).get("out"))
         if m.op == "embedding":
             f["out"] = f["weight"]   # the kernel streams the table's own codes
         want[node] = f
@@ -178,4 +294,5 @@ def assign_formats(gm, config):
         if m.formats != formats:
             set_meta(node, m.with_(formats=formats))
             changed = True
+    _check_seed_acts(nodes)
     return gm, changed

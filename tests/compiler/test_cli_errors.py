@@ -39,9 +39,10 @@ def assert_nothing_written(parent: Path):
                                                      "supported ops:", "linear", "softmax"]),
     ("unknown format", [MLP, "--format", "mxfloat9"], ["--format 'mxfloat9'"]),
     # formats without hardware kernels are refused, not compiled to E8M0 hardware that computes another format
-    ("nvfp4", [MLP, "--format", "nvfp4"], ["--format 'nvfp4'", "no hardware kernels"]),
-    ("m2xfp4_w", [MLP, "--format", "m2xfp4_w"], ["--format 'm2xfp4_w'", "no hardware kernels"]),
-    ("bitmod_fp4", [MLP, "--format", "bitmod_fp4"], ["--format 'bitmod_fp4'", "no hardware kernels"]),
+    # a seed format is checked port by port: the first port without its kernel is named
+    ("m2xfp4_w", [MLP, "--format", "m2xfp4_w"], ["node `x` (input)", "'m2xfp4_w'", "only as the weight of a linear"]),
+    ("bitmod_fp4", [MLP, "--format", "bitmod_fp4"], ["node `x`", "'bitmod_fp4'", "only as the weight of a linear"]),
+    ("anda4", [MLP, "--format", "anda4"], ["node `fc1`", "'anda4'", "built only for activations"]),
     ("fp_e4m3", [MLP, "--format", "fp_e4m3"], ["--format 'fp_e4m3'", "no hardware kernels"]),
     ("unknown part", [MLP, "--part", "xc9bogus"], ["--part", "xc9bogus"]),
     ("empty input", ["empty.py"], ["empty.py", "is empty"]),
