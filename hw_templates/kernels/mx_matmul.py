@@ -24,6 +24,7 @@ from masec.hw_templates.kernels.mx_linear import (
 )
 from masec.hw_templates.kernels.mx_quantize import element_sv_params
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
+from masec.passes.hw.pipeline import check_pipe
 
 DEFAULT_ACC_GUARD = 8
 
@@ -163,17 +164,8 @@ def latency(params: dict) -> int:
     cut (1), the product cut (2) and mx_quantize's ``2 * PIPE``."""
     from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
 
-    pipe = int(params.get("PIPE", 0) or 0)
-    if not 0 <= pipe <= MAX_PIPE:
-        raise ValueError(f"PIPE {pipe}: mx_matmul has 0..{MAX_PIPE} stages")
+    pipe = check_pipe(params.get("PIPE", 0), MAX_PIPE, "mx_matmul")
     return min(pipe, 2) + quantize_latency(pipe)
-
-
-def pipe_for_clock(clock_ns: float) -> int:
-    """PIPE for a clock period: mx_quantize's rule (0 at 100 MHz and slower) clipped to MAX_PIPE."""
-    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock as quantize_rule
-
-    return min(quantize_rule(clock_ns), MAX_PIPE)
 
 
 def _example(label, m, k, n, a, b, o, trans_b, p_a, p_b, p_n, pipe=0):
@@ -215,5 +207,5 @@ SPEC = KernelSpec(
         _example("scores x V 8x8x16 mxfp8_e4m3 P_N8 PIPE3", 8, 8, 16, "mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3",
                  False, 8, 8, 8, pipe=3),
     ),
-    extra={"latency": latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
+    extra={"latency": latency, "max_pipe": MAX_PIPE},
 )

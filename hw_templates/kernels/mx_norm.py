@@ -30,6 +30,7 @@ from functools import lru_cache
 import torch
 
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
+from masec.passes.hw.pipeline import check_pipe
 
 # ----------------------------------------------------------------------------- design constants
 G1 = 8            # guard bits of the first-moment row accumulator (LayerNorm)
@@ -609,11 +610,8 @@ def out_param_specs() -> tuple[ParamSpec, ...]:
 MAX_PIPE = 3
 
 
-def _check_pipe(pipe: int) -> int:
-    pipe = int(pipe)
-    if not 0 <= pipe <= MAX_PIPE:
-        raise ValueError(f"PIPE {pipe}: the norm kernels have 0..{MAX_PIPE} stages")
-    return pipe
+def _check_pipe(pipe) -> int:
+    return check_pipe(pipe, MAX_PIPE, "the norm kernels")
 
 
 def rsqrt_latency(pipe: int) -> int:
@@ -651,13 +649,6 @@ def rmsnorm_latency(params: dict) -> int:
 def layernorm_latency(params: dict) -> int:
     """``SPEC.extra["latency"]`` of mx_layernorm: cycles over ``PIPE = 0`` at SV ``params``."""
     return norm_latency("layernorm", int(params.get("PIPE", 0) or 0))
-
-
-def pipe_for_clock(clock_ns: float) -> int:
-    """PIPE for a clock period: mx_quantize's rule (0 at 100 MHz and slower) clipped to MAX_PIPE."""
-    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock as quantize_rule
-
-    return min(quantize_rule(clock_ns), MAX_PIPE)
 
 
 _K64 = norm_consts(64, 1e-5)
@@ -720,7 +711,7 @@ SPECS = (
         examples=({"label": "VW64", "ctx": {}, "params": {"VW": 64}},
                   {"label": "VW64 PIPE2", "ctx": {}, "params": {"VW": 64, "PIPE": 2}}),
         extra={"latency": lambda params: rsqrt_latency(int(params.get("PIPE", 0) or 0)),
-               "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
+               "max_pipe": MAX_PIPE},
     ),
     KernelSpec(
         name="mx_rmsnorm",
@@ -741,7 +732,7 @@ SPECS = (
             _example("rmsnorm", 64, 16, pipe=2),
             _example("rmsnorm", 256, 32, pipe=3),
         ),
-        extra={"latency": rmsnorm_latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
+        extra={"latency": rmsnorm_latency, "max_pipe": MAX_PIPE},
     ),
     KernelSpec(
         name="mx_layernorm",
@@ -763,6 +754,6 @@ SPECS = (
             _example("layernorm", 64, 16, pipe=2),
             _example("layernorm", 256, 32, pipe=3),
         ),
-        extra={"latency": layernorm_latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
+        extra={"latency": layernorm_latency, "max_pipe": MAX_PIPE},
     ),
 )

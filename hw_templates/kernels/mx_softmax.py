@@ -36,6 +36,7 @@ from masec.hw_templates.kernels.mx_norm import (E8M0_BIAS, _check_geometry, _nor
                                                 elem_param_specs, elem_sv_params, out_param_specs, unit_exp)
 from masec.hw_templates.kernels.mx_quantize import _bit_length
 from masec.hw_templates.manifest import KernelSpec, ParamSpec, PortSpec
+from masec.passes.hw.pipeline import check_pipe
 
 # ----------------------------------------------------------------------------- design constants
 XI = 12           # integer bits of the fixed-point x (|x| saturates below 2^XI)
@@ -348,10 +349,7 @@ MAX_PIPE = 3
 
 
 def _check_pipe(pipe) -> int:
-    pipe = int(pipe or 0)
-    if not 0 <= pipe <= MAX_PIPE:
-        raise ValueError(f"PIPE {pipe}: mx_softmax has 0..{MAX_PIPE} stages")
-    return pipe
+    return check_pipe(pipe, MAX_PIPE, "mx_softmax")
 
 
 def softmax_latency(pipe: int) -> int:
@@ -373,13 +371,6 @@ def latency(params: dict) -> int:
 def lane_latency(params: dict) -> int:
     """``SPEC.extra["latency"]`` of mx_softmax_u / mx_softmax_exp2: one register from PIPE 1."""
     return int(_check_pipe(params.get("PIPE", 0)) >= 1)
-
-
-def pipe_for_clock(clock_ns: float) -> int:
-    """PIPE for a clock period: mx_quantize's rule (0 at 100 MHz and slower) clipped to MAX_PIPE."""
-    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock as quantize_rule
-
-    return min(quantize_rule(clock_ns), MAX_PIPE)
 
 
 def jinja_ctx(n: int, key_mask=None) -> dict:
@@ -442,7 +433,7 @@ SPECS = (KernelSpec(
     model=f"{__name__}:u_of",
     examples=({"label": "int8", "ctx": {}, "params": {}},
               {"label": "int8 PIPE1", "ctx": {}, "params": {"PIPE": 1}}),
-    extra={"latency": lane_latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
+    extra={"latency": lane_latency, "max_pipe": MAX_PIPE},
 ), KernelSpec(
     name="mx_softmax_exp2",
     template="mx_softmax_exp2.sv.j2",
@@ -452,7 +443,7 @@ SPECS = (KernelSpec(
     model=f"{__name__}:exp2_frac",
     examples=({"label": "VW28", "ctx": {}, "params": {"VW": 28}},
               {"label": "VW28 PIPE1", "ctx": {}, "params": {"VW": 28, "PIPE": 1}}),
-    extra={"latency": lane_latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
+    extra={"latency": lane_latency, "max_pipe": MAX_PIPE},
 ), KernelSpec(
     name="mx_softmax",
     template="mx_softmax.sv.j2",
@@ -486,6 +477,6 @@ SPECS = (KernelSpec(
               # pipelined: the PIPE of a 5 ns (2) and a 3 ns (3) clock
               {"label": "N64 mxint8 P16 PIPE2", "ctx": {}, "params": _example(64, 16, False, pipe=2)},
               {"label": "N256 mxint8 P32 causal PIPE3", "ctx": {}, "params": _example(256, 32, True, pipe=3)}),
-    extra={"latency": latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
+    extra={"latency": latency, "max_pipe": MAX_PIPE},
 ),
 )

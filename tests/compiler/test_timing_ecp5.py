@@ -117,23 +117,50 @@ def test_bitstream_from_an_all_open_flow(tmp_path, monkeypatch):
     assert bit.startswith(b"\xff\x00Part: LFE5U-25F-6CABGA381\x00") and len(bit) > 100_000
 
 
-#: Post-route Fmax of the MLP example's top level on LFE5U-85F (mxint8, parallelism 4, --clock 4:
-#: mx_quantize PIPE 2) measured with this flow (bench/results/timing.json; 24.19 MHz before
-#: mx_quantize was pipelined). The issue's target is 100 MHz; that measurement's critical path was in
-#: mx_linear's accumulator (mx_facc), since pipelined (PIPE passed to every kernel: bench/timing.py).
-MLP_FMAX_MEASURED = 39.3
+#: Where bench/timing.py --tops records the compiled tops' post-route Fmax (LFE5U-85F) and the issue's
+#: target for them (issue 12: every compiled top >= 100 MHz post-route on LFE5U-85F).
+TIMING_RESULTS = ROOT / "bench" / "results" / "timing.json"
+TARGET_TOP_MHZ = 100.0
+
+
+def recorded_mlp_top() -> dict:
+    """The MLP example's top as bench/timing.py last measured it: of the error-free MLP entries of
+    ``tops``, the one compiled for the fastest ``--clock`` (the deepest pipeline)."""
+    tops = json.loads(TIMING_RESULTS.read_text()).get("tops", [])
+    mlp = [t for t in tops if t.get("compile", [""])[0] == "examples/mlp/model.py" and "fmax_mhz" in t]
+    assert mlp, f"no measured MLP top in {TIMING_RESULTS.relative_to(ROOT)}: run `bench/timing.py --tops`"
+    return min(mlp, key=lambda t: float(t["compile"][t["compile"].index("--clock") + 1]))
+
+
+def test_recorded_mlp_top_is_a_compile_command():
+    """The slow test below recompiles exactly what bench/results/timing.json recorded: that entry exists,
+    names the example, a --clock and an Fmax from a place and route on the part this file uses."""
+    rec = recorded_mlp_top()
+    args = rec["compile"]
+    assert args[0] == "examples/mlp/model.py" and float(args[args.index("--clock") + 1]) > 0
+    assert "--out" not in args and (ROOT / args[0]).exists()
+    assert rec["fmax_mhz"] > 0 and rec["LUT"] > 0 and rec["critical_path"]["instances"]
 
 
 @pytest.mark.slow
 def test_mlp_example_post_route_fmax(tmp_path, monkeypatch):
+    """The MLP example compiled as bench/timing.py recorded it, placed and routed on LFE5U-85F: Fmax
+    within 10% of the recorded figure both ways (nextpnr runs with a fixed seed; the margin is for
+    tool drift), so the test fails when the RTL gets slower and when the recorded figure is stale
+    (re-run ``bench/timing.py --tops``); the gap to the issue's 100 MHz target is printed, and once
+    the recorded figure reaches the target the first bound holds the target too."""
+    rec = recorded_mlp_top()
     out = tmp_path / "mlp"
-    subprocess.run([sys.executable, "-m", "masec.cli", "compile", str(ROOT / "examples" / "mlp" / "model.py"),
-                    "--format", "mxint8", "--parallelism", "4", "--clock", "4", "--out", str(out)], check=True)
+    subprocess.run([sys.executable, "-m", "masec.cli", "compile", *rec["compile"], "--out", str(out)],
+                   check=True, cwd=ROOT)
     monkeypatch.setenv("MASEC_CACHE", str(tmp_path / "cache"))
     assert synth_main(_args(out, "--part", PART)) == 0
     rep = json.loads((out / "report" / "synth.json").read_text())
     cp = rep["critical_path"]
-    print(f"MLP on {PART}: {rep['fmax_mhz']} MHz post-route; critical path {cp['delay_ns']} ns through "
-          f"{cp['instances']} ({cp['sources'][:4]})")
-    assert rep["fmax_mhz"] >= MLP_FMAX_MEASURED * 0.9     # nextpnr with a fixed seed; 10% for tool drift
+    print(f"MLP ({' '.join(rec['compile'][1:])}) on {PART}: {rep['fmax_mhz']} MHz post-route, recorded "
+          f"{rec['fmax_mhz']} MHz ({rec['label']}), target {TARGET_TOP_MHZ} MHz; critical path "
+          f"{cp['delay_ns']} ns through {cp['instances']} ({cp['sources'][:4]})")
+    assert rep["fmax_mhz"] >= rec["fmax_mhz"] * 0.9, "slower than bench/results/timing.json records"
+    assert rep["fmax_mhz"] <= rec["fmax_mhz"] * 1.1, \
+        "faster than bench/results/timing.json records: the recorded figure is stale (bench/timing.py --tops)"
     assert cp["instances"] and all(i.startswith("u_") for i in cp["instances"])

@@ -8,13 +8,14 @@ import torch
 from masec.formats import parse_format
 from masec.hw_templates.kernels.mx_matmul import (
     MAX_PIPE, exact_matmul, ideal_cycles, instance_config, latency, matmul_accumulators, matmul_model, matmul_widths,
-    pipe_for_clock,
 )
 from masec.hw_templates.render import render_with_deps
+from masec.passes.hw.pipeline import pipe_depth
 from masec.sim.mxstream import mx_beats
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import StreamVectors, VectorFile
 from mx_helpers import write_multi_top, yosys_netlist
+from pipe_helpers import assert_pipe_latency
 from test_mx_linear import random_mx
 
 
@@ -157,13 +158,11 @@ def test_pipeline_latency(build_root):
     for pipe in (0, MAX_PIPE):
         if pipe not in _FULL_RATE:
             _FULL_RATE[pipe] = check_rtl(build_root, _SEED0, RTL_CONFIGS, pipe)
-    extra = latency({"PIPE": MAX_PIPE})
-    print(f"mx_matmul: full rate PIPE 0 {_FULL_RATE[0]}, PIPE {MAX_PIPE} {_FULL_RATE[MAX_PIPE]} cycles, modeled {extra}")
-    assert extra > 0 and _FULL_RATE[MAX_PIPE] - _FULL_RATE[0] == extra
+    assert_pipe_latency("mx_matmul", _FULL_RATE[0], _FULL_RATE[MAX_PIPE], MAX_PIPE)
 
 
 def test_pipeline_depth_rules():
-    assert [pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 5.0, 3.0)] == [0, 0, 1, 2, 3]
+    assert [pipe_depth("mx_matmul", ns) for ns in (20.0, 10.0, 8.0, 5.0, 3.0, 2.0)] == [0, 0, 1, 2, 3, 3]
     assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 6, 8]
     with pytest.raises(ValueError):
         latency({"PIPE": MAX_PIPE + 1})

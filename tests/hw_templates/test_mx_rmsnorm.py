@@ -9,6 +9,7 @@ import torch
 from masec.formats import parse_format
 from masec.hw_templates.kernels import mx_norm as M
 from masec.hw_templates.render import render
+from masec.passes.hw.pipeline import pipe_depth
 from norm_helpers import compare_to_ideal, rtl_tests, simulate, stress_rows
 
 
@@ -176,7 +177,8 @@ def test_instance_config_matches_sim_params():
 
 
 def test_pipeline_depth_rules():
-    assert [M.pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 5.0, 3.0)] == [0, 0, 1, 2, 3]
+    for k in ("mx_rmsnorm", "mx_rmsnorm_rsqrt", "mx_layernorm"):
+        assert [pipe_depth(k, ns) for ns in (20.0, 10.0, 8.0, 5.0, 3.0, 2.0)] == [0, 0, 1, 2, 3, 3]
     assert [M.norm_latency("rmsnorm", p) for p in range(M.MAX_PIPE + 1)] == [0, 7, 12, 14]
     assert M.rmsnorm_latency({}) == 0 and M.rmsnorm_latency({"PIPE": 2}) == 12
     with pytest.raises(ValueError):

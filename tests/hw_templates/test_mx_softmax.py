@@ -13,6 +13,7 @@ from masec.hw_templates.kernels import mx_norm as MN
 from masec.hw_templates.kernels import mx_softmax as S
 from masec.hw_templates.render import render
 from masec.hw_templates.render import render_with_deps
+from masec.passes.hw.pipeline import pipe_depth
 from masec.sim.runner import lint
 from norm_helpers import compare_to_ideal, norm_vectors, rtl_tests, run_sim, simulate, stress_rows
 
@@ -390,7 +391,8 @@ def test_lints_clean_scaled_masked(tmp_path, cfg):
 
 
 def test_pipeline_depth_rules():
-    assert [S.pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 5.0, 3.0)] == [0, 0, 1, 2, 3]
+    for k in ("mx_softmax", "mx_softmax_u", "mx_softmax_exp2"):
+        assert [pipe_depth(k, ns) for ns in (20.0, 10.0, 8.0, 5.0, 3.0, 2.0)] == [0, 0, 1, 2, 3, 3]
     assert [S.softmax_latency(p) for p in range(S.MAX_PIPE + 1)] == [0, 11, 15, 17]
     assert S.latency({}) == 0 and S.lane_latency({"PIPE": 2}) == 1 and S.lane_latency({}) == 0
     with pytest.raises(ValueError):
