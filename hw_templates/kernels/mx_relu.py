@@ -6,6 +6,13 @@ complement, fp elements ``sign|exp|mant`` (so -0 -> +0). The result is exact:
 ``decode(relu_model(c, s)) == relu(decode(c, s))`` for every finite code (NaN blocks, scale
 0xFF, pass through as NaN).
 
+Seed activation streams: NVFP4 and Anda codes are sign-magnitude (sign in the MSB) under one block
+scale, so the same "sign set -> 0" is exact for them (give the MX format of the code element:
+``mx_quantize.output_format_params``). An M2XFP activation stream (``m2xfp4_a``) also carries 2
+metadata bits per subgroup of 8 that refine the subgroup's top-1 lane; ``M2X = 1`` zeroes a negative
+top-1 lane and sets that subgroup's metadata to 1 (no refinement), so the lane the decoder now takes
+as top-1 keeps its FP4 value (:func:`relu_model_m2xfp`; exact against the format library).
+
 Usage by the compiler::
 
     ctx, params, module = instance_config(shape=(16, 64), fmt="mxint8", lanes=8)
@@ -68,14 +75,16 @@ SPEC = KernelSpec(
         "elements, -0 -> +0). P lanes per beat, 1 beat/cycle, latency REG cycles.",
     params=(ParamSpec("P", "lanes (elements) per beat; divides the block size", 4),
             ParamSpec("W", "element code width in bits (element.bits)", 8),
-            ParamSpec("REG", "1: output register slice (latency 1), 0: combinational (latency 0)", 1)),
+            ParamSpec("REG", "1: output register slice (latency 1), 0: combinational (latency 0)", 1),
+            ParamSpec("M2X", "1: M2XFP activations (W 4, P a multiple of 8, P/4 metadata bits above the codes)", 0)),
     ports=(PortSpec("s_x", "in", "mx", "input activation, P lanes of W-bit codes + E8M0 scale"),
            PortSpec("m_y", "out", "mx", "ReLU output, same format, same scale")),
     ops=("relu",),
     model=f"{__name__}:relu_model",
     examples=({"label": "mxint8 P4", "ctx": {}, "params": {"P": 4, "W": 8, "REG": 1}},
               {"label": "mxfp8 P16", "ctx": {}, "params": {"P": 16, "W": 8, "REG": 1}},
-              {"label": "mxfp4 P32", "ctx": {}, "params": {"P": 32, "W": 4, "REG": 1}}),
+              {"label": "mxfp4 P32", "ctx": {}, "params": {"P": 32, "W": 4, "REG": 1}},
+              {"label": "m2xfp4_a P16", "ctx": {}, "params": {"P": 16, "W": 4, "REG": 1, "M2X": 1}}),
 )
 
 
@@ -95,6 +104,20 @@ def relu_model(codes, scales, elem) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(sign.bool(), torch.zeros_like(c), c), s.clone()
 
 
+def relu_model_m2xfp(codes, scales, meta) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bit-exact model of ``mx_relu`` with ``M2X = 1``: FP4 codes ``[..., B]``, E8M0 scales, metadata
+    ``[..., B/8]`` -> codes with the sign bit set replaced by 0, scales unchanged, the metadata of a
+    subgroup whose top-1 lane (largest FP4 magnitude code, lowest index) was negative set to 1."""
+    c = torch.as_tensor(codes).to(torch.int64)
+    m = torch.as_tensor(meta).to(torch.int64)
+    sg = c.shape[:-1] + (c.shape[-1] // 8, 8)
+    cs = c.reshape(sg)
+    top = (cs & 7).argmax(-1, keepdim=True)                 # first maximum: lowest index
+    topneg = (cs.gather(-1, top).squeeze(-1) >> 3) & 1 == 1
+    rc = torch.where((c >> 3) & 1 == 1, torch.zeros_like(c), c)
+    return rc, torch.as_tensor(scales).to(torch.int64).clone(), torch.where(topneg, torch.ones_like(m), m)
+
+
 def relu_reference(values: torch.Tensor) -> torch.Tensor:
     """Float reference: ``max(x, 0)`` with +0 for negative zero."""
     return torch.clamp(values, min=0.0) + 0.0
@@ -106,11 +129,20 @@ def instance_config(shape, fmt, lanes: int, registered: bool = True) -> tuple[di
     The template needs no Jinja context (one rendered ``mx_relu`` serves every instance); the
     element width and lane count are SV parameters. ``shape`` is accepted for a uniform
     signature (ReLU is independent of it).
+    ``fmt`` may be ``m2xfp4_a`` (``M2X = 1``; ``lanes`` a multiple of 8); NVFP4 and Anda streams are given
+    as the MX format of their code element (module docstring).
     """
+    from masec.formats.m2xfp import M2XFPActivationFormat
+
     fmt = resolve_format(fmt)
     check_lanes(fmt, lanes)
     del shape
-    return {}, {"P": lanes, "W": fmt.element.bits, "REG": int(bool(registered))}, "mx_relu"
+    params = {"P": lanes, "W": fmt.element.bits, "REG": int(bool(registered))}
+    if isinstance(fmt, M2XFPActivationFormat):
+        if lanes % 8:
+            raise ValueError(f"relu on m2xfp4_a needs lanes a multiple of 8 (the metadata subgroup), got {lanes}")
+        params["M2X"] = 1
+    return {}, params, "mx_relu"
 
 
 # ------------------------------------------------------------------------- test stimulus
