@@ -329,17 +329,23 @@ def _design_total(gm, config, chosen: dict) -> dict:
 
 
 def build_design_ir(gm, config):
-    """The IR passes after folding, as the compiler runs them (select_kernels .. size_fifos)."""
+    """The IR passes after folding, as the compiler runs them (select_kernels .. set_fifo_pipeline):
+    every kernel and block-RAM FIFO at the PIPE the clock asks for, so the budget is checked against
+    the registers the design will have."""
     from masec.passes.hw.build_ir import build_ir
     from masec.passes.hw.insert_retiles import insert_retiles
+    from masec.passes.hw.pipeline import set_fifo_pipeline, set_pipeline
     from masec.passes.hw.streams import insert_forks, size_fifos
     from masec.passes.transform.select_kernels import select_kernels
 
+    family = lookup_part(config.part).family
     select_kernels(gm, config)
     ir = build_ir(gm, config, full=False)
     insert_forks(ir)
     insert_retiles(ir)
+    set_pipeline(ir, config.clock_ns, family)
     size_fifos(ir)
+    set_fifo_pipeline(ir, config.clock_ns, family)
     return ir
 
 

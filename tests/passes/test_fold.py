@@ -176,3 +176,16 @@ def test_yosys_total_of_a_budgeted_design_stays_within_the_budget(tmp_path, monk
     print(f"budget {budget} of {part}: estimated {folding['total']}, Yosys {total}")
     for r in RESOURCES:
         assert total[r] <= budget * cap[r], (r, total[r], budget * cap[r], folding["total"])
+
+
+def test_the_budget_is_checked_on_the_pipelined_design(cost):
+    """fold checks the budget on the IR the compiler builds: same kernels, same PIPE per instance and
+    per block-RAM FIFO as the compiled design (at --clock 4 every kernel has registers to pay for)."""
+    from masec.passes.hw.fold import build_design_ir
+
+    cfg, gm, ir = _lowered(LLAMA, "xczu9eg", 0.25)
+    again = build_design_ir(gm, cfg)
+    pipes = {n: i.params.get("PIPE") for n, i in ir.instances.items() if not i.is_port}
+    assert {n: i.params.get("PIPE") for n, i in again.instances.items() if not i.is_port} == pipes
+    assert any(p for p in pipes.values()), pipes            # the clock asks for pipelined kernels
+    assert [e.pipe for e in again.edges] == [e.pipe for e in ir.edges]
