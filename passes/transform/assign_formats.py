@@ -22,8 +22,8 @@ Rules beyond the precision file, each forced by what the hardware streams:
   input's block (the kernel needs the group to be a multiple of it).
 * Seed activation formats (``nvfp4``, ``m2xfp4_a``, ``anda<M>``) are accepted on a tensor that
   is made by a model input (the testbench / AXI side quantizes it), by a linear's output stage
-  (``mx_linear``'s ``Y_QFMT``) or by a code-transparent op on such a tensor (``view``; ``relu``
-  where zeroing the negative codes is exact, :data:`RELU_EXACT`), and that is read only by linears
+  (``mx_linear``'s ``Y_QFMT``) or by a code-transparent op on such a tensor (``view``; ``relu``,
+  :data:`RELU_EXACT`), and that is read only by linears
   (``XFMT`` decode), such ops and model outputs; what ``mx_linear`` builds is asked from its
   ``instance_config`` (:func:`linear_act_support`). Anything else is refused naming the node, the
   port and what to do. An NVFP4 activation's tensor scale is set later (``calibrate_tensor_scales``).
@@ -55,10 +55,10 @@ def seed_weight_format(f) -> bool:
     return getattr(f, "name", None) in SEED_WEIGHT_FORMATS and not (f.name == "nvfp4" and not f.tensor_scale)
 
 
-#: seed activation formats whose codes ``relu`` carries exactly (mx_relu zeroes a code with its sign
-#: bit set and keeps the block scale: exact for sign-magnitude codes under one block scale). Not
-#: M2XFP: its metadata refines the subgroup's largest element, which zeroing can change.
-RELU_EXACT = ("nvfp4", "anda")
+#: seed activation formats ``mx_relu`` takes exactly: it zeroes a code with its sign bit set and keeps
+#: the block scale (exact for NVFP4's and Anda's sign-magnitude codes); for M2XFP (``M2X = 1``) it
+#: also sets a subgroup's metadata to 1 when its refined top-1 lane was negative.
+RELU_EXACT = ("nvfp4", "anda", "m2xfp4_a")
 
 
 def _act_family(name: str) -> str:
@@ -152,7 +152,7 @@ def _check_seed_acts(nodes) -> None:
         if f is None or not _is_seed_act(f.name):
             continue
         fam = _act_family(f.name)
-        fix = "give it an MX act format (e.g. [node.\"<name>\"] act = \"mxint8\")"
+        fix = f"give it an MX act format (e.g. [node.\"{m.path or node.name}\"] act = \"mxint8\")"
         if node.op == "placeholder":
             pass
         elif m.op == "linear":
@@ -161,8 +161,7 @@ def _check_seed_acts(nodes) -> None:
                                  f"in blocks of {f.block_size}; {fix}")
         elif m.op == "relu":
             if fam not in RELU_EXACT:
-                raise MasecError(f"{_where(node)}: port out: relu on {f.name} codes is not exact (the metadata "
-                                 f"refines each subgroup's largest element, which zeroing negatives can change); "
+                raise MasecError(f"{_where(node)}: port out: mx_relu is not built for {f.name} streams; "
                                  f"give its producer `{node.args[0].name}` an MX act format")
         elif m.op != "view":
             raise MasecError(f"{_where(node)}: port out: {f.name} is made only by a linear's output stage or a "

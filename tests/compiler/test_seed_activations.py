@@ -1,5 +1,5 @@
 """Seed ACTIVATION formats (nvfp4, m2xfp4_a, anda<M>) through the compiler: model inputs, a linear's
-output stage (Y_QFMT), a linear's input decode (XFMT), relu on sign-magnitude codes, the NVFP4 tensor
+output stage (Y_QFMT), a linear's input decode (XFMT), relu (mx_relu, M2XFP: M2X), the NVFP4 tensor
 scale calibrated on the example inputs; bit-exact simulation; refusals; determinism."""
 import json
 from pathlib import Path
@@ -86,7 +86,7 @@ def test_m2xfp_beats_carry_the_metadata_above_the_codes():
 # ---------------------------------------------------------------------------------- compile + simulate
 NVFP4_ALL = '[default]\nact = "nvfp4"\nweight = "nvfp4"\nblock_size = 16\n'
 ANDA_ALL = '[default]\nact = "anda4"\nweight = "mxint8"\n'
-M2XFP_IO = ('[default]\nact = "m2xfp4_a"\nweight = "mxint8"\n[node."fc1"]\nact = "mxint8"\nweight = "m2xfp4_w"\n')
+M2XFP_ALL = '[default]\nact = "m2xfp4_a"\nweight = "mxint8"\n[node."fc1"]\nweight = "m2xfp4_w"\n'
 
 
 def test_mlp_nvfp4_activations_and_weights(tmp_path, seed):
@@ -114,12 +114,15 @@ def test_mlp_anda_activations(tmp_path, seed):
 
 
 def test_mlp_m2xfp_activations(tmp_path, seed):
-    """m2xfp4_a into fc1 (whose weight is m2xfp4_w) and out of fc2 (relu stays MX: refused on M2XFP)."""
-    out, res = compile_with(tmp_path, M2XFP_IO, "m2x", seed=seed, parallelism=8)
+    """m2xfp4_a on the input, fc1's output, through relu (mx_relu M2X) and on fc2's output; fc1's weight
+    in m2xfp4_w (M2XFP x times M2XFP W); bit-exact."""
+    out, res = compile_with(tmp_path, M2XFP_ALL, "m2x", seed=seed, parallelism=8)
     f = formats_of(res)
-    assert f["x"]["out"].name == f["fc2"]["out"].name == "m2xfp4_a" and f["fc1"]["out"].name == "mxint8"
+    assert {v["out"].name for v in f.values() if "out" in v} == {"m2xfp4_a"}
+    assert f["fc1"]["weight"].name == "m2xfp4_w" and f["fc1"]["bias"].name == "mxint8"
     build = json.loads((out / "masec_build.json").read_text())
     assert build["outputs"][0]["data_bits"] == 8 * 4 + 2
+    assert next(i for i in build["instances"] if i["name"] == "u_act")["params"]["M2X"] == 1
     sim_ok(out, seed)
 
 
@@ -189,11 +192,6 @@ def refused(tmp_path, toml, *needles, model=MLP, **kw):
     assert not (tmp_path / "bad").exists()
 
 
-def test_relu_on_m2xfp_is_refused(tmp_path):
-    refused(tmp_path, '[default]\nact = "mxint8"\n[node."fc1"]\nact = "m2xfp4_a"\n',
-            "node `act` (relu", "m2xfp4_a", "not exact", "`fc1`", parallelism=8)
-
-
 def test_seed_activation_read_by_a_non_linear_is_refused(tmp_path):
     """fc's output in anda4 feeds gelu: only a linear decodes it."""
     refused(tmp_path, '[default]\nact = "mxint8"\n[node."fc"]\nact = "anda4"\n',
@@ -248,3 +246,14 @@ def test_seed_input_forked_into_two_linears(tmp_path, seed, act):
                           model=model, seed=seed, parallelism=8)
     assert "stream_fork" in (out / "rtl" / "top.sv").read_text()
     sim_ok(out, seed)
+
+
+@pytest.mark.slow
+def test_m2xfp_design_through_the_axi_wrapper(tmp_path, seed):
+    """AXI4-Stream TDATA carries an M2XFP stream's codes, metadata and scale (<top>_axi, cocotbext-axi)."""
+    pytest.importorskip("cocotbext.axi")
+    from masec.sim.axi_test import run_axi_test
+
+    out, _ = compile_with(tmp_path, M2XFP_ALL, "m2x_axi", seed=seed, parallelism=8)
+    res = run_axi_test(out, out / "axi_build", seed=seed)
+    assert res.ok, res.message
