@@ -1184,10 +1184,16 @@ SPECS = (
                 ParamSpec("P_Y", "output stream lanes (divides P_OUT; default P_OUT)", 8),
                 ParamSpec("B", "block size of x and W along IN", 32),
                 ParamSpec("B_OUT", "block size of y along OUT", 32),
-                ParamSpec("X_IS_INT/X_BITS/X_MBITS/X_BIAS", "x element format", None),
+                ParamSpec("X_IS_INT/X_BITS/X_MBITS/X_BIAS", "x element format (the stream's codes)", None),
+                ParamSpec("XFMT", "x stream format: 0 MX, 1 M2XFP activations, 2 NVFP4, 3 Anda "
+                          "(mx_quantize's QFMT codes; seed instances only)", 0),
+                ParamSpec("X_TS_EXP", "NVFP4 x: tensor scale 2^X_TS_EXP", 0),
                 ParamSpec("W_IS_INT/W_BITS/W_MBITS/W_BIAS", "W element format", None),
                 ParamSpec("BB_IS_INT/BB_BITS/BB_MBITS/BB_BIAS", "bias element format", None),
                 ParamSpec("Y_IS_INT/Y_BITS/Y_MBITS/Y_BIAS/Y_EMAX/Y_MAX_CODE", "output element (mx_quantize)", None),
+                ParamSpec("Y_QFMT", "output format, mx_quantize's QFMT: 0 MX, 1 M2XFP activations (P_Y/4 "
+                          "metadata bits above the codes), 2 NVFP4, 3 Anda", 0),
+                ParamSpec("Y_TS_EXP", "NVFP4 output: tensor scale 2^Y_TS_EXP", 0),
                 ParamSpec("HAS_BIAS", "1: add the bias from B_MEM", 0),
                 ParamSpec("ACC_GUARD", "accumulator guard bits (AW = DW + ACC_GUARD + 1)", 4),
                 ParamSpec("LMUL", "1: L-Mul approximate fp x fp products", 0),
@@ -1207,14 +1213,15 @@ SPECS = (
 
 def example_config(label: str, in_features: int, out_features: int, x_name: str, w_name: str, out_name: str,
                    p_in: int, p_out: int, has_bias: bool = False, lmul: bool = False, seed: int = 0,
-                   p_y: int | None = None, pipe: int = 0) -> dict:
+                   p_y: int | None = None, pipe: int = 0, y_ts_exp: int | None = None) -> dict:
     """A resource-table configuration with ROM images of a seeded Gaussian W (and bias) MX-encoded
-    (``pipe``: its PIPE, given only when > 0, so the PIPE 0 entries keep their parameter lists)."""
+    (``pipe``: its PIPE, given only when > 0, so the PIPE 0 entries keep their parameter lists;
+    ``out_name`` may be a seed activation format, ``y_ts_exp`` NVFP4's tensor-scale exponent)."""
     from masec.formats import parse_format
 
     x_fmt, w_fmt, o_fmt = parse_format(x_name), parse_format(w_name), parse_format(out_name)
     _, params, _ = instance_config(in_features, out_features, x_fmt, w_fmt, o_fmt, has_bias, p_in, p_out,
-                                   lmul=lmul, p_y=p_y)
+                                   lmul=lmul, p_y=p_y, y_ts_exp=y_ts_exp)
     if pipe:
         params["PIPE"] = int(pipe)
 
@@ -1244,15 +1251,18 @@ def example_config(label: str, in_features: int, out_features: int, x_name: str,
 
 def seed_example_config(label: str, in_features: int, out_features: int, x_name: str, w_name: str, out_name: str,
                         p_in: int, p_out: int, has_bias: bool = False, seed: int = 0, w_block: int | None = None,
-                        x_block: int = 32, pipe: int = 0) -> dict:
+                        x_block: int = 32, pipe: int = 0, x_ts_exp: int | None = None,
+                        y_ts_exp: int | None = None) -> dict:
     """A resource-table configuration with seed-format weights (m2xfp4_w, nvfp4, bitmod_fp4/fp3):
     a seeded Gaussian W encoded in ``w_name`` (NVFP4: x in blocks of its 16), packed by
-    :func:`pack_seed_weight_mem`; the bias in x's format."""
+    :func:`pack_seed_weight_mem`; the bias in x's format (mxint8 when x is a seed format). x and y may
+    be seed activation formats (``x_ts_exp`` / ``y_ts_exp``: NVFP4's tensor-scale exponents)."""
     from masec.formats import parse_format
 
     w_fmt = parse_format(w_name, block_size=w_block)
     xb = x_block if weight_kind(w_fmt) == "bitmod" else w_fmt.block_size
     x_fmt, o_fmt = parse_format(x_name, block_size=xb), parse_format(out_name)
+    b_fmt = x_fmt if x_stream_format(x_fmt)[0] == 0 else parse_format("mxint8", block_size=xb)
 
     def image():
         g = torch.Generator().manual_seed(seed)
@@ -1261,7 +1271,8 @@ def seed_example_config(label: str, in_features: int, out_features: int, x_name:
 
     img = image()
     _, params, _ = instance_config(in_features, out_features, x_fmt, w_fmt, o_fmt, has_bias, p_in, p_out,
-                                   b_fmt=x_fmt, ts=(img.ts_sig, img.ts_exp) if img.kind == "nvfp4" else None)
+                                   b_fmt=b_fmt, ts=(img.ts_sig, img.ts_exp) if img.kind == "nvfp4" else None,
+                                   x_ts_exp=x_ts_exp, y_ts_exp=y_ts_exp)
     if pipe:
         params["PIPE"] = int(pipe)
 
@@ -1275,8 +1286,8 @@ def seed_example_config(label: str, in_features: int, out_features: int, x_name:
     if has_bias:
         def b_lines():
             g = torch.Generator().manual_seed(seed + 1)
-            e = x_fmt.encode(torch.randn(out_features, generator=g) * 0.1)
-            return "\n".join(pack_bias_mem(e.codes, e.scales, x_fmt.element, out_features, p_out)) + "\n"
+            e = b_fmt.encode(torch.randn(out_features, generator=g) * 0.1)
+            return "\n".join(pack_bias_mem(e.codes, e.scales, b_fmt.element, out_features, p_out)) + "\n"
         files[params["B_MEM"]] = b_lines
     return {"label": label, "ctx": {}, "params": params, "files": files}
 
@@ -1319,4 +1330,11 @@ SPECS = SPECS[:-1] + (KernelSpec(
                                True, pipe=3),
            seed_example_config("64x64 mxint8 x bitmod_fp4 P_IN8 P_OUT8 PIPE3", 64, 64, "mxint8", "bitmod_fp4",
                                "mxint8", 8, 8, True, w_block=64, pipe=3),
+           # seed activation formats as x (XFMT) and y (Y_QFMT)
+           example_config("64x64 m2xfp4_a x mxint8 -> nvfp4 P_IN8 P_OUT8", 64, 64, "m2xfp4_a", "mxint8", "nvfp4",
+                          8, 8, y_ts_exp=-4),
+           seed_example_config("64x64 nvfp4 x nvfp4 -> m2xfp4_a P_IN8 P_OUT8", 64, 64, "nvfp4", "nvfp4", "m2xfp4_a",
+                               8, 8, True, x_ts_exp=-4),
+           seed_example_config("64x64 m2xfp4_a x m2xfp4_w -> anda6 P_IN8 P_OUT8 PIPE3", 64, 64, "m2xfp4_a",
+                               "m2xfp4_w", "anda6", 8, 8, True, pipe=3),
        )}),)

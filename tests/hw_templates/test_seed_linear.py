@@ -10,10 +10,10 @@ from masec.formats import parse_format
 from masec.formats.element import FP4_E2M1, int_element
 from masec.hw_templates.kernels.mx_linear import (
     MAX_PIPE, WeightImage, anda_as_mx, decode_x_stream, fp32_sig_exp, ideal_cycles, instance_config, latency,
-    linear_model, pack_bias_mem, pack_seed_weight_mem, pack_weight_mem, seed_exact_weights,
+    linear_accumulators, linear_model, pack_bias_mem, quantize_rows_format, pack_seed_weight_mem, pack_weight_mem, seed_exact_weights,
     seed_linear_accumulators, seed_linear_model, stream_widths, weight_image, x_stream_format,
 )
-from masec.hw_templates.kernels.mx_quantize import output_format_params
+from masec.hw_templates.kernels.mx_quantize import nvfp4_tensor_scale_exp, output_format_params
 from masec.hw_templates.render import render_with_deps
 from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
@@ -272,6 +272,25 @@ def linear_accumulators_(xt, wc, ws, w_el, bc, bs, b_el):
     return linear_accumulators(xt.codes, xt.exps, xt.elem, wc, ws, w_el, bc, bs, b_el, x_sig=xt.sig)
 
 
+def test_model_wrappers_forward_the_output_format(seed):
+    """linear_model / seed_linear_model with a seed y_qfmt are the accumulators through
+    quantize_rows_format (what the RTL tests compare against), metadata included."""
+    rng = random.Random(seed)
+    x_el = fmt("mxint8").element
+    xc, xs = random_mx(rng, x_el, 3, 2, 32, 64)
+    wc, ws = random_mx(rng, x_el, 16, 2, 32, 64)
+    A, X = seed_linear_accumulators(xc, xs, x_el, random_image(random.Random(seed), "m2xfp", 16, 64, 32))
+    got = seed_linear_model(xc, xs, x_el, random_image(random.Random(seed), "m2xfp", 16, 64, 32), None, None,
+                            None, FP4_E2M1, 16, y_qfmt=1)
+    want = quantize_rows_format(A, X, 1, FP4_E2M1, 16)
+    assert all(torch.equal(g, w) for g, w in zip(got, want)) and got[2].shape == (3, 1, 2)
+    from masec.hw_templates.kernels.mx_linear import linear_accumulators as la
+    A, X = la(xc, xs, x_el, wc, ws, x_el)
+    got = linear_model(xc, xs, x_el, wc, ws, x_el, None, None, int_element(7), 16, y_qfmt=3)
+    want = quantize_rows_format(A, X, 3, int_element(7), 16)
+    assert all(torch.equal(g, w) for g, w in zip(got[:2], want[:2])) and got[2] is None
+
+
 def test_stream_widths():
     """One place sizes every stream masec carries: data bits per beat and the 8-bit scale bus."""
     assert stream_widths(parse_format("mxint8"), 8) == (64, 8)
@@ -313,10 +332,29 @@ def test_anda16_x_is_refused():
 # ----------------------------------------------------------------------------- RTL tests
 def stream_fmt(name: str, block: int):
     """``(format, ts_exp)`` of a test stream name: an MX name, ``m2xfp4_a``, ``anda<M>`` (group =
-    ``block``) or ``nvfp4:<t>`` (NVFP4 with the power-of-two tensor scale 2^t)."""
+    ``block``) or ``nvfp4:<t>`` (NVFP4 with the power-of-two tensor scale 2^t; ``nvfp4:auto`` for an
+    output: calibrated by :func:`build_case`, None here)."""
     if name.startswith("nvfp4:"):
-        return parse_format("nvfp4", block_size=block), int(name.split(":")[1])
+        t = name.split(":")[1]
+        return parse_format("nvfp4", block_size=block), None if t == "auto" else int(t)
     return parse_format(name, block_size=block), None
+
+
+#: "tame" scale ranges (values near 1): rows >= 1 of x and all of W in the seed-activation builds, so
+#: that NVFP4 / Anda outputs (a bounded range) are not all saturated and every output lane carries
+#: information about the decode (row 0 keeps the scale extremes)
+TAME = {"e8m0": (122, 129), "ue4m3": (40, 70), "anda": (12, 17), "fp16": (0x3000, 0x4400)}
+
+
+def tame_x(xf: str, scales: torch.Tensor) -> None:
+    lo, hi = TAME["ue4m3" if xf.startswith("nvfp4") else "anda" if xf.startswith("anda") else "e8m0"]
+    scales[1:] = scales[1:].clamp(lo, hi)
+
+
+def tame_image(img: WeightImage) -> WeightImage:
+    lo, hi = TAME[{"nvfp4": "ue4m3", "bitmod": "fp16"}.get(img.kind, "e8m0")]
+    ts = (1 << 23, -23) if img.kind == "nvfp4" else (img.ts_sig, img.ts_exp)
+    return WeightImage(img.kind, img.elem, img.codes, img.scales.clamp(lo, hi), img.meta, *ts, img.group)
 
 
 def random_m2xfp_act(rng: random.Random, rows: int, nb: int, B: int, valid: int):
@@ -391,6 +429,7 @@ def build_case(tmp, rng, kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias,
     o_fmt, y_ts = stream_fmt(of, BO)
     yq, o_el = output_format_params(o_fmt)
     x_fmt, x_ts = stream_fmt(xf, B)
+    tame = not of.startswith("mx") or xf == "m2xfp4_a" or xf.startswith("nvfp4")
     nb = -(-IN // B)
     xmeta = None
     if xf.startswith("anda"):
@@ -401,6 +440,8 @@ def build_case(tmp, rng, kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias,
         sxc, sxs = random_nvfp4_act(rng, T, nb, B, IN)
     else:
         sxc, sxs = random_mx(rng, x_fmt.element, T, nb, B, IN)
+    if tame:
+        tame_x(xf, sxs)
     xt = decode_x_stream(x_fmt, sxc, sxs, xmeta, x_ts)
     x_bits = x_stream_format(x_fmt)[1].bits
     b_fmt = fmt(xf, B) if xf.startswith("mx") else fmt("mxint8", B)
@@ -409,24 +450,29 @@ def build_case(tmp, rng, kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias,
     if kind.startswith("mx"):
         w_fmt = fmt(kind, B)
         wc, ws = random_mx(rng, w_fmt.element, OUT, nb, B, IN)
+        if tame:
+            ws.clamp_(*TAME["e8m0"])
     else:
         w_fmt = wfmt_of(kind, B)
         img = random_image(rng, kind, OUT, IN, B)
+        if tame:
+            img = tame_image(img)
     if has_bias:
         bc, bs = random_mx(rng, b_el, 1, -(-OUT // B), B, OUT)
         bc, bs = bc[0], bs[0]
-        bs.clamp_(100, 150)
+        bs.clamp_(*TAME["e8m0"]) if tame else bs.clamp_(100, 150)
     if kind.startswith("mx"):
-        y = linear_model(xt.codes, xt.exps, xt.elem, wc, ws, w_fmt.element, bc, bs, o_el, BO, b_elem=b_el,
-                         y_qfmt=yq, y_ts_exp=y_ts or 0, x_sig=xt.sig)
+        A, X = linear_accumulators(xt.codes, xt.exps, xt.elem, wc, ws, w_fmt.element, bc, bs, b_el, x_sig=xt.sig)
         wl, sl = pack_weight_mem(wc, ws, w_fmt.element, IN, OUT, B, p_in, p_out)
         ts = None
     else:
-        y = seed_linear_model(xt.codes, xt.exps, xt.elem, img, bc, bs, b_el, o_el, BO, y_qfmt=yq,
-                              y_ts_exp=y_ts or 0, x_sig=xt.sig)
+        A, X = seed_linear_accumulators(xt.codes, xt.exps, xt.elem, img, bc, bs, b_el, x_sig=xt.sig)
         wl, sl = pack_seed_weight_mem(img, IN, OUT, p_in, p_out)
         ts = (img.ts_sig, img.ts_exp) if kind == "nvfp4" else None
-    yc, ys, ym = y if yq else (*y, None)
+    if of == "nvfp4:auto":   # calibrated on the tame rows (mx_quantize's rule)
+        amax = max(abs(float(a) * 2.0 ** x) for ra, rx in zip(A[1:], X[1:]) for a, x in zip(ra, rx))
+        y_ts = nvfp4_tensor_scale_exp(amax) if amax > 0 else 0
+    yc, ys, ym = quantize_rows_format(A, X, yq, o_el, BO, y_ts or 0)
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "w.mem").write_text("\n".join(wl) + "\n")
     (tmp / "ws.mem").write_text("\n".join(sl) + "\n")
@@ -455,14 +501,14 @@ DEFAULT_CONFIGS = [   # one build, every kind, small (the default suite)
 ]
 # seed activation formats as x (XFMT) and y (Y_QFMT): every x and every y format in one default build
 ACT_CONFIGS = [
-    ("nvfp4", "nvfp4:-3", "nvfp4:-2", 40, 16, 3, 16, 16, 8, 8, True, 8),           # NVFP4 x * NVFP4 W -> NVFP4
+    ("nvfp4", "nvfp4:-3", "nvfp4:auto", 40, 16, 3, 16, 16, 8, 8, True, 8),         # NVFP4 x * NVFP4 W -> NVFP4
     ("m2xfp", "m2xfp4_a", "anda5", 64, 24, 3, 32, 64, 16, 8, True, 8),             # M2XFP x * M2XFP W -> Anda
     ("mxint8", "anda6", "m2xfp4_a", 100, 16, 3, 64, 32, 8, 8, True, 8),            # Anda x -> M2XFP y
 ]
 ACT_SLOW_CONFIGS = [
     ("mxint8", "m2xfp4_a", "mxint8", 72, 8, 4, 32, 8, 8, 8, True, 8),              # M2XFP x, partial block
     ("mxfp4", "nvfp4:5", "m2xfp4_a", 48, 16, 3, 16, 16, 4, 8, False, 8),           # NVFP4 x * MX W -> M2XFP
-    ("bitmod4", "m2xfp4_a", "nvfp4:0", 96, 16, 3, 32, 16, 8, 8, False, 8),         # M2XFP x * BitMoD W -> NVFP4
+    ("bitmod4", "m2xfp4_a", "nvfp4:auto", 96, 16, 3, 32, 16, 8, 8, False, 8),      # M2XFP x * BitMoD W -> NVFP4
 ]
 SLOW_CONFIGS = [
     ("m2xfp", "anda4", "mxfp8_e4m3", 64, 8, 4, 64, 8, 16, 8, True, 8),
@@ -545,6 +591,17 @@ def test_rtl_matches_model_sweep(build_root, seed, cfg, pipe):
     check_configs(build_root, seed, [cfg], pipe)
 
 
+def test_rtl_pipeline_latency_nvfp4_x(build_root, seed):
+    """NVFP4 x with MX W gets the block-scale cut (PSC) for x's scale significand: at PIPE 3 the last
+    output beat comes exactly latency(params) cycles after PIPE 0's, values unchanged."""
+    cfg = ("mxint8", "nvfp4:-2", "mxint8", 48, 8, 4, 16, 8, 8, 8, True, 8)
+    base = check_configs(build_root, seed, [cfg], 0)
+    cycles = check_configs(build_root, seed, [cfg], MAX_PIPE)
+    lat = latency({"IN": 48, "B": 16, "P_IN": 8, "XFMT": 2, "PIPE": MAX_PIPE})
+    print(f"NVFP4 x PIPE {MAX_PIPE}: full rate {cycles} cycles, PIPE 0 {base}, latency {lat}")
+    assert cycles - base == lat
+
+
 def test_rtl_pipeline_latency(build_root, seed):
     """NVFP4 (the deepest pipeline: block-scale cut, two-cycle accumulator step, tensor-scale tail) at
     PIPE 0 and MAX_PIPE: exact under gaps and backpressure, and at full rate the last output beat
@@ -581,6 +638,42 @@ def test_rtl_check_can_fail(build_root, seed, mutant):
     finally:
         setattr(ml, name, orig)
     assert not res.ok
+
+
+def _m2x_meta_one(f):
+    return lambda codes, scales, meta: f(codes, scales, torch.ones_like(torch.as_tensor(meta)))
+
+
+ACT_MUTANTS = {   # name: (model function replaced, wrong version built from the original)
+    "m2xfp x metadata ignored": ("m2xfp_act_as_int", _m2x_meta_one),
+    "nvfp4 x scale significand ignored": ("nvfp4_scale_terms", lambda f: lambda s: (torch.full_like(f(s)[0], 8),
+                                                                                    f(s)[1])),
+}
+
+
+@pytest.mark.parametrize("mutant", list(ACT_MUTANTS))
+def test_rtl_seed_activations_check_can_fail(build_root, seed, mutant):
+    """A deliberately wrong x decode in the model (M2XFP's refinement dropped, NVFP4's block-scale
+    significand taken as 1.0) fails against the same RTL build as test_rtl_seed_activations. The
+    wrong model's expected outputs are first asserted to differ from the right one's, so the test
+    cannot pass because the vectors happen not to reach the mutated detail."""
+    import masec.hw_templates.kernels.mx_linear as ml
+
+    def expected(tag):
+        rng = random.Random(seed)
+        return [build_case(build_root / f"mutant_check_{tag}" / str(i), rng, *c[:10], c[10], c[11])[1].beats
+                for i, c in enumerate(ACT_CONFIGS)]
+
+    name, wrong = ACT_MUTANTS[mutant]
+    orig = getattr(ml, name)
+    right = expected("right")
+    setattr(ml, name, wrong(orig))
+    try:
+        assert expected("wrong") != right, "the vectors do not expose the mutant"
+        res, _, _ = run_configs(build_root, seed, ACT_CONFIGS, pipe=0)
+    finally:
+        setattr(ml, name, orig)
+    assert not res.ok and "differs" in res.message
 
 
 @pytest.mark.parametrize("pipe", [0, MAX_PIPE])
