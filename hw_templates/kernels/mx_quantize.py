@@ -31,7 +31,7 @@ wide values, tests/hw_templates/test_seed_quantize.py):
 * ``QFMT = 2`` NVFP4: E2M1 codes, UE4M3 block scale on ``m_y_scale_o``; the FP32 tensor scale is a
   compile-time power of two ``2^TS_EXP`` (:func:`nvfp4_tensor_scale_exp` calibrates it);
 * ``QFMT = 3`` Anda (``anda<M>``, the group is the block): codes ``sign << M | k``, S on the scale bus,
-  the stream mx_linear's ``X_ANDA`` decode reads.
+  the stream mx_linear's ``XFMT = 3`` decode reads.
 
 Pipelining: the SV parameter ``PIPE`` (0..3) puts elastic register stages after the block-buffer
 read, the per-lane decode and the shifter on the output side, and after the per-lane leading one,

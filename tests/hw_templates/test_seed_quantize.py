@@ -373,7 +373,7 @@ def test_lint_clean(tmp_path, cfg, pipe):
 
 
 def test_anda_stream_is_what_mx_linear_decodes(seed):
-    """The Anda stream (codes sign << M | k, S on the scale bus) read through mx_linear's X_ANDA decode
+    """The Anda stream (codes sign << M | k, S on the scale bus) read through mx_linear's XFMT = 3 decode
     (anda_as_mx: an int element of M + 1 bits with scale S + 112) gives the library's Anda values."""
     from masec.formats.base import Encoded
     from masec.hw_templates.kernels.mx_linear import anda_as_mx
