@@ -61,7 +61,7 @@ def test_mixed_precision_llama_block_compiles_and_reports_per_node_formats(tmp_p
     ("bad block size", "[default]\nblock_size = 24\n", ["block_size", "power of two"]),
     ("format not a string", "[op.softmax]\nact = 8\n", ["[op.softmax] act = 8", "format name"]),
     ("unknown format", '[op.softmax]\nact = "mxbogus"\n', ["mxbogus", "[op.softmax]"]),
-    ("format without kernels", '[node."wq"]\nweight = "m2xfp4_a"\n', ["m2xfp4_a", "no hardware kernels"]),
+    ("format without kernels", '[node."wq"]\nweight = "m2xfp4_a"\n', ["m2xfp4_a", "built only for activations"]),
 ])
 def test_bad_precision_file_gives_one_line_and_writes_nothing(tmp_path, capsys, case, text, needles):
     prec = tmp_path / "p.toml"
