@@ -257,3 +257,19 @@ def test_m2xfp_design_through_the_axi_wrapper(tmp_path, seed):
     out, _ = compile_with(tmp_path, M2XFP_ALL, "m2x_axi", seed=seed, parallelism=8)
     res = run_axi_test(out, out / "axi_build", seed=seed)
     assert res.ok, res.message
+
+
+VIEW = HEAD.replace("self.fc2 = nn.Linear(32, 32)", "self.fc2 = nn.Linear(16, 32)").replace(
+    "self.fc2(torch.nn.functional.gelu(self.fc(x)) + x)", "self.fc2(torch.relu(self.fc(x)).view(2, 2, 16))")
+
+
+@pytest.mark.slow
+def test_m2xfp_through_a_view_that_splits_the_last_axis(tmp_path, seed):
+    """fc -> relu -> view [2, 32] -> [2, 2, 16] -> fc2 in m2xfp4_a: the view shrinks the block to 16 and
+    carries codes, scales and metadata over the same beats; bit-exact."""
+    model = tmp_path / "view.py"
+    model.write_text(VIEW)
+    out, res = compile_with(tmp_path, '[default]\nact = "m2xfp4_a"\nweight = "mxint8"\n', "view", model=model,
+                            seed=seed, parallelism=8)
+    assert formats_of(res)["fc"]["out"] == TensorFormat("m2xfp4_a", 16)
+    sim_ok(out, seed)
