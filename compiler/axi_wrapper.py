@@ -11,6 +11,8 @@ docs/board.md describes the result (TDATA bit layout, register map)::
 
 TDATA of one beat (byte-padded, padding zero on outputs, ignored on inputs):
 MX stream ``TDATA[7:0]`` = the block's E8M0 scale, ``TDATA[8 + k*W +: W]`` = lane ``k``;
+seed activation streams likewise (scale byte: nvfp4's UE4M3, Anda's S), an ``m2xfp4_a`` stream of ``L``
+lanes then carries 2 metadata bits per subgroup of 8 lanes above the codes, ``TDATA[8 + L*W + g*2 +: 2]``;
 plain (token-id) stream ``TDATA[k*W +: W]`` = lane ``k``.
 """
 from __future__ import annotations
@@ -41,7 +43,7 @@ class AxisPort:
     mx: bool             # carries an E8M0 scale byte
     lanes: int
     element_bits: int
-    data_bits: int       # lanes * element_bits
+    data_bits: int       # TDATA bits above the scale byte: lanes * element_bits (+ M2XFP's metadata bits)
     tdata_bits: int      # (scale byte +) data bits, rounded up to whole bytes
     beats: int           # beats per tensor (TLAST on the last)
     beat_bits: int       # width of the beat-in-tensor counter
@@ -49,6 +51,7 @@ class AxisPort:
     row_len: int         # elements per row (last dimension)
     block: int           # MX block size (0 on a plain stream)
     fmt: str             # e.g. "mxint8/B32", "int9"
+    kind: int            # stream format code (mx_quantize's QFMT): 0 MX or plain, 1 m2xfp4_a, 2 nvfp4, 3 anda
     base: int            # byte address of the stream's register block
     shape: tuple[int, ...]
 
@@ -100,11 +103,15 @@ def _port(inst, t: StreamType, direction: str, index: int, base: int) -> AxisPor
     data_bits = t.data_bits
     payload = data_bits + (8 if t.is_mx else 0)
     shape = tuple(int(d) for d in t.shape)
+    kind = 0
+    if t.is_mx:
+        from masec.hw_templates.kernels.mx_quantize import output_format_params
+        kind = int(output_format_params(t.fmt.parse())[0])
     return AxisPort(name=name, core=core, direction=direction, index=index, node=inst.node, mx=t.is_mx,
                     lanes=t.lanes, element_bits=t.element_bits, data_bits=data_bits,
                     tdata_bits=8 * -(-payload // 8), beats=t.beats, beat_bits=max(1, (t.beats - 1).bit_length()),
                     rows=t.rows, row_len=shape[-1] if shape else 1, block=t.fmt.block_size if t.is_mx else 0,
-                    fmt=f"{t.fmt.name}/B{t.fmt.block_size}" if t.is_mx else f"int{t.int_bits}", base=base,
+                    fmt=f"{t.fmt.name}/B{t.fmt.block_size}" if t.is_mx else f"int{t.int_bits}", kind=kind, base=base,
                     shape=shape)
 
 
@@ -149,15 +156,19 @@ def axi_wrapper(ir: HwGraph, top: str, top_text: str) -> AxiWrapper:
                      f"{what}: bit 0 TLAST error (TLAST differed from the last-beat-of-tensor position; "
                      f"write 1 to clear)" if s.direction == "in" else f"{what}: 0 (no flags on an output)"),
             Register(s.base + 0x0C, f"{s.name.upper()}_FORMAT", "RO", "const",
-                     s.lanes | s.element_bits << 8 | int(s.mx) << 16 | (s.tdata_bits // 8) << 24, s.name,
+                     s.lanes | s.element_bits << 8 | int(s.mx) << 16 | s.kind << 17 | (s.tdata_bits // 8) << 24,
+                     s.name,
                      f"{what}: [7:0] lanes, [15:8] element bits, [16] MX (TDATA[7:0] is the scale), "
-                     f"[31:24] TDATA bytes"),
+                     f"[19:17] stream format (0 MX or plain, 1 m2xfp4_a, 2 nvfp4, 3 anda), [31:24] TDATA bytes"),
             Register(s.base + 0x10, f"{s.name.upper()}_ROWS", "RO", "const", s.rows, s.name,
                      f"{what}: rows (product of the leading dimensions)"),
             Register(s.base + 0x14, f"{s.name.upper()}_ROW_LEN", "RO", "const", s.row_len, s.name,
                      f"{what}: elements per row (last dimension)"),
             Register(s.base + 0x18, f"{s.name.upper()}_BLOCK", "RO", "const", s.block, s.name,
                      f"{what}: MX block size (0: plain stream)"),
+            Register(s.base + 0x1C, f"{s.name.upper()}_DATA_BITS", "RO", "const", s.data_bits, s.name,
+                     f"{what}: TDATA bits of data above the scale byte (lanes x element bits; m2xfp4_a: plus "
+                     f"2 metadata bits per 8 lanes)"),
         ]
     addr_bits = max(4, (base - 1).bit_length())
     return AxiWrapper(module=f"{top}_axi", core=top, addr_bits=addr_bits, inputs=tuple(ins), outputs=tuple(outs),

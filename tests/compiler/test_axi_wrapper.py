@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from masec.axi_wrapper import STREAM_BASE, STREAM_STRIDE, axi_wrapper
+from masec.axi_wrapper import STREAM_BASE, STREAM_STRIDE, axi_wrapper, render_axi
 from masec.backend import compile_model, lower
 from masec.config import CompileConfig
 from masec.sim.axi_test import run_axi_test
@@ -97,6 +97,34 @@ def test_token_id_stream_layout(monkeypatch, tmp_path):
         ("s_axis_tokens", False, 9, 16, 8, 0)
     (logits,) = w.outputs
     assert logits.mx and logits.tdata_bits == 8 + logits.data_bits and logits.row_len == 512
+
+
+def test_m2xfp_stream_info_registers(tmp_path):
+    """An m2xfp4_a stream: DATA_BITS reports the codes plus 2 metadata bits per 8 lanes (what TDATA
+    carries above the scale byte), FORMAT[19:17] = 1; printed as constants into the register read mux."""
+    prec = tmp_path / "m2x.toml"
+    prec.write_text('[default]\nact = "m2xfp4_a"\nweight = "mxint8"\n')
+    _, ir, _, _ = lower(CompileConfig(model_file=str(MLP), out=str(tmp_path / "o"), precision_file=str(prec),
+                                      parallelism=8).validated())
+    w = axi_wrapper(ir, "top", "")
+    regs = {r.name: r for r in w.registers}
+    for s in w.streams:
+        assert s.fmt.startswith("m2xfp4_a/") and s.lanes % 8 == 0, s
+        data_bits = s.lanes * 4 + s.lanes // 8 * 2
+        assert s.element_bits == 4 and s.data_bits == data_bits and s.tdata_bits == 8 * -(-(8 + data_bits) // 8)
+        n = s.name.upper()
+        assert regs[f"{n}_DATA_BITS"].addr == s.base + 0x1C and regs[f"{n}_DATA_BITS"].value == data_bits
+        fmt = regs[f"{n}_FORMAT"].value
+        assert (fmt & 0xFF, fmt >> 8 & 0xFF, fmt >> 16 & 1, fmt >> 17 & 7, fmt >> 24) == \
+            (s.lanes, 4, 1, 1, s.tdata_bits // 8)
+    sv = render_axi(w).text
+    for r in w.registers:
+        if r.kind == "const":
+            assert f"'d{r.addr // 4}: rdata_d = 32'h{r.value:08x};  // {r.name}" in sv, r.name
+    # an MX stream: DATA_BITS = lanes x element bits, format code 0
+    _, ir8, _, _ = lower(CompileConfig(model_file=str(MLP), out=str(tmp_path / "o8"), format="mxint8").validated())
+    (x8,) = axi_wrapper(ir8, "top", "").inputs
+    assert x8.data_bits == x8.lanes * 8 and x8.kind == 0
 
 
 @pytest.mark.slow
