@@ -1,6 +1,6 @@
 """The seed weight formats in hardware: a 64x64 mx_linear per weight format, beside stories260K perplexity.
 
-Usage: python bench/seed_formats_hw.py [--skip-synth] [--tokens N]
+Usage: python bench/seed_formats_hw.py [--tokens N] [--only FMT ...] [--act-only] [--jobs N]
 
 Per weight format (x and y in MXINT8, 64 products per cycle: P_IN = P_OUT = 8, with bias):
 
@@ -12,6 +12,15 @@ Per weight format (x and y in MXINT8, 64 products per cycle: P_IN = P_OUT = 8, w
 * perplexity of stories260K (TinyStories evaluation text) with every linear weight fake-quantized in
   that format (the format library's ``quantize``; activations float32). BitMoD uses groups of 64
   (stories260K's dim is 64), NVFP4 blocks of 16, the others blocks of 32.
+
+Per seed ACTIVATION format (the same 64x64 linear, 64 products per cycle, with bias in MXINT8): x and y
+both in ``nvfp4`` (tensor scales ``2^0``), ``m2xfp4_a`` or ``anda4`` (``XFMT`` / ``Y_QFMT``), once
+with MXINT8 weights (in the activation's block: 16, 32, Anda's group 64) and once with the matching
+seed weight format (nvfp4 x nvfp4, m2xfp4_a x m2xfp4_w; Anda has no weight form). Bits per activation
+element incl. scale and metadata: the stream's data bits per lane plus its 8-bit scale bus per block
+(``mx_linear.stream_widths``); the format's own figure (Anda's S is 5 bits) beside it. No perplexity
+is measured for these rows ("-"), so they are not in the Pareto front of the weight rows; their own
+front of (LUT per product, bits per activation) is stated.
 
 Results: ``bench/results/seed_formats_hw.json`` and the table in ``docs/kernels.md`` between
 ``<!-- BEGIN seed_formats_hw -->`` and ``<!-- END seed_formats_hw -->``, with the Pareto front of
@@ -40,7 +49,10 @@ P = 8
 # weight format, block (group) size
 ROWS = (("mxint8", 32), ("mxfp8_e4m3", 32), ("mxfp4", 32), ("nvfp4", 16), ("m2xfp4_w", 32),
         ("bitmod_fp4", 64), ("bitmod_fp3", 64))
-NOT_BUILT = ("anda4",)   # activation formats without a producer quantizer yet
+# activation rows: (x = y format, weight format, weight block or None for the format's own)
+ACT_ROWS = (("nvfp4", "mxint8"), ("nvfp4", "nvfp4"), ("m2xfp4_a", "mxint8"), ("m2xfp4_a", "m2xfp4_w"),
+            ("anda4", "mxint8"))
+TS_EXP = 0   # NVFP4 x / y tensor scale 2^0
 
 
 def example(wname: str, block: int) -> dict:
@@ -53,6 +65,53 @@ def example(wname: str, block: int) -> dict:
         assert parse_format(wname).block_size == block
         return ex
     return mx_linear.seed_example_config(label, IN, OUT, "mxint8", wname, "mxint8", P, P, True, w_block=block)
+
+
+def act_name(xname: str, wname: str) -> str:
+    return f"{xname} x {wname}"
+
+
+def act_example(xname: str, wname: str) -> dict:
+    """x and y in ``xname``, W in ``wname`` (MX: in x's block), bias MXINT8 in x's block."""
+    import math
+
+    from masec.formats import parse_format
+    from masec.hw_templates.kernels import mx_linear as ml
+
+    ts = TS_EXP if xname == "nvfp4" else None
+    label = f"64x64 {xname} x {wname} -> {xname} P_IN8 P_OUT8"
+    if not wname.startswith("mx"):
+        return ml.seed_example_config(label, IN, OUT, xname, wname, xname, P, P, True, x_ts_exp=ts, y_ts_exp=ts)
+    x_fmt = parse_format(xname)
+    block = ml.stream_block(x_fmt)
+    w_fmt, b_fmt = parse_format(wname, block_size=block), parse_format("mxint8", block_size=block)
+    _, params, _ = ml.instance_config(IN, OUT, x_fmt, w_fmt, x_fmt, True, P, P, b_fmt=b_fmt, x_ts_exp=ts,
+                                      y_ts_exp=ts)
+    g = torch.Generator().manual_seed(0)
+    ew = w_fmt.encode(torch.randn(OUT, IN, generator=g) / math.sqrt(IN))
+    w_lines, ws_lines = ml.pack_weight_mem(ew.codes, ew.scales, w_fmt.element, IN, OUT, block, P, P)
+    g = torch.Generator().manual_seed(1)
+    eb = b_fmt.encode(torch.randn(OUT, generator=g) * 0.1)
+    b_lines = ml.pack_bias_mem(eb.codes, eb.scales, b_fmt.element, OUT, P)
+    files = {params["W_MEM"]: "\n".join(w_lines) + "\n", params["WS_MEM"]: "\n".join(ws_lines) + "\n",
+             params["B_MEM"]: "\n".join(b_lines) + "\n"}
+    return {"label": label, "ctx": {}, "params": params, "files": files}
+
+
+def act_bits(xname: str) -> tuple[float, float]:
+    """(stream bits per element: data bits per lane + the 8-bit scale bus per block, the format's own)."""
+    from masec.formats import parse_format
+    from masec.hw_templates.kernels.mx_linear import stream_block, stream_widths
+
+    f = parse_format(xname)
+    data, scale = stream_widths(f, P)
+    return data / P + scale / stream_block(f), float(f.bits_per_element)
+
+
+def front(rows: list[dict], keys: tuple[str, ...]) -> list[str]:
+    """Rows no other row beats in all of ``keys``."""
+    return [r["format"] for r in rows
+            if not any(all(o[k] <= r[k] for k in keys) and any(o[k] < r[k] for k in keys) for o in rows if o is not r)]
 
 
 def rom_bits(ex: dict) -> int:
@@ -94,13 +153,7 @@ def perplexities(tokens: int, only=None) -> dict[str, float]:
 
 def pareto(rows: list[dict]) -> list[str]:
     """Formats no other format beats in all of (perplexity, LUT per product, bits per weight)."""
-    keys = ("perplexity", "lut_per_product", "bits_per_weight")
-    front = []
-    for r in rows:
-        if any(all(o[k] <= r[k] for k in keys) and any(o[k] < r[k] for k in keys) for o in rows if o is not r):
-            continue
-        front.append(r["format"])
-    return front
+    return front(rows, ("perplexity", "lut_per_product", "bits_per_weight"))
 
 
 def markdown(data: dict) -> str:
@@ -114,11 +167,24 @@ def markdown(data: dict) -> str:
         lines.append(f"| {r['format']} | {r['block']} | {r['LUT']} | {r['FF']} | {r['DSP']} | {r['BRAM']:g} | "
                      f"{r['cycles_per_row']} | {r['bits_per_weight']:.3f} | {r['lut_per_product']:.2f} | "
                      f"{r['perplexity']:.4f} |")
-    for n in data["not_built"]:
-        lines.append(f"| {n} | | activation format: consumer decode in mx_linear built (`X_ANDA`), producer "
-                     f"quantizer not built, so not compiled | | | | | | | |")
     lines += ["", f"Pareto front of (perplexity, LUT per product, bits per weight): "
                   f"{', '.join(data['pareto'])}."]
+    if data.get("act_rows"):
+        lines += ["", "Seed activation formats: the same 64x64 `mx_linear` (64 products per cycle, bias MXINT8), x "
+                  "and y both in the activation format (`XFMT` decode, `Y_QFMT` quantizer; NVFP4 tensor scales "
+                  f"2^{TS_EXP}), W in MXINT8 (in x's block) or the matching seed weight format. bits/act (stream): "
+                  "data bits per lane + the 8-bit scale bus per block; (format): the format's own (Anda's S is "
+                  "5 bits). Perplexity: not measured for activation formats (\"-\").", "",
+                  "| x = y | W | block | LUT | FF | DSP | BRAM | cycles/row | bits/act (stream) | bits/act (format) "
+                  "| LUT/product | perplexity |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in data["act_rows"]:
+            lines.append(f"| {r['x']} | {r['w']} | {r['block']} | {r['LUT']} | {r['FF']} | {r['DSP']} | "
+                         f"{r['BRAM']:g} | {r['cycles_per_row']} | {r['bits_per_act']:.3f} | "
+                         f"{r['bits_per_act_format']:.3f} | {r['lut_per_product']:.2f} | - |")
+        lines += ["", "Activation rows are not in the (perplexity, LUT per product, bits) front (no perplexity); "
+                      "front of (LUT per product, bits/act (stream)) among them: "
+                      f"{', '.join(data['act_pareto'])}."]
     return "\n".join(lines)
 
 
@@ -133,20 +199,64 @@ def write_doc(text: str) -> None:
     DOC.write_text(doc)
 
 
+def act_measure(args, prev: dict, tmp: Path) -> list[dict]:
+    """Synthesize the activation rows (``args.jobs`` at a time); rows not selected are kept from ``prev``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    old = {r["format"]: r for r in prev.get("act_rows", [])}
+    sel = [(x, w) for x, w in ACT_ROWS
+           if not (args.only and act_name(x, w) not in args.only) and (args.act_only or not args.only)]
+
+    def one(xw):
+        x, w = xw
+        ex = act_example(x, w)
+        rec = synthesize("mx_linear", ex, tmp / f"act_{x}_{w}", args.timeout)
+        if "error" in rec:
+            raise SystemExit(f"{act_name(x, w)}: {rec['error']}")
+        p = ex["params"]
+        bits, fbits = act_bits(x)
+        r = {"format": act_name(x, w), "x": x, "y": x, "w": w, "block": p["B"], "LUT": rec["LUT"], "FF": rec["FF"],
+             "DSP": rec["DSP"], "BRAM": rec["BRAM"], "LUTRAM": rec["LUTRAM"], "CARRY": rec["CARRY"],
+             "cycles_per_row": -(-OUT // p["P_OUT"]) * -(-IN // p["P_IN"]),
+             "bits_per_act": bits, "bits_per_act_format": fbits,
+             "bits_per_weight": rom_bits(ex) / (IN * OUT),
+             "lut_per_product": rec["LUT"] / (p["P_IN"] * p["P_OUT"]), "perplexity": None,
+             "params": {k: v for k, v in p.items() if k not in ("W_MEM", "WS_MEM", "B_MEM")},
+             "synth_seconds": rec.get("seconds")}
+        print(f"{r['format']}: {r}", flush=True)
+        return r
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        new = {r["format"]: r for r in pool.map(one, sel)}
+    return [new.get(act_name(x, w)) or old[act_name(x, w)] for x, w in ACT_ROWS
+            if act_name(x, w) in new or act_name(x, w) in old]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=8 * 256 + 1)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--only", nargs="*", default=None, help="measure only these formats; keep the other rows of the JSON")
+    ap.add_argument("--act-only", action="store_true",
+                    help="measure only the activation rows (all, or those named by --only as 'x x w'); keep the "
+                         "weight rows and perplexities of the JSON")
+    ap.add_argument("--jobs", type=int, default=1, help="activation-row syntheses run in parallel")
     args = ap.parse_args()
     from masec.synth import _yosys_version
 
-    ppl = perplexities(args.tokens, args.only)
-    old = {r["format"]: r for r in json.loads(RESULTS.read_text())["rows"]} if args.only and RESULTS.exists() else {}
+    prev = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.act_only:
+        if not prev:
+            raise SystemExit(f"--act-only needs {RESULTS} (the weight rows)")
+        ppl = {"float32": prev["perplexity_float32"]}
+        args.tokens = prev["tokens"]
+    else:
+        ppl = perplexities(args.tokens, args.only)
+    old = {r["format"]: r for r in prev.get("rows", [])} if (args.only or args.act_only) else {}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for wname, block in ROWS:
-            if args.only and wname not in args.only:
+            if args.act_only or (args.only and wname not in args.only):
                 if wname in old:
                     rows.append(old[wname])
                 continue
@@ -162,10 +272,12 @@ def main() -> None:
                          "lut_per_product": rec["LUT"] / (p["P_IN"] * p["P_OUT"]),
                          "perplexity": ppl[wname], "synth_seconds": rec.get("seconds")})
             print(f"{wname}: {rows[-1]}", flush=True)
+        act_rows = act_measure(args, prev, Path(tmp))
     data = {"kernel": "mx_linear", "in": IN, "out": OUT, "p_in": P, "p_out": P, "x": "mxint8", "y": "mxint8",
             "yosys": _yosys_version(),
             "tokens": args.tokens, "perplexity_float32": ppl["float32"], "rows": rows,
-            "not_built": list(NOT_BUILT), "pareto": pareto(rows)}
+            "pareto": pareto(rows), "act_rows": act_rows,
+            "act_pareto": front(act_rows, ("lut_per_product", "bits_per_act"))}
     RESULTS.write_text(json.dumps(data, indent=2) + "\n")
     print_table("seed weight formats, 64x64 mx_linear", ["format", "LUT", "FF", "DSP", "BRAM", "bits/w", "LUT/prod",
                                                           "ppl"],
