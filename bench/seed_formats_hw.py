@@ -1,6 +1,6 @@
 """The seed weight formats in hardware: a 64x64 mx_linear per weight format, beside stories260K perplexity.
 
-Usage: python bench/seed_formats_hw.py [--tokens N] [--only FMT ...] [--act-only] [--jobs N]
+Usage: python bench/seed_formats_hw.py [--tokens N] [--only FMT ...] [--act-only] [--jobs N] [--doc-only]
 
 Per weight format (x and y in MXINT8, 64 products per cycle: P_IN = P_OUT = 8, with bias):
 
@@ -20,7 +20,7 @@ seed weight format (nvfp4 x nvfp4, m2xfp4_a x m2xfp4_w; Anda has no weight form)
 element incl. scale and metadata: the stream's data bits per lane plus its 8-bit scale bus per block
 (``mx_linear.stream_widths``); the format's own figure (Anda's S is 5 bits) beside it. No perplexity
 is measured for these rows ("-"), so they are not in the Pareto front of the weight rows; their own
-front of (LUT per product, bits per activation) is stated.
+front of (LUT per product, bits per activation, bits per weight) is stated.
 
 Results: ``bench/results/seed_formats_hw.json`` and the table in ``docs/kernels.md`` between
 ``<!-- BEGIN seed_formats_hw -->`` and ``<!-- END seed_formats_hw -->``, with the Pareto front of
@@ -53,6 +53,7 @@ ROWS = (("mxint8", 32), ("mxfp8_e4m3", 32), ("mxfp4", 32), ("nvfp4", 16), ("m2xf
 ACT_ROWS = (("nvfp4", "mxint8"), ("nvfp4", "nvfp4"), ("m2xfp4_a", "mxint8"), ("m2xfp4_a", "m2xfp4_w"),
             ("anda4", "mxint8"))
 TS_EXP = 0   # NVFP4 x / y tensor scale 2^0
+ACT_KEYS = ("lut_per_product", "bits_per_act", "bits_per_weight")   # the activation rows' front
 
 
 def example(wname: str, block: int) -> dict:
@@ -176,14 +177,15 @@ def markdown(data: dict) -> str:
                   "data bits per lane + the 8-bit scale bus per block; (format): the format's own (Anda's S is "
                   "5 bits). Perplexity: not measured for activation formats (\"-\").", "",
                   "| x = y | W | block | LUT | FF | DSP | BRAM | cycles/row | bits/act (stream) | bits/act (format) "
-                  "| LUT/product | perplexity |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| bits/weight | LUT/product | perplexity |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in data["act_rows"]:
             lines.append(f"| {r['x']} | {r['w']} | {r['block']} | {r['LUT']} | {r['FF']} | {r['DSP']} | "
                          f"{r['BRAM']:g} | {r['cycles_per_row']} | {r['bits_per_act']:.3f} | "
-                         f"{r['bits_per_act_format']:.3f} | {r['lut_per_product']:.2f} | - |")
+                         f"{r['bits_per_act_format']:.3f} | {r['bits_per_weight']:.3f} | "
+                         f"{r['lut_per_product']:.2f} | - |")
         lines += ["", "Activation rows are not in the (perplexity, LUT per product, bits) front (no perplexity); "
-                      "front of (LUT per product, bits/act (stream)) among them: "
+                      "front of (LUT per product, bits/act (stream), bits/weight) among them: "
                       f"{', '.join(data['act_pareto'])}."]
     return "\n".join(lines)
 
@@ -241,7 +243,17 @@ def main() -> None:
                     help="measure only the activation rows (all, or those named by --only as 'x x w'); keep the "
                          "weight rows and perplexities of the JSON")
     ap.add_argument("--jobs", type=int, default=1, help="activation-row syntheses run in parallel")
+    ap.add_argument("--doc-only", action="store_true",
+                    help="measure nothing: recompute the fronts of the JSON's rows, rewrite it and the docs table")
     args = ap.parse_args()
+    if args.doc_only:
+        data = json.loads(RESULTS.read_text())
+        data["pareto"] = pareto(data["rows"])
+        data["act_pareto"] = front(data.get("act_rows", []), ACT_KEYS)
+        RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+        write_doc(markdown(data))
+        print(f"fronts: {data['pareto']}; activation rows: {data['act_pareto']}; wrote {RESULTS} and {DOC}")
+        return
     from masec.synth import _yosys_version
 
     prev = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -277,7 +289,7 @@ def main() -> None:
             "yosys": _yosys_version(),
             "tokens": args.tokens, "perplexity_float32": ppl["float32"], "rows": rows,
             "pareto": pareto(rows), "act_rows": act_rows,
-            "act_pareto": front(act_rows, ("lut_per_product", "bits_per_act"))}
+            "act_pareto": front(act_rows, ACT_KEYS)}
     RESULTS.write_text(json.dumps(data, indent=2) + "\n")
     print_table("seed weight formats, 64x64 mx_linear", ["format", "LUT", "FF", "DSP", "BRAM", "bits/w", "LUT/prod",
                                                           "ppl"],
