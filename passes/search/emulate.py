@@ -33,6 +33,7 @@ exactly the ports whose format comes from an assigned site; ports left to the pr
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from types import SimpleNamespace
 
 import torch
@@ -155,8 +156,25 @@ def fake_quant(fmt):
         return fmt.quantize
 
 
+def stream_quant(tf):
+    """The quantizer of an activation stream in TensorFormat ``tf``, as the compiled design makes it.
+    MX formats: :func:`fake_quant`. A seed activation format: M2XFP and Anda with the format
+    library's ``quantize`` (what mx_quantize's QFMT modes emit for float32 values,
+    tests/compiler/test_seed_activations.py); NVFP4 with the compile-time tensor scale ``2^tf.ts_exp``
+    (calibrate_tensor_scales) through the compiler's own stream model (``MXValue.from_float``,
+    mx_quantize's ``quantize_blocks_nvfp4``), not the library's ``amax / 2688`` of each tensor."""
+    f = tf.parse()
+    if getattr(f, "name", None) == "nvfp4" and tf.ts_exp is not None:
+        from masec.lowering.base import MXValue
+
+        def q(x):
+            return MXValue.from_float(x.detach().cpu(), tf).to_float().to(x.device)
+        return q
+    return fake_quant(f)
+
+
 class FakeQuant(nn.Module):
-    """Rounds its input into ``fmt`` (a masec.formats object; None = identity)."""
+    """Rounds its input into ``fmt`` (a TensorFormat, or a masec.formats object; None = identity)."""
 
     def __init__(self):
         super().__init__()
@@ -165,7 +183,12 @@ class FakeQuant(nn.Module):
 
     def set_format(self, fmt) -> None:
         self.fmt = fmt
-        self._q = None if fmt is None else fake_quant(fmt)
+        if fmt is None:
+            self._q = None
+        elif hasattr(fmt, "parse"):
+            self._q = stream_quant(fmt)
+        else:
+            self._q = fake_quant(fmt)
 
     def forward(self, x):
         if self._q is None:
@@ -232,6 +255,7 @@ class CanonicalGraph:
         normalize(gm, "model.py")
         shape_prop(gm, inputs)
         self.gm = gm
+        self.inputs = tuple(inputs)       # on the CPU; calibrate_tensor_scales runs gm on them
         self.shapes = tuple(tuple(t.shape) for t in inputs if isinstance(t, torch.Tensor))
         # the emulation graph: a copy of gm's graph with quantizers and per-port parameter copies
         emu = nn.Module()
@@ -297,13 +321,18 @@ class CanonicalGraph:
         self._configured = None
 
     # ------------------------------------------------------------------------------------------
-    def formats(self, spec: PrecisionSpec) -> dict[tuple[str, str], object]:
-        """(node, port) -> TensorFormat for every port, from the compiler's assign_formats."""
+    def formats(self, spec: PrecisionSpec, calibrate: bool = True) -> dict[tuple[str, str], object]:
+        """(node, port) -> TensorFormat for every port, from the compiler's assign_formats, with every
+        NVFP4 activation's tensor scale from its calibrate_tensor_scales on the inputs this graph was
+        built for (the Emulator replaces them by the example inputs' ones, as ``masec compile``)."""
         from masec.precision import Precision
         from masec.passes.transform.assign_formats import assign_formats
+        from masec.passes.transform.calibrate_tensor_scales import calibrate_tensor_scales
 
         cfg = SimpleNamespace(precision=lambda: Precision(spec), rounding="even")
         assign_formats(self.gm, cfg)
+        if calibrate:
+            calibrate_tensor_scales(self.gm, self.inputs)
         out = {}
         for n in self.gm.graph.nodes:
             m = n.meta.get("masec")
@@ -319,8 +348,7 @@ class CanonicalGraph:
             return
         mods = dict(self.module.named_modules())
         for node, qname in self.quant.items():
-            f = formats.get((node, "out"))
-            mods[qname].set_format(None if f is None else f.parse())
+            mods[qname].set_format(formats.get((node, "out")))
         for node, kname in self.exact.items():
             k = mods[kname]
             ports = {port: f for (nn_, port), f in formats.items() if nn_ == node}
@@ -448,16 +476,35 @@ class Emulator:
         if hit is not None:
             return hit
         site_assign = dict(spec_key)
-        a = g.formats(spec_from_assignment(self.space, site_assign, _FILL_A))
+        a = self._calibrated(g, spec_from_assignment(self.space, site_assign, _FILL_A))
         if complete:
             fm = a
         else:   # ports decided by [default] differ between the two fills: those stay float
-            b = g.formats(spec_from_assignment(self.space, site_assign, _FILL_B))
+            b = self._calibrated(g, spec_from_assignment(self.space, site_assign, _FILL_B))
             fm = {k: f for k, f in a.items() if b.get(k) == f}
         if len(self._formats_cache) > 4096:
             self._formats_cache.clear()
         self._formats_cache[ck] = fm
         return fm
+
+    def _calibrated(self, g: CanonicalGraph, spec: PrecisionSpec) -> dict:
+        """``g.formats(spec)`` with every NVFP4 activation's tensor scale as ``masec compile`` sets it:
+        calibrated on the model file's example inputs (their graph's node of the same name), also
+        when ``g`` was exported for other inputs."""
+        eg = self._graph(self.example_inputs) if self.example_inputs is not None else g
+        if eg is g:
+            return g.formats(spec)
+        fm = g.formats(spec, calibrate=False)
+        if not any(f.name == "nvfp4" and k[1] == "out" for k, f in fm.items()):
+            return fm
+        ref = eg.formats(spec)
+        if any(f.name == "nvfp4" and k[1] == "out" and getattr(ref.get(k), "ts_exp", None) is None
+               for k, f in fm.items()):
+            log.warning("emulation: an NVFP4 activation has no twin in the example inputs' graph; tensor scales "
+                        "calibrated on the evaluated inputs")
+            return g.formats(spec)
+        return {k: replace(f, ts_exp=ref[k].ts_exp) if f.name == "nvfp4" and k[1] == "out" else f
+                for k, f in fm.items()}
 
     def _forward(self, *inputs, **kwargs):
         if kwargs:
@@ -528,16 +575,34 @@ class Emulator:
             if cand is not None:
                 self.act_fmt[path] = cand.format
 
-    def refusal(self, site_assignment: dict[str, Candidate]) -> str | None:
+    def refusal(self, site_assignment: dict[str, Candidate], parallelism: int | None = None) -> str | None:
         """Why ``masec compile`` would refuse this assignment (e.g. a format without hardware kernels
-        on an activation), or None. Hardware mode only (linear mode accepts every format)."""
+        on an activation), or None. Hardware mode only (linear mode accepts every format). The
+        compiler's passes on the precision file the search would write: assign_formats and
+        calibrate_tensor_scales; with ``parallelism`` also fold and select_kernels as
+        ``masec compile --parallelism N`` runs them (each kernel's instance_config: e.g. an M2XFP
+        activation stream needs a multiple of 8 lanes). The graph's records are put back after."""
         if self.mode != "hardware":
             return None
         g = self._graph(self.example_inputs) if self.example_inputs is not None else next(iter(self.graphs.values()))
+        saved = {n: n.meta.get("masec") for n in g.gm.graph.nodes}
         try:
             g.formats(spec_from_assignment(self.space, site_assignment))
+            if parallelism is not None:
+                from masec.passes.hw.fold import fold
+                from masec.passes.transform.select_kernels import select_kernels
+
+                from masec.config import CompileConfig
+
+                cfg = CompileConfig(model_file="", out="", parallelism=int(parallelism))
+                fold(g.gm, cfg)
+                select_kernels(g.gm, cfg)
         except MasecError as exc:
             return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        finally:
+            for n, m in saved.items():
+                if m is not None:
+                    n.meta["masec"] = m
         return None
 
     def restore(self) -> None:

@@ -67,6 +67,7 @@ def _fingerprint(model: nn.Module, space: Space, batches, proxy_kind: str, emula
     h.update(json.dumps([[s.key, s.numel, s.op] for s in space.sites]).encode())
     h.update(json.dumps([c.key for c in space.cands]).encode())
     h.update(json.dumps(space.groups, sort_keys=True).encode())
+    h.update(json.dumps(space.seed_acts, sort_keys=True).encode())
     h.update(str(proxy_kind).encode())
     for name, p in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -125,7 +126,7 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
                types=None, blocks=BLOCK_SIZES, calib_batches: int = 8, ilp_points: int = 8,
                threads: int | None = None, proxy: str = "auto", max_bits: float | None = None,
                console=None, emulation: str = "auto", graph_cache: dict | None = None,
-               exact_ops=()) -> SearchResult:
+               exact_ops=(), parallelism: int = 4) -> SearchResult:
     """Search the formats of ``model``'s weights and activations; write the results into ``out_dir``.
 
     ``evaluate(model) -> float`` is the metric (lower is better unless ``higher_is_better``); without
@@ -145,6 +146,9 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
     ``exact_ops``: ops (of ``emulate.EXACT_OPS``) computed by their kernels' bit-exact models
     instead of float rounded once (the emulation then matches the hardware-exact design exactly
     when it names them all; about 3x slower per evaluation on stories260K).
+    ``parallelism``: the ``masec compile --parallelism`` the chosen precision file is meant for; a seed
+    activation format is offered to an activation group only where the compiler builds it at these
+    lanes (``Space.check_seed_acts``; M2XFP activations need a multiple of 8).
     """
     old_threads = torch.get_num_threads()
     if threads:
@@ -152,14 +156,16 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
     try:
         return _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials,
                        storage, device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks,
-                       calib_batches, ilp_points, proxy, max_bits, console, emulation, graph_cache, exact_ops)
+                       calib_batches, ilp_points, proxy, max_bits, console, emulation, graph_cache, exact_ops,
+                       parallelism)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials, storage,
             device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks, calib_batches,
-            ilp_points, proxy_kind, max_bits, console, emulation="auto", graph_cache=None, exact_ops=()):
+            ilp_points, proxy_kind, max_bits, console, emulation="auto", graph_cache=None, exact_ops=(),
+            parallelism=4):
     t0 = time.time()
     torch.manual_seed(seed)
     out = Path(out_dir)
@@ -178,7 +184,7 @@ def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_n
     try:
         return _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage,
                     device, by, seed, higher_is_better, study_name, pareto, types, blocks, calib_batches,
-                    ilp_points, proxy_kind, max_bits, ui, t0, emulation, graph_cache, exact_ops)
+                    ilp_points, proxy_kind, max_bits, ui, t0, emulation, graph_cache, exact_ops, parallelism)
     finally:
         ui.stop()
         log.removeHandler(handler)
@@ -187,7 +193,7 @@ def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_n
 
 def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage, device, by,
          seed, higher_is_better, study_name, pareto, types, blocks, calib_batches, ilp_points, proxy_kind, max_bits,
-         ui, t0, emulation="auto", graph_cache=None, exact_ops=()):
+         ui, t0, emulation="auto", graph_cache=None, exact_ops=(), parallelism=4):
     model.eval()
     example_inputs = _as_tuple(example_inputs)
     log.info("search: by=%s max_loss=%s max_bits=%s trials=%d device=%s seed=%d pareto=%s emulation=%s", by, ml,
@@ -215,6 +221,12 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
 
     emu, emulation = make_emulator(model, space, device, example_inputs, emulation, graph_cache, exact_ops)
     try:
+        if emu.mode == "hardware":   # seed activation formats where the compiler builds them
+            verdicts = space.check_seed_acts(lambda a: emu.refusal(a, parallelism=parallelism))
+            if verdicts:
+                log.info("seed activation formats (--parallelism %d): offered to %d of %d activation groups%s",
+                         parallelism, len(space.seed_acts), len(verdicts),
+                         "".join(f"; {g}: {', '.join(v)}" for g, v in sorted(space.seed_acts.items())))
         proxy = Proxy(model, batches, kind=proxy_kind, emulator=emu)  # on a GPU the proxy stays on the GPU
         log.info("calibration: %d batches%s; sensitivity proxy: %s", len(batches),
                  " (merged into one forward)" if proxy.merged else "", proxy.kind)

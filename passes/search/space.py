@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
+import torch.fx
 import torch.nn as nn
 
 #: element types searched by default (OCP MX int and fp elements)
@@ -72,41 +73,62 @@ class Candidate:
 
 #: seed formats (docs/formats.md) at the grouping they are defined with; searched by default only
 #: where the compiler builds hardware for them (``hardware_accepts``), so the space grows as their
-#: kernels land (today: NVFP4, M2XFP and BitMoD as the weight of a linear)
+#: kernels land (today: NVFP4, M2XFP and BitMoD as the weight of a linear; NVFP4, M2XFP and Anda as
+#: activations made by a linear or a model input and read only by linears, checked site by site)
 SEED_TYPES = {"nvfp4": 16, "m2xfp4_w": 32, "m2xfp4_a": 32, "bitmod_fp4": 128, "bitmod_fp3": 128, "anda4": 64}
 
 
 @lru_cache(maxsize=None)
-def hardware_accepts(name: str, block: int, linear_weight: bool = False) -> bool:
+def hardware_accepts(name: str, block: int, linear_weight: bool = False, activation: bool = False) -> bool:
     """True when ``masec compile`` accepts format ``name`` at ``block`` (as a linear's weight when
-    ``linear_weight``): asks assign_formats, the pass that refuses formats without hardware."""
+    ``linear_weight``; as an activation tensor when ``activation``, where a seed activation format is
+    then still checked against the tensor's producer and readers, :meth:`Space.check_seed_acts`):
+    asks assign_formats, the pass that refuses formats without hardware."""
     from masec.errors import MasecError
     from masec.passes.transform.assign_formats import _check_hw_format
 
     try:
         try:
-            _check_hw_format(name, block, "even", "search", linear_weight)
+            _check_hw_format(name, block, "even", "search", linear_weight, activation)
         except TypeError:          # an assign_formats without per-port formats
+            if activation:
+                return False
             _check_hw_format(name, block, "even", "search")
     except MasecError:
         return False
     return True
 
 
+def site_checked(c: "Candidate") -> bool:
+    """A seed activation format (``nvfp4``, ``m2xfp4_a``, ``anda<M>``): accepted on an activation only
+    where the compiler builds its producer and readers, so each activation group asks the compiler
+    (:meth:`Space.check_seed_acts`) before it is offered."""
+    return hardware_accepts(c.fmt, c.block, activation=True) and not hardware_accepts(c.fmt, c.block)
+
+
 def default_types() -> tuple[str, ...]:
-    """The OCP MX element types plus every seed format that has a hardware kernel (anywhere, or as
-    a linear's weight)."""
+    """The OCP MX element types plus every seed format that has a hardware kernel (anywhere, as a
+    linear's weight, or as an activation)."""
     return ELEMENT_TYPES + tuple(t for t, b in SEED_TYPES.items()
-                                 if hardware_accepts(t, b) or hardware_accepts(t, b, True))
+                                 if hardware_accepts(t, b) or hardware_accepts(t, b, True)
+                                 or hardware_accepts(t, b, activation=True))
 
 
-def allowed(c: "Candidate", kind: str, ops) -> bool:
+def allowed(c: "Candidate", kind: str, ops, act_ok=()) -> bool:
     """May candidate ``c`` be given to tensors of ``kind`` produced/used by ``ops``? A format the
-    hardware takes only as a linear's weight is kept to weight groups of linears; every other
-    candidate (also a software-only format the user asked for) goes everywhere."""
-    if hardware_accepts(c.fmt, c.block) or not hardware_accepts(c.fmt, c.block, True):
+    hardware takes only as a linear's weight is kept to weight groups of linears; a seed activation
+    format (:func:`site_checked`) goes to an activation group only when its key is in ``act_ok``
+    (the compiler accepted it there); every other candidate (also a software-only format the user
+    asked for) goes everywhere."""
+    if hardware_accepts(c.fmt, c.block):
         return True
-    return kind == "weight" and all(op == "linear" for op in ops)
+    w = hardware_accepts(c.fmt, c.block, True)
+    a = hardware_accepts(c.fmt, c.block, activation=True)
+    if not (w or a):
+        return True
+    if kind == "weight":
+        return w and all(op == "linear" for op in ops)
+    return a and c.key in act_ok
 
 
 def candidates(types=None, blocks=BLOCK_SIZES) -> list[Candidate]:
@@ -147,6 +169,8 @@ class Space:
     by: str
     traced: bool = True
     site_group: dict[str, str] = field(default_factory=dict)
+    #: group -> keys of the seed activation candidates the compiler accepts there (check_seed_acts)
+    seed_acts: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
         self.site_group = {s: g for g, ss in self.groups.items() for s in ss}
@@ -162,13 +186,33 @@ class Space:
 
     def cands_for(self, g: str) -> list[Candidate]:
         """The candidates group ``g`` may take (``allowed``: linear-weight-only formats are kept
-        to weight groups of linears)."""
+        to weight groups of linears, seed activation formats to the activation groups where the
+        compiler accepted them, ``seed_acts``)."""
         hit = self._cands_by_group.get(g)
         if hit is None:
             sites = [self.by_key[s] for s in self.groups[g]]
-            hit = [c for c in self.cands if allowed(c, sites[0].kind, {s.op for s in sites})]
+            hit = [c for c in self.cands
+                   if allowed(c, sites[0].kind, {s.op for s in sites}, self.seed_acts.get(g, ()))]
             self._cands_by_group[g] = hit
         return hit
+
+    def check_seed_acts(self, refusal) -> dict[str, dict[str, str | None]]:
+        """Offer each seed activation candidate (:func:`site_checked`) to the activation groups
+        where ``masec compile`` builds it: ``refusal(site_assignment)`` (the compiler's own check,
+        ``Emulator.refusal``: assign_formats and, with lanes, kernel selection) gets the group's
+        sites in the candidate, every other tensor in the precision file's ``[default]``; None
+        means accepted. A group never asked (no check, e.g. the ``linear`` emulation) gets none.
+        Returns {group: {candidate key: None or the compiler's refusal}}."""
+        seeds = [c for c in self.cands if site_checked(c)]
+        verdicts: dict[str, dict[str, str | None]] = {}
+        for g, ss in self.groups.items():
+            if not seeds or self.group_kind(g) != "act":
+                continue
+            verdicts[g] = {c.key: refusal({s: c for s in ss}) for c in seeds}
+        self.seed_acts = {g: tuple(k for k, why in v.items() if why is None) for g, v in verdicts.items()}
+        self.seed_acts = {g: v for g, v in self.seed_acts.items() if v}
+        self._cands_by_group.clear()
+        return verdicts
 
     def expand(self, assignment: dict[str, Candidate]) -> dict[str, Candidate]:
         """Group assignment -> site assignment."""
@@ -219,8 +263,20 @@ def _function_ops() -> tuple[dict, dict]:
                 {"add": "add", "mul": "mul", "matmul": "matmul", "softmax": "softmax"})
 
 
+def _is_relu(gm, node, module_ops, func_ops, meth_ops) -> bool:
+    if node.op == "call_module":
+        return _module_op(gm.get_submodule(node.target), module_ops) == "relu"
+    if node.op == "call_function":
+        return func_ops.get(node.target, getattr(node.target, "__name__", "")) in ("relu", "relu_")
+    if node.op == "call_method":
+        return meth_ops.get(node.target, str(node.target)) in ("relu", "relu_")
+    return False
+
+
 def _producer(gm, node, module_ops, func_ops, meth_ops):
-    """(path, op) of the node producing ``node`` (skipping shape-only ops)."""
+    """(path, op) of the node producing ``node``, skipping shape-only ops and relu: the hardware's relu
+    passes its input's codes on (assign_formats gives it its input's format), so the stream's format
+    is its producer's."""
     seen = 0
     while seen < 64:
         seen += 1
@@ -228,6 +284,10 @@ def _producer(gm, node, module_ops, func_ops, meth_ops):
             node = node.args[0]
             continue
         if node.op == "call_function" and getattr(node.target, "__name__", "") in _SHAPE_FUNCS and node.args:
+            node = node.args[0]
+            continue
+        if node.args and isinstance(node.args[0], torch.fx.Node) and _is_relu(gm, node, module_ops, func_ops,
+                                                                               meth_ops):
             node = node.args[0]
             continue
         break
@@ -333,10 +393,13 @@ def discover_sites(model: nn.Module, example_inputs: tuple) -> tuple[list[Site],
         if not path:
             continue
 
-        def post(m, _args, out, path=path):
+        def post(m, args, out, path=path):
             if isinstance(out, torch.Tensor) and out.is_floating_point():
                 keep_alive.append(out)
-                produced.setdefault(_tensor_key(out), (path, _module_op(m, module_ops)))
+                op = _module_op(m, module_ops)
+                src = produced.get(_tensor_key(args[0])) if op == "relu" and args and \
+                    isinstance(args[0], torch.Tensor) else None     # relu passes its input's codes on
+                produced.setdefault(_tensor_key(out), src or (path, op))
         handles.append(mod.register_forward_hook(post))
     try:
         with torch.no_grad():

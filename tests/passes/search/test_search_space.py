@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from masec.passes.search.objectives import MaxLoss, loss_of, pareto_front
 from masec.passes.search.report import knee
 from masec.passes.search.space import (ELEMENT_TYPES, SEED_TYPES, Candidate, build_space, candidates, default_types,
-                                       discover_sites, hardware_accepts, layer_of)
+                                       discover_sites, hardware_accepts, layer_of, site_checked)
 
 
 def test_candidates_and_bits():
@@ -24,13 +24,14 @@ def test_candidates_and_bits():
 
 
 def test_default_types_follow_the_compiler():
-    """Seed formats join the default space exactly when assign_formats accepts them somewhere."""
+    """Seed formats join the default space exactly when assign_formats accepts them somewhere: as a
+    linear's weight or as an activation."""
     from masec.errors import MasecError
     from masec.passes.transform.assign_formats import _check_hw_format
 
-    def compiles(name, block, lw):
+    def compiles(name, block, lw, act=False):
         try:
-            _check_hw_format(name, block, "even", "t", lw)
+            _check_hw_format(name, block, "even", "t", lw, act)
             return True
         except MasecError:
             return False
@@ -38,25 +39,40 @@ def test_default_types_follow_the_compiler():
     types = default_types()
     assert types[:8] == ELEMENT_TYPES
     for t, b in SEED_TYPES.items():
-        assert (t in types) == (compiles(t, b, False) or compiles(t, b, True)), t
+        assert (t in types) == (compiles(t, b, False) or compiles(t, b, True) or compiles(t, b, False, True)), t
         assert hardware_accepts(t, b, True) == compiles(t, b, True)
-    assert not hardware_accepts("anda4", 64) or "anda4" in types
+        assert hardware_accepts(t, b, activation=True) == compiles(t, b, False, True)
+    # today: the seed activation formats are in, and they are checked site by site
+    for t in ("nvfp4", "m2xfp4_a", "anda4"):
+        assert t in types and site_checked(Candidate.make(t, SEED_TYPES[t])), t
+    assert not site_checked(Candidate.make("mxint8", 32)) and not site_checked(Candidate.make("m2xfp4_w", 32))
 
 
 def test_linear_weight_only_formats_stay_on_linear_weights():
-    """A format the hardware takes only as a linear's weight (NVFP4 today) is offered to the weight
-    groups of linears, never to activations or to an embedding table."""
-    nv = Candidate.make("nvfp4", 16)
-    if hardware_accepts("nvfp4", 16) or not hardware_accepts("nvfp4", 16, True):
-        pytest.skip("nvfp4 is not a linear-weight-only format in this compiler")
+    """A seed weight format (M2XFP weights, BitMoD; NVFP4 as a weight) is offered to the weight groups
+    of linears, never to an embedding table; a seed activation format (NVFP4, M2XFP activations,
+    Anda) to no activation group until the compiler accepted it there (Space.check_seed_acts)."""
     model = Net()
     sites, _, _ = discover_sites(model, (torch.randint(0, 50, (2, 4)),))
-    space = build_space(sites, "node", candidates(("mxint8", "nvfp4"), (32,)))
+    space = build_space(sites, "node", candidates(("mxint8", "nvfp4", "m2xfp4_w", "m2xfp4_a", "anda4"), (32,)))
+    weight_only = {Candidate.make("m2xfp4_w", 32), Candidate.make("nvfp4", 16)}
+    acts = {Candidate.make("m2xfp4_a", 32), Candidate.make("anda4", 64)}
     for g in space.groups:
         kinds = {space.by_key[s].kind for s in space.groups[g]}
         ops = {space.by_key[s].op for s in space.groups[g]}
-        assert (nv in space.cands_for(g)) == (kinds == {"weight"} and ops == {"linear"}), g
-        assert Candidate.make("mxint8", 32) in space.cands_for(g)
+        got = set(space.cands_for(g))
+        assert (weight_only <= got) == (kinds == {"weight"} and ops == {"linear"}), g
+        assert not (acts & got), g
+        assert Candidate.make("mxint8", 32) in got
+    # a check that accepts exactly one activation group offers the formats there only
+    act_groups = sorted(g for g in space.groups if space.group_kind(g) == "act")
+    first = act_groups[0]
+    space.check_seed_acts(lambda a: None if set(a) == set(space.groups[first]) else "refused")
+    for g in act_groups:
+        got = set(space.cands_for(g))
+        assert ((acts | {Candidate.make("nvfp4", 16)}) <= got) == (g == first), g
+        if g != first:
+            assert not ((acts | {Candidate.make("nvfp4", 16)}) & got), g
 
 
 class Block(nn.Module):
