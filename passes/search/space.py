@@ -4,7 +4,8 @@ and how sites are tied together (groups).
 * A **weight site** is one parameter tensor: the ``weight`` of an ``nn.Linear`` or ``nn.Embedding``
   (a parameter shared by several modules, e.g. a tied embedding/classifier, is one site).
 * An **activation site** is one tensor that feeds ``nn.Linear`` inputs. With a torch.fx-traceable
-  model the site is named after the node producing it (walking back through view/reshape/transpose):
+  model the site is named after the node producing it (walking back through view/reshape/transpose and relu,
+  which passes its input's codes on in hardware):
   its module path for a module, its fx node name for a function (``mul_1``), the input's name for
   a model input. Several linears fed by one tensor (q/k/v) share the site. Its format is the
   producer's output format in the precision file (``[node."<producer>"] act``), so the hardware
