@@ -23,7 +23,8 @@ Arithmetic, shared by the RTL and the bit-exact model below:
    A * 2^X, started from the bias (exact) or empty, updated by :func:`facc_step`.
 4. The row's accumulators (A, X) go to ``mx_quantize`` (m = A, e = X) -> MX output block.
 
-Pipelining: ``PIPE`` 0..3 (:func:`pipe_for_clock`) adds register cuts (docs/kernels/mx_linear.md,
+Pipelining: ``PIPE`` 0..3 (from ``--clock``: ``masec.passes.hw.pipeline.pipe_depth``) adds register cuts
+(docs/kernels/mx_linear.md,
 "Pipelining"); the values do not change, every output beat comes :func:`latency` cycles later.
 
 Seed formats (docs/kernels/mx_linear.md): W in M2XFP / NVFP4 / BitMoD (``WFMT``; model
@@ -1036,10 +1037,9 @@ MAX_PIPE = 3
 
 
 def _check_pipe(pipe: int, who: str) -> int:
-    pipe = int(pipe)
-    if not 0 <= pipe <= MAX_PIPE:
-        raise ValueError(f"PIPE {pipe}: {who} has 0..{MAX_PIPE} stages")
-    return pipe
+    from masec.passes.hw.pipeline import check_pipe
+
+    return check_pipe(pipe, MAX_PIPE, who)
 
 
 def dot_latency(p: int, pipe: int) -> int:
@@ -1081,13 +1081,6 @@ def split_accumulator(params: dict) -> bool:
     p_in, block, n_in = int(params["P_IN"]), int(params["B"]), int(params["IN"])
     nb, nbb, ninr = -(-n_in // block), block // p_in, -(-n_in // p_in)
     return nb == 1 or (nbb >= 2 and ninr - (nb - 1) * nbb >= 2)
-
-
-def pipe_for_clock(clock_ns: float) -> int:
-    """mx_linear's PIPE for a clock period: mx_quantize's rule (same depth for the nested quantizer)."""
-    from masec.hw_templates.kernels.mx_quantize import pipe_for_clock as quantize_rule
-
-    return min(quantize_rule(clock_ns), MAX_PIPE)
 
 
 _ELEM_DEFAULTS = {"X_IS_INT": 1, "X_BITS": 8, "X_MBITS": 6, "X_BIAS": 0,
@@ -1295,7 +1288,7 @@ def seed_example_config(label: str, in_features: int, out_features: int, x_name:
 _LINEAR = SPECS[-1]
 SPECS = SPECS[:-1] + (KernelSpec(
     **{**{f: getattr(_LINEAR, f) for f in ("name", "template", "doc", "params", "ports", "deps", "ops", "model")},
-       "extra": {"latency": latency, "pipe_for_clock": pipe_for_clock, "max_pipe": MAX_PIPE},
+       "extra": {"latency": latency, "max_pipe": MAX_PIPE},
        "examples": (
            example_config("64x64 mxint8 P_IN8 P_OUT8 (64 MACs)", 64, 64, "mxint8", "mxint8", "mxint8", 8, 8, True),
            example_config("64x64 mxint8 P_IN8 P_OUT8 P_Y1 (64 MACs)", 64, 64, "mxint8", "mxint8", "mxint8", 8, 8,

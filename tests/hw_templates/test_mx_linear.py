@@ -9,9 +9,10 @@ import torch
 from masec.formats import parse_format
 from masec.hw_templates.kernels.mx_linear import (
     MAX_PIPE, block_sums, dot_latency, exact_linear, facc_step, facc_step_torch, ideal_cycles, instance_config,
-    latency, linear_accumulators, linear_model, linear_widths, pack_bias_mem, pack_weight_mem, pipe_for_clock,
+    latency, linear_accumulators, linear_model, linear_widths, pack_bias_mem, pack_weight_mem,
 )
 from masec.hw_templates.render import render_with_deps
+from masec.passes.hw.pipeline import pipe_depth
 from masec.sim.mxstream import mx_stream
 from masec.sim.runner import lint, run_stream_test
 from masec.sim.vectors import VectorFile
@@ -321,7 +322,7 @@ def test_pipe_latency_model():
     assert latency({"P_IN": 32, "B": 32, "IN": 20, "PIPE": 3}) == 1 + 7 + 1 + 1 + 6   # one block per row
     assert latency({**base, "WFMT": 2, "PIPE": 3}) == 1 + 5 + 1 + 1 + 3 + 1 + 6     # NVFP4: scale cut, tail
     assert latency({**base, "WFMT": 1, "PIPE": 2}) == 1 + 5 + 1 + 1 + 1 + 4         # M2XFP: (4 + m) cut
-    assert [pipe_for_clock(ns) for ns in (20.0, 10.0, 8.0, 6.0, 4.0, 3.0, 2.0)] == [0, 0, 1, 2, 2, 3, 3]
+    assert [pipe_depth("mx_linear", ns) for ns in (20.0, 10.0, 8.0, 6.0, 4.0, 3.0, 2.0)] == [0, 0, 1, 2, 2, 3, 3]
     with pytest.raises(ValueError):
         latency({**base, "PIPE": MAX_PIPE + 1})
 
