@@ -682,6 +682,8 @@ def test_rtl_seed_activations_check_can_fail(build_root, seed, mutant):
 def test_lint_clean(tmp_path, cfg, pipe):
     kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, bias, p_y = cfg
     (x_fmt, x_ts), (o_fmt, y_ts) = stream_fmt(xf, B), stream_fmt(of, BO)
+    if of == "nvfp4:auto":   # calibrated only for a simulation; any tensor scale lints the same RTL
+        y_ts = 0
     w_fmt = fmt(kind, B) if kind.startswith("mx") else wfmt_of(kind, B)
     _, params, top = instance_config(IN, OUT, x_fmt, w_fmt, o_fmt, bias, p_in, p_out,
                                      b_fmt=fmt("mxint8", B), p_y=p_y, ts=(3 << 22, -30) if kind == "nvfp4" else None,
