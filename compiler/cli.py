@@ -92,7 +92,7 @@ def _auto_precision(args, console: Console):
     sp = argparse.ArgumentParser(prog="masec search")
     add_search_arguments(sp)
     sargs = sp.parse_args([args.model_file, "--out", str(tmp / "search"), "--model", args.model_name,
-                           "--inputs", args.inputs_name])
+                           "--inputs", args.inputs_name, "--parallelism", str(args.parallelism)])
     console.print("--format auto: searching the formats (masec search, max loss 2%) ...")
     search_main(sargs)
     args.precision_file = str(tmp / "search" / "precision.toml")

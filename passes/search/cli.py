@@ -58,6 +58,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "else auto)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads during the search (default: torch's; 1 is fastest for small models)")
+    p.add_argument("--parallelism", type=int, default=4,
+                   help="the `masec compile --parallelism` the chosen precision file is for (default: 4); a seed "
+                        "activation format is offered only where a design at these lanes builds it (m2xfp4_a: 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or summary table")
     return p
 
@@ -107,12 +110,15 @@ def search_main(args: argparse.Namespace) -> int:
     max_loss = None if str(args.max_loss).lower() in ("none", "") else args.max_loss
     if args.trials < 0:
         raise MasecError(f"--trials {args.trials}: give 0 or more")
+    if args.parallelism < 1 or args.parallelism & (args.parallelism - 1):
+        raise MasecError(f"--parallelism {args.parallelism}: a power of two, as for masec compile")
     run_search(ins["model"], ins["example_inputs"], ins["evaluate"], ins["calibration_data"], args.out,
                metric_name=ins["metric_name"], max_loss=max_loss, trials=args.trials, storage=args.storage,
                device=args.device, by=args.by, seed=args.seed, progress=not args.no_progress,
                higher_is_better=ins["higher_is_better"], study_name=args.study, pareto=args.pareto or None,
                types=types, blocks=blocks, calib_batches=args.calib_batches, ilp_points=args.ilp_points,
-               threads=args.threads, proxy=args.proxy or ins["search_proxy"], max_bits=args.max_bits)
+               threads=args.threads, proxy=args.proxy or ins["search_proxy"], max_bits=args.max_bits,
+               parallelism=args.parallelism)
     return 0
 
 

@@ -230,6 +230,7 @@ def write_all(res, sens, site_assign, storage_url, study_name, by, seed, dump_pr
                    "sites": {s.key: site_assign[s.key].key for s in space.sites}},
         "uniform": res.uniform,
         "emulation": getattr(res, "emulation", "hardware"),
+        "parallelism": getattr(res, "parallelism", 4),
         "by": by,
         "seed": seed,
         "space": {"element_types": sorted({c.fmt for c in space.cands}),

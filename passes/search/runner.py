@@ -51,6 +51,7 @@ class SearchResult:
     files: dict = field(default_factory=dict)
     max_bits: float | None = None
     emulation: str = "hardware"
+    parallelism: int = 4
 
 
 def _as_tuple(b):
@@ -418,7 +419,7 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
 
     wall = time.time() - t0
     res = SearchResult(out, chosen, float_metric, points, front, spec, space, metric_name, higher_is_better, ml,
-                       wall, uniform, max_bits=max_bits, emulation=emulation)
+                       wall, uniform, max_bits=max_bits, emulation=emulation, parallelism=parallelism)
     res.files = report.write_all(res, sens, site_assign, storage_url if study is not None else None,
                                  name if study is not None else None, by, seed, dump_precision)
     ui.summary(res)

@@ -143,3 +143,19 @@ def test_stories260k_space_is_unchanged(by):
     assert space.seed_acts == {}
     assert {g: list(space.cands_for(g)) for g in space.groups} == before
     assert all(not _offered(space)[g] for g in space.groups if space.group_kind(g) == "act")
+
+
+def test_cli_parallelism_offers_m2xfp_and_is_recorded(tmp_path):
+    """`masec search --parallelism 8`: m2xfp4_a (8 lanes or more) is offered to fc1's output, and
+    search.json records the lanes the precision file is for; a bad value is refused."""
+    import json
+
+    from masec.passes.search.cli import main
+
+    args = [str(HERE / "seed_act_model.py"), "--trials", "0", "--types", "mxint8,m2xfp4_a", "--block-sizes", "32",
+            "--max-loss", "1000%", "--no-progress", "--threads", "1", "--metric", "evaluate"]
+    assert main(args + ["--out", str(tmp_path / "s8"), "--parallelism", "8"]) == 0
+    doc = json.loads((tmp_path / "s8" / "search.json").read_text())
+    assert doc["parallelism"] == 8
+    assert doc["chosen"]["assignment"]["act:fc1"] == "m2xfp4_a:32"    # offered at 8 lanes, and the cheapest
+    assert main(args + ["--out", str(tmp_path / "s3"), "--parallelism", "3"]) == 2
