@@ -7,33 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from masec.backend import compile_model
-from masec.config import CompileConfig
 from masec.errors import MasecError
 from masec.formats import parse_format
 from masec.hw_templates.kernels.mx_quantize import nvfp4_tensor_scale_exp
 from masec.lowering.base import MXValue
 from masec.meta import TensorFormat, meta
 from masec.sim.mxstream import mx_beats
-from masec.simulate import simulate
 
 ROOT = Path(__file__).parents[2]
 MLP = ROOT / "examples" / "mlp" / "model.py"
-
-
-def compile_with(tmp_path, toml: str, name: str, model=MLP, **kw):
-    prec = tmp_path / f"{name}.toml"
-    prec.write_text(toml)
-    out = tmp_path / name
-    res = compile_model(CompileConfig(model_file=str(model), out=str(out), precision_file=str(prec), **kw))
-    return out, res
-
-
-def sim_ok(out, seed):
-    s = simulate(out, seed=seed)
-    assert s.result.ok, s.result.message
-    full = s.result.run("full_rate")
-    print(f"{out.name}: seed {seed}; full_rate {full['cycles']} cycles, ideal {full['ideal_cycles']}")
+from seed_helpers import compile_with, sim_ok  # noqa: E402  (tests/compiler is on the path)
 
 
 def formats_of(res) -> dict:

@@ -5,30 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from masec.backend import compile_model
-from masec.config import CompileConfig
 from masec.errors import MasecError
 from masec.sim.runner import lint
-from masec.simulate import simulate
 
 ROOT = Path(__file__).parents[2]
 MLP = ROOT / "examples" / "mlp" / "model.py"
 LLAMA = Path(__file__).parent / "models" / "llama_block.py"
-
-
-def compile_with(tmp_path, model, toml: str, name: str, **kw):
-    prec = tmp_path / f"{name}.toml"
-    prec.write_text(toml)
-    out = tmp_path / name
-    res = compile_model(CompileConfig(model_file=str(model), out=str(out), precision_file=str(prec), **kw))
-    return out, res
-
-
-def sim_ok(out, seed):
-    s = simulate(out, seed=seed)
-    assert s.result.ok, s.result.message
-    full = s.result.run("full_rate")
-    print(f"{out.name}: seed {seed}; full_rate {full['cycles']} cycles, ideal {full['ideal_cycles']}")
+from seed_helpers import compile_with, sim_ok  # noqa: E402  (tests/compiler is on the path)
 
 
 def weights_of(res):
@@ -40,7 +23,7 @@ def test_mlp_m2xfp_and_nvfp4_weights(tmp_path, seed):
     biases in the activation format; one compile, bit-exact simulation, lint-clean top."""
     toml = ('[default]\nact = "mxint8"\n[node."fc1"]\nweight = "m2xfp4_w"\n'
             '[node."fc2"]\nweight = "nvfp4"\nweight_block_size = 16\n')
-    out, res = compile_with(tmp_path, MLP, toml, "mlp_m2x_nv", seed=seed)
+    out, res = compile_with(tmp_path, toml, "mlp_m2x_nv", seed=seed)
     w = weights_of(res)
     assert len(w) == 2 and "m2xfp4_w" in w[0] and "nvfp4" in w[1], w
     sim_ok(out, seed)
@@ -55,7 +38,7 @@ def test_mlp_m2xfp_and_nvfp4_weights(tmp_path, seed):
     ('[default]\nact = "mxint8"\n[op.linear]\nweight = "nvfp4"\nweight_block_size = 16\n', "nvfp4"),
 ])
 def test_mlp_each_seed_weight_format(tmp_path, seed, toml, name):
-    out, _ = compile_with(tmp_path, MLP, toml, f"mlp_{name}", seed=seed, parallelism=8)
+    out, _ = compile_with(tmp_path, toml, f"mlp_{name}", seed=seed, parallelism=8)
     sim_ok(out, seed)
 
 
@@ -63,11 +46,11 @@ def test_mlp_each_seed_weight_format(tmp_path, seed, toml, name):
 def test_llama_block_m2xfp_weights(tmp_path, seed):
     """A LLaMA block (RMSNorm, RoPE attention, SwiGLU) with every linear weight in M2XFP."""
     toml = '[default]\nact = "mxint8"\n[op.linear]\nweight = "m2xfp4_w"\n'
-    out, _ = compile_with(tmp_path, LLAMA, toml, "llama_m2xfp", seed=seed)
+    out, _ = compile_with(tmp_path, toml, "llama_m2xfp", model=LLAMA, seed=seed)
     sim_ok(out, seed)
 
 
 def test_bitmod_group_not_a_multiple_of_the_input_block_is_refused(tmp_path):
     toml = '[default]\nact = "mxint8"\n[op.linear]\nweight = "bitmod_fp4"\nweight_block_size = 16\n'
     with pytest.raises(MasecError, match="BitMoD group .16. must be a multiple of x's block .32."):
-        compile_with(tmp_path, MLP, toml, "bad")
+        compile_with(tmp_path, toml, "bad")
