@@ -237,13 +237,7 @@ def test_seed_x_accumulators_vs_exact(xf, kind, seed):
     IN, OUT, T = 5 * B // 2, 8, 3
     nb = -(-IN // B)
     x_fmt, x_ts = stream_fmt(xf, B)
-    meta = None
-    if xf == "m2xfp4_a":
-        xc, xs, meta = random_m2xfp_act(rng, T, nb, B, IN)
-    elif xf.startswith("nvfp4"):
-        xc, xs = random_nvfp4_act(rng, T, nb, B, IN)
-    else:
-        xc, xs = random_anda(rng, x_fmt.mbits, T, nb, B, IN)
+    xc, xs, meta = random_x_stream(rng, xf, x_fmt, T, nb, B, IN)
     xt = decode_x_stream(x_fmt, xc, xs, meta, x_ts)
     xv = [[Fraction(float(v)) for v in r] for r in xterm_values(xt).reshape(T, -1).tolist()]
     b_el = fmt("mxint8").element
@@ -330,6 +324,18 @@ def test_anda16_x_is_refused():
 
 
 # ----------------------------------------------------------------------------- RTL tests
+def random_x_stream(rng: random.Random, xf: str, x_fmt, T: int, nb: int, B: int, IN: int):
+    """(codes, scales, M2XFP metadata or None) of a random x stream named ``xf`` (an MX name,
+    ``m2xfp4_a``, ``nvfp4:<t>`` or ``anda<M>``), T rows of nb blocks of B, IN valid columns."""
+    if xf.startswith("anda"):
+        return (*random_anda(rng, x_fmt.mbits, T, nb, B, IN), None)
+    if xf == "m2xfp4_a":
+        return random_m2xfp_act(rng, T, nb, B, IN)
+    if xf.startswith("nvfp4"):
+        return (*random_nvfp4_act(rng, T, nb, B, IN), None)
+    return (*random_mx(rng, x_fmt.element, T, nb, B, IN), None)
+
+
 def stream_fmt(name: str, block: int):
     """``(format, ts_exp)`` of a test stream name: an MX name, ``m2xfp4_a``, ``anda<M>`` (group =
     ``block``) or ``nvfp4:<t>`` (NVFP4 with the power-of-two tensor scale 2^t; ``nvfp4:auto`` for an
@@ -431,15 +437,7 @@ def build_case(tmp, rng, kind, xf, of, IN, OUT, T, B, BO, p_in, p_out, has_bias,
     x_fmt, x_ts = stream_fmt(xf, B)
     tame = not of.startswith("mx") or xf == "m2xfp4_a" or xf.startswith("nvfp4")
     nb = -(-IN // B)
-    xmeta = None
-    if xf.startswith("anda"):
-        sxc, sxs = random_anda(rng, x_fmt.mbits, T, nb, B, IN)
-    elif xf == "m2xfp4_a":
-        sxc, sxs, xmeta = random_m2xfp_act(rng, T, nb, B, IN)
-    elif xf.startswith("nvfp4"):
-        sxc, sxs = random_nvfp4_act(rng, T, nb, B, IN)
-    else:
-        sxc, sxs = random_mx(rng, x_fmt.element, T, nb, B, IN)
+    sxc, sxs, xmeta = random_x_stream(rng, xf, x_fmt, T, nb, B, IN)
     if tame:
         tame_x(xf, sxs)
     xt = decode_x_stream(x_fmt, sxc, sxs, xmeta, x_ts)
