@@ -266,6 +266,8 @@ class CanonicalGraph:
         self.floats: dict[tuple[str, str], torch.Tensor] = {}
         self._const: dict[str, str] = {}
         self.exact: dict[str, str] = {}            # canonical node name -> its ExactKernel submodule
+        self._op_nodes: dict[str, fx.Node] = {}      # canonical node name -> its op node in the emulation graph
+        self._taps: dict[str, nn.Module] | None = None
         for n in gm.graph.nodes:
             m = n.meta.get("masec")
             if n.op == "get_attr":
@@ -296,6 +298,7 @@ class CanonicalGraph:
                 new = g.node_copy(n, lambda x: env[x])
             new.meta = {}
             env[n] = new
+            self._op_nodes[n.name] = new
             if n.op == "output":
                 continue
             makes_stream = (n.op == "placeholder" or (n.op == "get_attr" and m is not None)
@@ -341,11 +344,35 @@ class CanonicalGraph:
                     out[(n.name, port)] = f
         return out
 
-    def configure(self, key, formats: dict) -> None:
+    def taps(self) -> dict[str, nn.Module]:
+        """node name -> a ``gptq.Tap`` on the input of every linear with a replaceable weight (inserted
+        once; disarmed they pass their input through)."""
+        if self._taps is None:
+            from masec.passes.transform.gptq import Tap
+
+            self._taps = {}
+            g = self.module.graph
+            ops = {n.name: getattr(n.meta.get("masec"), "op", None) for n in self.gm.graph.nodes}
+            for (node, port) in self.params:
+                if port != "weight" or ops.get(node) != "linear":
+                    continue
+                op = self._op_nodes[node]
+                tname = f"t{len(self._taps)}"
+                self.module.add_module(tname, Tap())
+                with g.inserting_before(op):
+                    t = g.call_module(tname, (op.args[0],))
+                op.update_arg(0, t)
+                self._taps[node] = getattr(self.module, tname)
+            self.module.recompile()
+        return self._taps
+
+    def configure(self, key, formats: dict, overrides: dict | None = None) -> None:
         """Arm the quantizers and write the quantized parameters for ``formats`` ((node, port) ->
-        TensorFormat; a missing port stays float)."""
-        if key == self._configured:
+        TensorFormat; a missing port stays float). ``overrides``: (node, port) -> the parameter's
+        value, already on its format's grid (GPTQ-rounded weights); ``key`` None always configures."""
+        if key is not None and key == self._configured:
             return
+        overrides = overrides or {}
         mods = dict(self.module.named_modules())
         for node, qname in self.quant.items():
             mods[qname].set_format(formats.get((node, "out")))
@@ -362,6 +389,9 @@ class CanonicalGraph:
                 buf = getattr(self.module, bname)
                 if f is None:
                     buf.copy_(self.floats[(node, port)].to(buf.device))
+                    continue
+                if (node, port) in overrides:
+                    buf.copy_(overrides[(node, port)].to(buf.device, buf.dtype))
                     continue
                 ck = (node, port, f)
                 q = self._cache.get(ck)
