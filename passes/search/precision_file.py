@@ -13,6 +13,9 @@
     block_size = 16
     lanes = 8             # optional, [op] and [node] only: the node's lanes (elements per beat), fixed
                           # for `masec compile --budget` (passes/hw/fold.py); else --parallelism
+    [options]             # optional: how the weights are rounded (passes/transform/gptq.py)
+    weight_rounding = "gptq"      # "nearest" (default) or "gptq"
+    calibration_batches = 16      # GPTQ: the first N batches of the model file's calibration_data
 
 Precedence (later wins): ``[default]`` < ``[op.<op>]`` < ``[node."<path>"]``. Inside one section,
 ``act_block_size`` / ``weight_block_size`` (optional) beat ``block_size`` for their port; a section
@@ -49,6 +52,8 @@ def _ops() -> tuple[str, ...]:
 OPS = _ops()   # "input" = the model inputs; then masec's canonical ops (masec.ops)
 #: keys a section may hold
 SECTION_KEYS = ("act", "weight", "block_size", "act_block_size", "weight_block_size", "lanes")
+#: keys of ``[options]`` and their types (masec compile reads them; its flags win)
+OPTION_KEYS = {"weight_rounding": str, "calibration_batches": int}
 #: ports that mean "an activation tensor"; every other port (weight, bias, ...) is a parameter
 ACT_PORTS = ("act", "out", "in", "input", "output")
 FALLBACK_FORMAT = "mxint8"
@@ -79,6 +84,7 @@ class PrecisionSpec:
     default: Section = field(default_factory=Section)
     op: dict[str, Section] = field(default_factory=dict)
     node: dict[str, Section] = field(default_factory=dict)
+    options: dict = field(default_factory=dict)     # [options]: weight_rounding, calibration_batches
     source: str = field(default="<precision>", compare=False)
 
     def resolve(self, op: str | None, node_path: str | None, port: str) -> tuple[str, int]:
@@ -172,17 +178,36 @@ def _section(table, source: str, where: str) -> Section:
     return sec
 
 
+def _options(table, source: str) -> dict:
+    if not isinstance(table, dict):
+        raise PrecisionError(f"{source}: `options` must be a table [options] holding {', '.join(OPTION_KEYS)}")
+    for key, val in table.items():
+        if key not in OPTION_KEYS:
+            raise PrecisionError(f"{source}: [options] unknown key `{key}`; [options] may hold only "
+                                 f"{', '.join(OPTION_KEYS)}")
+        if isinstance(val, bool) or not isinstance(val, OPTION_KEYS[key]):
+            raise PrecisionError(f"{source}: [options] {key} = {val!r}: must be a{'n integer' if OPTION_KEYS[key] is int else ' string'}")
+    wr = table.get("weight_rounding")
+    if wr is not None and wr not in ("nearest", "gptq"):
+        raise PrecisionError(f'{source}: [options] weight_rounding = {wr!r}: use "nearest" or "gptq"')
+    cb = table.get("calibration_batches")
+    if cb is not None and cb < 1:
+        raise PrecisionError(f"{source}: [options] calibration_batches = {cb}: must be 1 or more")
+    return dict(table)
+
+
 def parse_precision(text: str, source: str = "<precision>") -> PrecisionSpec:
     """Parse and validate precision-file text; ``source`` names it in error messages."""
     try:
         data = _toml.loads(text)
     except _toml.TOMLDecodeError as exc:
         raise PrecisionError(f"{source}: not valid TOML: {exc}; fix the syntax (see docs/search.md)") from None
-    unknown = sorted(set(data) - {"default", "op", "node"})
+    unknown = sorted(set(data) - {"default", "op", "node", "options"})
     if unknown:
-        raise PrecisionError(f"{source}: unknown top-level key `{unknown[0]}`; use [default], [op.<op>] "
-                             f'and [node."<path>"] sections only')
+        raise PrecisionError(f"{source}: unknown top-level key `{unknown[0]}`; use [default], [op.<op>], "
+                             f'[node."<path>"] and [options] sections only')
     spec = PrecisionSpec(source=source)
+    spec.options = _options(data.get("options", {}), source)
     spec.default = _section(data.get("default", {}), source, "default")
     ops = data.get("op", {})
     if not isinstance(ops, dict):
@@ -251,4 +276,9 @@ def dump_precision(spec: PrecisionSpec, header: str | None = None) -> str:
         out.append("")
         key = name if _BARE.match(name) else _toml_str(name)
         out += _dump_section(f"[node.{key}]", spec.node[name])
+    if spec.options:
+        out += ["", "[options]"]
+        for key in sorted(spec.options):
+            val = spec.options[key]
+            out.append(f"{key} = {_toml_str(val) if isinstance(val, str) else int(val)}")
     return "\n".join(out) + "\n"
