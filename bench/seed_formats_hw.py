@@ -1,6 +1,7 @@
 """The seed weight formats in hardware: a 64x64 mx_linear per weight format, beside stories260K perplexity.
 
 Usage: python bench/seed_formats_hw.py [--tokens N] [--only FMT ...] [--act-only] [--jobs N] [--doc-only]
+                                      [--ppl-only] [--check]
 
 Per weight format (x and y in MXINT8, 64 products per cycle: P_IN = P_OUT = 8, with bias):
 
@@ -18,9 +19,18 @@ both in ``nvfp4`` (tensor scales ``2^0``), ``m2xfp4_a`` or ``anda4`` (``XFMT`` /
 with MXINT8 weights (in the activation's block: 16, 32, Anda's group 64) and once with the matching
 seed weight format (nvfp4 x nvfp4, m2xfp4_a x m2xfp4_w; Anda has no weight form). Bits per activation
 element incl. scale and metadata: the stream's data bits per lane plus its 8-bit scale bus per block
-(``mx_linear.stream_widths``); the format's own figure (Anda's S is 5 bits) beside it. No perplexity
-is measured for these rows ("-"), so they are not in the Pareto front of the weight rows; their own
+(``mx_linear.stream_widths``); the format's own figure (Anda's S is 5 bits) beside it; their own
 front of (LUT per product, bits per activation, bits per weight) is stated.
+
+Perplexity of the activation rows (``act_perplexities``): the search's emulation
+(``passes/search/emulate.py``, ``mode="linear"``, the method of README's search table "no hardware"
+rows) on ``examples/stories260k/model.py``: the row's weight format on the weight of every block linear
+(wq, wk, wv, wo, w1, w2, w3, as the weight rows) and the row's activation format on the input of each of
+them (``Format.quantize``; NVFP4's own per-tensor FP32 scale), the same evaluation tokens and windows as
+the weight rows. The same emulation also gives each weight row with its kernel's x (MXINT8, block 32) on
+those linear inputs ("perplexity, x as built"), so one Pareto front of (perplexity, LUT per product,
+bits per activation, bits per weight) covers both tables. Check: the emulation with only the weights
+quantized reproduces the weight rows' perplexity (``--check``).
 
 Results: ``bench/results/seed_formats_hw.json`` and the table in ``docs/kernels.md`` between
 ``<!-- BEGIN seed_formats_hw -->`` and ``<!-- END seed_formats_hw -->``, with the Pareto front of
@@ -54,6 +64,12 @@ ACT_ROWS = (("nvfp4", "mxint8"), ("nvfp4", "nvfp4"), ("m2xfp4_a", "mxint8"), ("m
             ("anda4", "mxint8"))
 TS_EXP = 0   # NVFP4 x / y tensor scale 2^0
 ACT_KEYS = ("lut_per_product", "bits_per_act", "bits_per_weight")   # the activation rows' front
+ALL_KEYS = ("perplexity_x", "lut_per_product", "bits_per_act", "bits_per_weight")   # one front of both tables
+SUM_KEYS = ("perplexity_x", "lut_per_product", "bits_per_product")   # bits/act + bits/weight: both operands
+LINEARS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+EMULATION = ("the search's linear-only emulation (passes/search/emulate.py mode 'linear', as README's search "
+             "table 'no hardware' rows): the weight of every block linear (wq wk wv wo w1 w2 w3) and its input "
+             "fake-quantized, the rest float32")
 
 
 def example(wname: str, block: int) -> dict:
@@ -152,6 +168,94 @@ def perplexities(tokens: int, only=None) -> dict[str, float]:
     return out
 
 
+def act_perplexities(tokens: int, pairs, check: bool = False) -> dict[str, float]:
+    """Perplexity per (x format, x block, weight format, weight block) in ``pairs`` under the search's
+    linear-only emulation (``Emulator(mode="linear")``): W on every block linear's weight, x on its input.
+    Keys ``"x:xb x w:wb"``; ``"float32"``; with ``check`` also ``"W w:wb"`` (weights only)."""
+    from masec.models import llama2c, tinystories
+    from masec.passes.search.cli import load_search_inputs
+    from masec.passes.search.emulate import Emulator
+    from masec.passes.search.space import Candidate, build_space, discover_sites
+
+    ins = load_search_inputs(ROOT / "examples" / "stories260k" / "model.py")
+    model = ins["model"]
+    space = build_space(discover_sites(model, ins["example_inputs"])[0], "node")
+    _, tok = llama2c.stories260k()
+    ids = tinystories.evaluation_ids(tok, tokens)
+
+    def linear(path):
+        return path is not None and path.rsplit(".", 1)[-1] in LINEARS and path.startswith("layers.")
+
+    wsites = [s.key for s in space.sites if s.kind == "weight" and linear(s.path)]
+    asites = [s.key for s in space.sites if s.kind == "act" and s.consumers and all(map(linear, s.consumers))]
+    layers = sum(1 for s in space.sites if s.path and s.path.endswith(".attention.wq"))
+    # per block: 7 linear weights; 4 inputs (attention_norm -> q/k/v, attention -> wo, ffn_norm -> w1/w3, mul -> w2)
+    assert (len(wsites), len(asites)) == (7 * layers, 4 * layers), (wsites, asites)
+    out = {}
+    with Emulator(model, space, mode="linear") as emu:
+        def ppl(assign):
+            emu.apply(assign)
+            try:
+                return tinystories.perplexity(lambda x: model(x), ids, window=256)
+            finally:
+                emu.restore()
+
+        out["float32"] = ppl({})
+        for xname, xb, wname, wb in pairs:
+            wc = Candidate.make(wname, wb)
+            assign = {k: wc for k in wsites}
+            if check:
+                out[f"W {wname}:{wb}"] = ppl(assign)
+            if xname is not None:
+                xc = Candidate.make(xname, xb)
+                out[f"{xname}:{xb} x {wname}:{wb}"] = ppl({**assign, **{k: xc for k in asites}})
+            print(f"  emulated {xname}:{xb} x {wname}:{wb}: {out.get(f'{xname}:{xb} x {wname}:{wb}')}"
+                  + (f" (weights only: {out[f'W {wname}:{wb}']})" if check else ""), flush=True)
+    return out
+
+
+def emulated_pairs(rows: list[dict], act_rows: list[dict]) -> list[tuple]:
+    """(x, x block, W, W block) of every row as its kernel is built: weight rows read MXINT8 x in blocks
+    of 32; activation rows x = y in the row's format (its own grouping), W in the row's block (MX) or
+    the seed weight format's own."""
+    from masec.passes.search.space import SEED_TYPES
+
+    pairs = [("mxint8", 32, r["format"], r["block"]) for r in rows]
+    pairs += [(r["x"], SEED_TYPES[r["x"]], r["w"], r["block"] if r["w"].startswith("mx") else SEED_TYPES[r["w"]])
+              for r in act_rows]
+    return pairs
+
+
+def attach_perplexities(data: dict, ppl: dict[str, float]) -> None:
+    """Write the emulated perplexities into the rows: ``perplexity_x`` (x as built) on every row,
+    ``perplexity`` of the activation rows (= their ``perplexity_x``); bits/act of the weight rows."""
+    pairs = emulated_pairs(data["rows"], data["act_rows"])
+    for r, (x, xb, w, wb) in zip(data["rows"] + data["act_rows"], pairs):
+        r["perplexity_x"] = ppl[f"{x}:{xb} x {w}:{wb}"]
+        r.setdefault("bits_per_act", act_bits("mxint8")[0])
+    for r in data["rows"] + data["act_rows"]:
+        r["bits_per_product"] = r["bits_per_act"] + r["bits_per_weight"]
+    for r in data["act_rows"]:
+        r["perplexity"] = r["perplexity_x"]
+    data["perplexity_emulation"] = EMULATION
+    data["perplexity_emulation_float32"] = ppl["float32"]
+    data["pareto_all"] = front(data["rows"] + data["act_rows"], ALL_KEYS)
+    data["pareto_sum"] = front(data["rows"] + data["act_rows"], SUM_KEYS)
+
+
+def emulate_rows(data: dict, check: bool = False) -> None:
+    """``act_perplexities`` of every row of ``data`` (on its tokens), attached to the rows; with ``check``
+    the weights-only figures beside the weight rows' own as ``emulation_check``."""
+    pairs = emulated_pairs(data["rows"], data["act_rows"])
+    ppl = act_perplexities(data["tokens"], pairs, check)
+    attach_perplexities(data, ppl)
+    if check:
+        own = {f"W {r['format']}:{r['block']}": r["perplexity"] for r in data["rows"]}
+        data["emulation_check"] = {k: {"emulated_weights_only": ppl[k], "weight_row": v} for k, v in own.items()}
+        for k, v in data["emulation_check"].items():
+            print(f"  check {k}: {v}", flush=True)
+
+
 def pareto(rows: list[dict]) -> list[str]:
     """Formats no other format beats in all of (perplexity, LUT per product, bits per weight)."""
     return front(rows, ("perplexity", "lut_per_product", "bits_per_weight"))
@@ -162,12 +266,14 @@ def markdown(data: dict) -> str:
              f"`synth_xilinx` ({data['yosys']}); perplexity of stories260K on {data['tokens']} TinyStories "
              f"tokens with every linear weight in the format (float32: {data['perplexity_float32']:.4f}). "
              f"`python bench/seed_formats_hw.py`.", "",
-             "| weight format | block | LUT | FF | DSP | BRAM | cycles/row | bits/weight | LUT/product | perplexity |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| weight format | block | LUT | FF | DSP | BRAM | cycles/row | bits/weight | LUT/product | perplexity "
+             "| perplexity, x MXINT8 (emulated) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
+        px = f"{r['perplexity_x']:.4f}" if r.get("perplexity_x") is not None else "-"
         lines.append(f"| {r['format']} | {r['block']} | {r['LUT']} | {r['FF']} | {r['DSP']} | {r['BRAM']:g} | "
                      f"{r['cycles_per_row']} | {r['bits_per_weight']:.3f} | {r['lut_per_product']:.2f} | "
-                     f"{r['perplexity']:.4f} |")
+                     f"{r['perplexity']:.4f} | {px} |")
     lines += ["", f"Pareto front of (perplexity, LUT per product, bits per weight): "
                   f"{', '.join(data['pareto'])}."]
     if data.get("act_rows"):
@@ -175,7 +281,11 @@ def markdown(data: dict) -> str:
                   "and y both in the activation format (`XFMT` decode, `Y_QFMT` quantizer; NVFP4 tensor scales "
                   f"2^{TS_EXP}), W in MXINT8 (in x's block) or the matching seed weight format. bits/act (stream): "
                   "data bits per lane + the 8-bit scale bus per block; (format): the format's own (Anda's S is "
-                  "5 bits). Perplexity: not measured for activation formats (\"-\").", "",
+                  "5 bits). Perplexity (emulated): " + data.get("perplexity_emulation", "not measured (\"-\")") +
+                  (f"; the same tokens and windows as the weight rows (float32 under this emulation: "
+                   f"{data['perplexity_emulation_float32']:.4f}); the last column of the weight rows is the same "
+                   f"emulation with their kernel's x (MXINT8, block 32) on the linear inputs."
+                   if data.get("perplexity_emulation") else "."), "",
                   "| x = y | W | block | LUT | FF | DSP | BRAM | cycles/row | bits/act (stream) | bits/act (format) "
                   "| bits/weight | LUT/product | perplexity |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -183,10 +293,15 @@ def markdown(data: dict) -> str:
             lines.append(f"| {r['x']} | {r['w']} | {r['block']} | {r['LUT']} | {r['FF']} | {r['DSP']} | "
                          f"{r['BRAM']:g} | {r['cycles_per_row']} | {r['bits_per_act']:.3f} | "
                          f"{r['bits_per_act_format']:.3f} | {r['bits_per_weight']:.3f} | "
-                         f"{r['lut_per_product']:.2f} | - |")
-        lines += ["", "Activation rows are not in the (perplexity, LUT per product, bits) front (no perplexity); "
-                      "front of (LUT per product, bits/act (stream), bits/weight) among them: "
+                         f"{r['lut_per_product']:.2f} | "
+                         f"{'-' if r.get('perplexity') is None else format(r['perplexity'], '.4f')} |")
+        lines += ["", "Front of (LUT per product, bits/act (stream), bits/weight) among the activation rows: "
                       f"{', '.join(data['act_pareto'])}."]
+        if data.get("pareto_all"):
+            lines += ["", "Pareto front of (perplexity with x as built (emulated), LUT per product, bits/act (stream), "
+                          "bits/weight) over both tables (weight rows: x MXINT8, 8.250 bits/act): "
+                          f"{', '.join(data['pareto_all'])}; of (perplexity with x as built, LUT per product, "
+                          f"bits/act + bits/weight): {', '.join(data['pareto_sum'])}."]
     return "\n".join(lines)
 
 
@@ -245,11 +360,28 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="activation-row syntheses run in parallel")
     ap.add_argument("--doc-only", action="store_true",
                     help="measure nothing: recompute the fronts of the JSON's rows, rewrite it and the docs table")
+    ap.add_argument("--ppl-only", action="store_true",
+                    help="only the emulated perplexities (every row with x as built); keep the JSON's syntheses")
+    ap.add_argument("--check", action="store_true",
+                    help="also emulate each row with only its weights quantized (reproduces the weight rows' "
+                         "perplexity); recorded as emulation_check")
     args = ap.parse_args()
+    if args.ppl_only:
+        data = json.loads(RESULTS.read_text())
+        emulate_rows(data, args.check)
+        RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+        write_doc(markdown(data))
+        print(f"front over both tables: {data['pareto_all']}; wrote {RESULTS} and {DOC}")
+        return
     if args.doc_only:
         data = json.loads(RESULTS.read_text())
         data["pareto"] = pareto(data["rows"])
         data["act_pareto"] = front(data.get("act_rows", []), ACT_KEYS)
+        if all(r.get("perplexity_x") is not None for r in data["rows"] + data.get("act_rows", [])):
+            for r in data["rows"] + data["act_rows"]:
+                r["bits_per_product"] = r["bits_per_act"] + r["bits_per_weight"]
+            data["pareto_all"] = front(data["rows"] + data["act_rows"], ALL_KEYS)
+            data["pareto_sum"] = front(data["rows"] + data["act_rows"], SUM_KEYS)
         RESULTS.write_text(json.dumps(data, indent=2) + "\n")
         write_doc(markdown(data))
         print(f"fronts: {data['pareto']}; activation rows: {data['act_pareto']}; wrote {RESULTS} and {DOC}")
@@ -290,6 +422,7 @@ def main() -> None:
             "tokens": args.tokens, "perplexity_float32": ppl["float32"], "rows": rows,
             "pareto": pareto(rows), "act_rows": act_rows,
             "act_pareto": front(act_rows, ACT_KEYS)}
+    emulate_rows(data, args.check)
     RESULTS.write_text(json.dumps(data, indent=2) + "\n")
     print_table("seed weight formats, 64x64 mx_linear", ["format", "LUT", "FF", "DSP", "BRAM", "bits/w", "LUT/prod",
                                                           "ppl"],
