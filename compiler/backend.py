@@ -1,7 +1,7 @@
 """The compile driver: model file -> verified-RTL output folder.
 
 Pipeline: load + torch.export + canonicalize + normalize (frontend) -> shape_prop ->
-assign_formats -> calibrate_tensor_scales -> fold -> select_kernels -> build_ir -> insert_forks -> insert_retiles -> set_pipeline ->
+assign_formats -> calibrate_tensor_scales -> [gptq] -> fold -> select_kernels -> build_ir -> insert_forks -> insert_retiles -> set_pipeline ->
 size_fifos -> set_fifo_pipeline -> check_ir ->
 bit-exact reference run over the IR -> print (top.sv, vectors, scripts, report) -> write.
 Everything is written into a temporary sibling folder and moved into place only when complete,
@@ -30,6 +30,7 @@ from masec.passes.hw.streams import insert_forks, size_fifos
 from masec.passes.manager import PassManager
 from masec.passes.transform.assign_formats import assign_formats
 from masec.passes.transform.calibrate_tensor_scales import calibrate_tensor_scales
+from masec.passes.transform.gptq import gptq
 from masec.passes.transform.select_kernels import select_kernels
 
 
@@ -74,8 +75,10 @@ def lower(config: CompileConfig, progress: Callable[[str], None] | None = None):
     pm = (PassManager()
           .add("shape_prop", lambda g, c: shape_prop(g, inputs))
           .add("assign_formats", assign_formats)
-          .add("calibrate_tensor_scales", lambda g, c: calibrate_tensor_scales(g, inputs))
-          .add("fold", fold)
+          .add("calibrate_tensor_scales", lambda g, c: calibrate_tensor_scales(g, inputs)))
+    if config.weight_rounding == "gptq":      # --weight-rounding gptq: linear weights rounded by GPTQ
+        pm.add("gptq", gptq)
+    (pm.add("fold", fold)
           .add("select_kernels", select_kernels)
           .add("build_ir", lambda g, c: ir_box.setdefault("ir", build_ir(g, c)))
           .add("insert_forks", lambda g, c: insert_forks(ir_box["ir"]))

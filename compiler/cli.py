@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--block-size", type=int, default=32, help="MX block size (power of two; default 32)")
     c.add_argument("--rounding", default="even", choices=("even", "away", "trunc"),
                    help="element rounding when quantizing inputs and weights (default: even = RNE)")
+    c.add_argument("--weight-rounding", default="", choices=("nearest", "gptq"),
+                   help="linear weights: `nearest` (each element alone) or `gptq` (error-compensating, on the model "
+                        "file's calibration_data; passes/transform/gptq.py); default: the --precision file's "
+                        "[options] weight_rounding, else nearest")
     c.add_argument("--parallelism", type=int, default=4,
                    help="elements per stream beat of every node when no --budget is given (power of two "
                         "dividing the block size; default 4)")
@@ -92,7 +96,8 @@ def _auto_precision(args, console: Console):
     sp = argparse.ArgumentParser(prog="masec search")
     add_search_arguments(sp)
     sargs = sp.parse_args([args.model_file, "--out", str(tmp / "search"), "--model", args.model_name,
-                           "--inputs", args.inputs_name, "--parallelism", str(args.parallelism)])
+                           "--inputs", args.inputs_name, "--parallelism", str(args.parallelism),
+                           "--weight-rounding", args.weight_rounding or "nearest"])
     console.print("--format auto: searching the formats (masec search, max loss 2%) ...")
     search_main(sargs)
     args.precision_file = str(tmp / "search" / "precision.toml")
@@ -112,7 +117,8 @@ def _compile(args, console: Console) -> int:
                         parallelism=args.parallelism, budget=args.budget, part=args.part, clock_ns=args.clock_ns,
                         seed=args.seed,
                         force=args.force, precision_file=args.precision_file, debug=args.debug,
-                        evaluate=args.evaluate, eval_tokens=args.eval_tokens)
+                        evaluate=args.evaluate, eval_tokens=args.eval_tokens,
+                        weight_rounding=args.weight_rounding)
     try:
         with console.status("compiling") as status:
             res = compile_model(cfg, progress=lambda step: status.update(f"compiling: {step}"))

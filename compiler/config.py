@@ -36,6 +36,8 @@ class CompileConfig:
     debug: bool = False
     evaluate: bool = False          # --evaluate: the model file's evaluate() on float32 and hardware-exact
     eval_tokens: int = 0            # --eval-tokens N: passed to evaluate(n_tokens=N) when it takes it
+    weight_rounding: str = ""       # --weight-rounding nearest|gptq; "" = the precision file's [options], else nearest
+    calibration_batches: int = 0    # GPTQ calibration batches; 0 = the precision file's [options], else 16
 
     def validated(self) -> "CompileConfig":
         from masec.formats import FormatError, parse_format
@@ -75,8 +77,14 @@ class CompileConfig:
         except MasecError as exc:
             raise MasecError(f"--part: {exc}") from None
         cfg = CompileConfig(**{**asdict(self), "format": parsed.name})
-        cfg.precision()   # validates the --precision file before any pass runs
-        return cfg
+        opts = cfg.precision().spec.options   # validates the --precision file before any pass runs
+        from masec.passes.transform.gptq import CALIBRATION_BATCHES, check_mode
+
+        wr = check_mode(self.weight_rounding or opts.get("weight_rounding") or "nearest")
+        cb = self.calibration_batches or opts.get("calibration_batches") or CALIBRATION_BATCHES
+        if cb < 1:
+            raise MasecError(f"calibration batches {cb}: must be 1 or more")
+        return CompileConfig(**{**asdict(cfg), "weight_rounding": wr, "calibration_batches": int(cb)})
 
     def precision(self):
         from masec.precision import Precision
@@ -111,6 +119,9 @@ class CompileConfig:
         if not self.evaluate:
             d.pop("evaluate")
             d.pop("eval_tokens")
+        if self.weight_rounding in ("", "nearest"):
+            d.pop("weight_rounding")
+            d.pop("calibration_batches")
         d["model_file"] = Path(self.model_file).name
         if self.precision_file:
             d["precision_file"] = Path(self.precision_file).name

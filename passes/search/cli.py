@@ -61,6 +61,11 @@ def add_search_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--parallelism", type=int, default=4,
                    help="the `masec compile --parallelism` the chosen precision file is for (default: 4); a seed "
                         "activation format is offered only where a design at these lanes builds it (m2xfp4_a: 8)")
+    p.add_argument("--weight-rounding", default="nearest", choices=("nearest", "gptq"),
+                   help="linear weights: nearest (default) or gptq (error-compensating rounding on the calibration "
+                        "data, as `masec compile --weight-rounding gptq`; recorded in precision.toml [options])")
+    p.add_argument("--gptq-batches", type=int, default=None,
+                   help="with --weight-rounding gptq: calibration batches for the Hessians (default 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or summary table")
     return p
 
@@ -108,6 +113,8 @@ def search_main(args: argparse.Namespace) -> int:
     except (FormatError, ValueError) as exc:
         raise MasecError(f"--types/--block-sizes: {exc}") from None
     max_loss = None if str(args.max_loss).lower() in ("none", "") else args.max_loss
+    if args.gptq_batches is not None and args.gptq_batches < 1:
+        raise MasecError(f"--gptq-batches {args.gptq_batches}: give 1 or more")
     if args.trials < 0:
         raise MasecError(f"--trials {args.trials}: give 0 or more")
     if args.parallelism < 1 or args.parallelism & (args.parallelism - 1):
@@ -118,7 +125,8 @@ def search_main(args: argparse.Namespace) -> int:
                higher_is_better=ins["higher_is_better"], study_name=args.study, pareto=args.pareto or None,
                types=types, blocks=blocks, calib_batches=args.calib_batches, ilp_points=args.ilp_points,
                threads=args.threads, proxy=args.proxy or ins["search_proxy"], max_bits=args.max_bits,
-               parallelism=args.parallelism)
+               parallelism=args.parallelism, weight_rounding=args.weight_rounding,
+               gptq_batches=args.gptq_batches)
     return 0
 
 

@@ -411,10 +411,29 @@ class CanonicalGraph:
 
 
 class Emulator:
+    """``weight_rounding="gptq"`` (hardware mode): every linear weight is rounded by GPTQ in its format
+    (passes/transform/gptq.py) on ``calibration`` (input tuples), in the same sequential order and on
+    the same emulation graph as ``masec compile --weight-rounding gptq``; W' is cached per (linear,
+    weight format, formats of everything upstream of it)."""
+
     def __init__(self, model: nn.Module, space: Space, device: str = "cpu", cache_elems: int = 50_000_000,
-                 example_inputs=None, mode: str = "hardware", exact_ops=(), graph_cache: dict | None = None):
+                 example_inputs=None, mode: str = "hardware", exact_ops=(), graph_cache: dict | None = None,
+                 weight_rounding: str = "nearest", calibration=None):
         if mode not in MODES:
             raise MasecError(f"emulation {mode!r}: use one of {', '.join(MODES)}")
+        from masec.passes.transform.gptq import SequentialGPTQ, check_mode
+
+        self.weight_rounding = check_mode(weight_rounding)
+        if weight_rounding == "gptq":
+            if mode != "hardware":
+                raise MasecError("--weight-rounding gptq needs the hardware emulation (masec must compile the model)")
+            if not calibration:
+                raise MasecError("--weight-rounding gptq needs `calibration_data` in the model file (an iterable "
+                                 "of input tuples)")
+        self.calibration = [tuple(b) for b in calibration] if calibration else []
+        self._gptq = SequentialGPTQ()
+        self._gptq_specs: dict = {}
+        self._ancestors: dict = {}
         self.model = model
         self.space = space
         self.mode = mode
@@ -541,8 +560,44 @@ class Emulator:
             raise MasecError("the hardware emulation calls the model with positional inputs only; "
                              f"got keyword arguments {sorted(kwargs)}")
         g = self._graph(inputs)
-        g.configure(self._spec, self._formats_for(g))
+        over = self.gptq_weights() if self.weight_rounding == "gptq" else None
+        g.configure(self._spec, self._formats_for(g), overrides=over)
         return g.run(inputs)
+
+    def gptq_weights(self) -> dict:
+        """(node, "weight") -> GPTQ-rounded W' of every linear weight of the current assignment."""
+        hit = self._gptq_specs.get(self._spec)
+        if hit is not None:
+            return hit
+        by_shape: dict = {}
+        for b in self.calibration:
+            g = self._graph(b)
+            by_shape.setdefault(id(g), (g, []))[1].append(b)
+        parts = list(by_shape.values())
+        g0 = parts[0][0]
+        fm = self._formats_for(g0)
+        anc = self._ancestors.get(id(g0))
+        if anc is None:      # node -> names of every node upstream of its input
+            up: dict = {}
+            for n in g0.gm.graph.nodes:
+                s = set()
+                for a in n.all_input_nodes:
+                    s |= up[a.name]
+                    s.add(a.name)
+                up[n.name] = frozenset(s)
+            anc = self._ancestors[id(g0)] = up
+        by_node: dict = {}
+        for k, f in fm.items():
+            by_node.setdefault(k[0], []).append((k[1], f))
+
+        def upstream(n):
+            return tuple(sorted((a, tuple(sorted(by_node.get(a, ()), key=lambda t: t[0]))) for a in anc[n]))
+        w = self._gptq.run(parts, fm, upstream_key=upstream)
+        out = {(n, "weight"): t for n, t in w.items()}
+        if len(self._gptq_specs) > 256:
+            self._gptq_specs.clear()
+        self._gptq_specs[self._spec] = out
+        return out
 
     def _patch(self):
         if not self._patched:

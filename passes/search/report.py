@@ -231,6 +231,7 @@ def write_all(res, sens, site_assign, storage_url, study_name, by, seed, dump_pr
         "uniform": res.uniform,
         "emulation": getattr(res, "emulation", "hardware"),
         "parallelism": getattr(res, "parallelism", 4),
+        "weight_rounding": getattr(res, "weight_rounding", "nearest"),
         "by": by,
         "seed": seed,
         "space": {"element_types": sorted({c.fmt for c in space.cands}),

@@ -52,6 +52,7 @@ class SearchResult:
     max_bits: float | None = None
     emulation: str = "hardware"
     parallelism: int = 4
+    weight_rounding: str = "nearest"
 
 
 def _as_tuple(b):
@@ -62,9 +63,12 @@ def _as_tuple(b):
     raise MasecError(f"calibration_data must yield input tuples (or tensors), got {type(b).__name__}")
 
 
-def _fingerprint(model: nn.Module, space: Space, batches, proxy_kind: str, emulation: str = "hardware") -> str:
+def _fingerprint(model: nn.Module, space: Space, batches, proxy_kind: str, emulation: str = "hardware",
+                 weight_rounding: str = "nearest") -> str:
     h = hashlib.sha256()
     h.update(f"emulation={emulation}".encode())
+    if weight_rounding != "nearest":
+        h.update(f"weight_rounding={weight_rounding}".encode())
     h.update(json.dumps([[s.key, s.numel, s.op] for s in space.sites]).encode())
     h.update(json.dumps([c.key for c in space.cands]).encode())
     h.update(json.dumps(space.groups, sort_keys=True).encode())
@@ -82,19 +86,21 @@ def _fingerprint(model: nn.Module, space: Space, batches, proxy_kind: str, emula
 
 
 def make_emulator(model, space: Space, device: str, example_inputs, emulation: str = "auto",
-                  graph_cache: dict | None = None, exact_ops=()):
+                  graph_cache: dict | None = None, exact_ops=(), weight_rounding: str = "nearest", calibration=None):
     """``(Emulator, description)``: ``hardware`` emulation (``auto``: unless masec cannot compile the
     model, then ``linear`` with a warning)."""
     if emulation not in ("auto", "hardware", "linear"):
         raise MasecError(f"emulation {emulation!r}: use auto, hardware or linear")
     if emulation == "linear":
-        return Emulator(model, space, device=device, mode="linear"), "linear"
+        return Emulator(model, space, device=device, mode="linear", weight_rounding=weight_rounding,
+                        calibration=calibration), "linear"
     try:
         emu = Emulator(model, space, device=device, example_inputs=example_inputs, mode="hardware",
-                       graph_cache=graph_cache, exact_ops=exact_ops)
+                       graph_cache=graph_cache, exact_ops=exact_ops, weight_rounding=weight_rounding,
+                       calibration=calibration)
         return emu, "hardware" + (f" (bit-exact models of {', '.join(emu.exact_ops)})" if emu.exact_ops else "")
     except Exception as exc:  # noqa: BLE001 - auto: any failure to compile the model falls back, logged
-        if emulation == "hardware":
+        if emulation == "hardware" or weight_rounding != "nearest":
             raise
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning("hardware emulation unavailable (%s): weights and nn.Linear inputs only", why)
@@ -127,7 +133,8 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
                types=None, blocks=BLOCK_SIZES, calib_batches: int = 8, ilp_points: int = 8,
                threads: int | None = None, proxy: str = "auto", max_bits: float | None = None,
                console=None, emulation: str = "auto", graph_cache: dict | None = None,
-               exact_ops=(), parallelism: int = 4) -> SearchResult:
+               exact_ops=(), parallelism: int = 4, weight_rounding: str = "nearest",
+               gptq_batches: int | None = None) -> SearchResult:
     """Search the formats of ``model``'s weights and activations; write the results into ``out_dir``.
 
     ``evaluate(model) -> float`` is the metric (lower is better unless ``higher_is_better``); without
@@ -150,6 +157,9 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
     ``parallelism``: the ``masec compile --parallelism`` the chosen precision file is meant for; a seed
     activation format is offered to an activation group only where the compiler builds it at these
     lanes (``Space.check_seed_acts``; M2XFP activations need a multiple of 8).
+    ``weight_rounding``: ``nearest`` or ``gptq`` (every point evaluated with its linear weights rounded by
+    GPTQ on the first ``gptq_batches`` calibration batches, as ``masec compile`` rounds them; the precision
+    file records it under ``[options]``).
     """
     old_threads = torch.get_num_threads()
     if threads:
@@ -158,7 +168,7 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
         return _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials,
                        storage, device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks,
                        calib_batches, ilp_points, proxy, max_bits, console, emulation, graph_cache, exact_ops,
-                       parallelism)
+                       parallelism, weight_rounding, gptq_batches)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -166,7 +176,7 @@ def run_search(model: nn.Module, example_inputs, evaluate=None, calibration_data
 def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_name, max_loss, trials, storage,
             device, by, seed, progress, higher_is_better, study_name, pareto, types, blocks, calib_batches,
             ilp_points, proxy_kind, max_bits, console, emulation="auto", graph_cache=None, exact_ops=(),
-            parallelism=4):
+            parallelism=4, weight_rounding="nearest", gptq_batches=None):
     t0 = time.time()
     torch.manual_seed(seed)
     out = Path(out_dir)
@@ -185,7 +195,8 @@ def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_n
     try:
         return _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage,
                     device, by, seed, higher_is_better, study_name, pareto, types, blocks, calib_batches,
-                    ilp_points, proxy_kind, max_bits, ui, t0, emulation, graph_cache, exact_ops, parallelism)
+                    ilp_points, proxy_kind, max_bits, ui, t0, emulation, graph_cache, exact_ops, parallelism,
+                    weight_rounding, gptq_batches)
     finally:
         ui.stop()
         log.removeHandler(handler)
@@ -194,7 +205,12 @@ def _search(model, example_inputs, evaluate, calibration_data, out_dir, metric_n
 
 def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml, trials, storage, device, by,
          seed, higher_is_better, study_name, pareto, types, blocks, calib_batches, ilp_points, proxy_kind, max_bits,
-         ui, t0, emulation="auto", graph_cache=None, exact_ops=(), parallelism=4):
+         ui, t0, emulation="auto", graph_cache=None, exact_ops=(), parallelism=4, weight_rounding="nearest",
+         gptq_batches=None):
+    from masec.passes.transform.gptq import CALIBRATION_BATCHES, check_mode
+
+    check_mode(weight_rounding)
+    gptq_batches = int(gptq_batches or CALIBRATION_BATCHES)
     model.eval()
     example_inputs = _as_tuple(example_inputs)
     log.info("search: by=%s max_loss=%s max_bits=%s trials=%d device=%s seed=%d pareto=%s emulation=%s", by, ml,
@@ -215,12 +231,18 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
              len(sites), sum(s.kind == "weight" for s in sites), sum(s.kind == "act" for s in sites),
              len(space.groups), len(space.cands), space.total_numel)
 
-    batches = [_as_tuple(b) for _, b in zip(range(calib_batches), calibration_data)] if calibration_data is not None \
-        else [example_inputs]
-    if not batches:
-        batches = [example_inputs]
+    if weight_rounding == "gptq" and calibration_data is None:
+        raise MasecError("--weight-rounding gptq needs `calibration_data` in the model file (an iterable of input "
+                         "tuples)")
+    calib = [_as_tuple(b) for _, b in zip(range(max(calib_batches, gptq_batches if weight_rounding == "gptq" else 0)),
+                                          calibration_data)] if calibration_data is not None else []
+    batches = calib[:calib_batches] or [example_inputs]
+    gptq_calib = calib[:gptq_batches] if weight_rounding == "gptq" else None
 
-    emu, emulation = make_emulator(model, space, device, example_inputs, emulation, graph_cache, exact_ops)
+    emu, emulation = make_emulator(model, space, device, example_inputs, emulation, graph_cache, exact_ops,
+                                   weight_rounding, gptq_calib)
+    if weight_rounding == "gptq":
+        emulation += f", GPTQ weights ({len(gptq_calib)} calibration batches)"
     try:
         if emu.mode == "hardware":   # seed activation formats where the compiler builds them
             verdicts = space.check_seed_acts(lambda a: emu.refusal(a, parallelism=parallelism))
@@ -285,7 +307,7 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
             log.info("uniform %s: bits=%.4f %s=%.6g", c.key, c.bits, metric_name, m)
 
         # 2. sensitivity (cached in out/sensitivity.json by a fingerprint of model, space, data)
-        fp = _fingerprint(model, space, batches, proxy.kind, emulation)
+        fp = _fingerprint(model, space, batches, proxy.kind, emulation, weight_rounding)
         sens_path = out / "sensitivity.json"
         sens = None
         if sens_path.exists():
@@ -416,10 +438,13 @@ def _run(model, example_inputs, evaluate, calibration_data, out, metric_name, ml
     chosen_assign = space.from_keys(chosen["assignment"])
     site_assign = space.expand(chosen_assign)
     spec = spec_from_assignment(space, site_assign)
+    if weight_rounding == "gptq":      # masec compile --precision rounds the weights the same way
+        spec.options = {"weight_rounding": "gptq", "calibration_batches": len(gptq_calib)}
 
     wall = time.time() - t0
     res = SearchResult(out, chosen, float_metric, points, front, spec, space, metric_name, higher_is_better, ml,
-                       wall, uniform, max_bits=max_bits, emulation=emulation, parallelism=parallelism)
+                       wall, uniform, max_bits=max_bits, emulation=emulation, parallelism=parallelism,
+                       weight_rounding=weight_rounding)
     res.files = report.write_all(res, sens, site_assign, storage_url if study is not None else None,
                                  name if study is not None else None, by, seed, dump_precision)
     ui.summary(res)
