@@ -356,6 +356,24 @@ def rmsnorm_model(codes, scales, el, g_codes, g_scales, g_el, el_out, n: int, ep
     return _quantize_rows(m, e, el_out, lead, nblk, b)
 
 
+def rmsnorm_model_format(codes, scales, el, g_codes, g_scales, g_el, n: int, eps: float = 1e-5, y_qfmt: int = 0,
+                         el_out=None, y_ts_exp: int = 0):
+    """Bit-exact model of ``mx_rmsnorm`` with the output stage in mode ``Y_QFMT`` (mx_quantize's ``QFMT``:
+    0 MX in ``el_out``, 1 M2XFP activations, 2 NVFP4 with tensor scale ``2^y_ts_exp``, 3 Anda with
+    ``el_out = int_element(M + 1)``): ``(codes [..., nblocks, B], scales [..., nblocks], meta)``, meta the
+    M2XFP subgroup metadata ``[..., nblocks, B / 8]`` (None otherwise). The lanes are the same
+    :func:`rmsnorm_lanes`; only the quantizer differs."""
+    from masec.hw_templates.kernels.mx_quantize import QFMT_MX, quantize_blocks_format
+
+    if y_qfmt == QFMT_MX:
+        return (*rmsnorm_model(codes, scales, el, g_codes, g_scales, g_el, el_out, n, eps), None)
+    m, e = rmsnorm_lanes(codes, scales, el, g_codes, g_scales, g_el, n, eps)
+    _, _, lead, nblk, b = _rows(codes, scales)
+    mt = torch.tensor(m, dtype=torch.int64).reshape(*lead, nblk, b)
+    et = torch.tensor(e, dtype=torch.int64).reshape(*lead, nblk, b)
+    return quantize_blocks_format(mt, et, y_qfmt, el_out, y_ts_exp)
+
+
 # ----------------------------------------------------------------------------- LayerNorm model
 def _shift(v: int, k: int) -> int:
     """v * 2^k for k >= 0, floor(v / 2^-k) for k < 0 (arithmetic right shift)."""
@@ -522,7 +540,7 @@ def pack_beta_mem(codes, scales, el) -> str:
 
 # ----------------------------------------------------------------------------- instance configuration
 def _resolve(fmt, block_size=None):
-    if hasattr(fmt, "element"):
+    if not isinstance(fmt, str):
         return fmt
     from masec.formats import parse_format
 
@@ -538,29 +556,56 @@ def layernorm_mw() -> int:
     return YW + 2
 
 
+def seed_output(fmt_out, lanes: int, y_ts_exp: int | None = None) -> tuple[int, object, dict]:
+    """``(Y_QFMT, quantizer element, SV parameters)`` of an mx_rmsnorm output in ``fmt_out``: an MX format
+    (mode 0), or a seed activation format mx_quantize emits (``m2xfp4_a``: lanes a multiple of 8;
+    ``nvfp4``: ``y_ts_exp`` its tensor-scale exponent, given exactly then; ``anda<M>``, M <= 15).
+    ValueError otherwise."""
+    from masec.hw_templates.kernels.mx_quantize import (M2X_SUBGROUP, QFMT_M2XFP, QFMT_MX, QFMT_NVFP4,
+                                                        output_format_params)
+
+    qfmt, el = output_format_params(fmt_out)
+    if (qfmt == QFMT_NVFP4) != (y_ts_exp is not None):
+        raise ValueError("y_ts_exp (the power-of-two tensor scale 2^y_ts_exp) is given exactly for an nvfp4 output")
+    if qfmt == QFMT_M2XFP and lanes % M2X_SUBGROUP:
+        raise ValueError(f"an m2xfp4_a output needs a multiple of {M2X_SUBGROUP} lanes (its metadata is per "
+                         f"subgroup of {M2X_SUBGROUP}), got {lanes}")
+    extra = {} if qfmt == QFMT_MX else {"Y_QFMT": int(qfmt)}
+    if qfmt == QFMT_NVFP4:
+        extra["Y_TS_EXP"] = int(y_ts_exp)
+    return qfmt, el, extra
+
+
 def instance_config(kind: str, n: int, fmt_in, fmt_out, fmt_param, lanes: int, eps: float = 1e-5,
                     gamma_mem: str = "gamma.mem", beta_mem: str = "beta.mem", fmt_beta=None,
-                    block_size: int | None = None) -> tuple[dict, dict, str]:
+                    block_size: int | None = None, y_ts_exp: int | None = None) -> tuple[dict, dict, str]:
     """``(jinja_ctx, sv_params, module_name)`` of an ``mx_rmsnorm`` (kind "rmsnorm") or
     ``mx_layernorm`` (kind "layernorm") instance over rows of ``n`` elements.
 
     The templates need no Jinja context: one rendered module serves every instance; formats,
-    row length, eps constants and ROM file names are SV parameters.
+    row length, eps constants and ROM file names are SV parameters. An RMSNorm's output may be a
+    seed activation format (:func:`seed_output`: ``Y_QFMT`` / ``Y_TS_EXP``); LayerNorm's is MX.
     """
     fi = _resolve(fmt_in, block_size)
     fo = _resolve(fmt_out, fi.block_size)
     fg = _resolve(fmt_param, fi.block_size)
     fb = _resolve(fmt_beta or fmt_param, fi.block_size)
+    from masec.hw_templates.kernels.mx_linear import stream_block
+    from masec.formats.mx import MXFormat
+
+    if kind == "layernorm" and not isinstance(fo, MXFormat):
+        raise ValueError(f"mx_layernorm's output stage emits MX formats only, not {fo.name}")
     b = fi.block_size
-    if fo.block_size != b or fg.block_size != b or fb.block_size != b:
+    if stream_block(fo) != b or fg.block_size != b or fb.block_size != b:
         raise ValueError("input, output and parameter formats must share the block size")
     if lanes < 1 or b % lanes:
         raise ValueError(f"lanes {lanes} must divide the block size {b}")
     k = norm_consts(n, eps)
     from masec.hw_templates.kernels.mx_quantize import element_sv_params
 
+    _, y_el, y_extra = seed_output(fo, lanes, y_ts_exp) if kind == "rmsnorm" else (0, fo.element, {})
     params = {"P": lanes, "B": b, "N": n, **elem_sv_params(fi.element, "X"), **elem_sv_params(fg.element, "G"),
-              **element_sv_params(fo.element, "Y_"), **k.sv_params(), "GAMMA_MEM": gamma_mem}
+              **element_sv_params(y_el, "Y_"), **y_extra, **k.sv_params(), "GAMMA_MEM": gamma_mem}
     if kind == "rmsnorm":
         return {}, params, "mx_rmsnorm"
     if kind == "layernorm":
@@ -571,14 +616,22 @@ def instance_config(kind: str, n: int, fmt_in, fmt_out, fmt_param, lanes: int, e
 
 
 def sim_params(kind: str, n: int, el, g_el, el_out, lanes: int, block: int, eps: float = 1e-5,
-               gamma_mem: str = "gamma.mem", beta_mem: str = "beta.mem", b_el=None, pipe: int | None = None) -> dict:
+               gamma_mem: str = "gamma.mem", beta_mem: str = "beta.mem", b_el=None, pipe: int | None = None,
+               y_qfmt: int = 0, y_ts_exp: int = 0) -> dict:
     """SV parameters from element formats (no MXFormat needed); same as instance_config's (``PIPE`` only
-    when ``pipe`` is given)."""
-    from masec.hw_templates.kernels.mx_quantize import element_sv_params
+    when ``pipe`` is given; ``Y_QFMT`` / ``Y_TS_EXP`` of an RMSNorm seed output only when not MX,
+    ``el_out`` then the quantizer's element)."""
+    from masec.hw_templates.kernels.mx_quantize import QFMT_NVFP4, element_sv_params
 
     k = norm_consts(n, eps)
     params = {"P": lanes, "B": block, "N": n, **elem_sv_params(el, "X"), **elem_sv_params(g_el, "G"),
               **element_sv_params(el_out, "Y_"), **k.sv_params(), "GAMMA_MEM": gamma_mem}
+    if y_qfmt:
+        if kind != "rmsnorm":
+            raise ValueError("only mx_rmsnorm's output stage emits seed activation formats")
+        params["Y_QFMT"] = int(y_qfmt)
+        if y_qfmt == QFMT_NVFP4:
+            params["Y_TS_EXP"] = int(y_ts_exp)
     if kind == "layernorm":
         params.update(elem_sv_params(b_el or g_el, "BT"))
         params["BETA_MEM"] = beta_mem
@@ -695,6 +748,23 @@ def _example(kind: str, n: int, lanes: int, block: int = 32, pipe: int = 0) -> d
     return {"label": label, "ctx": {}, "params": params, "files": files}
 
 
+def _example_seed(out: str, lanes: int = 8) -> dict:
+    """An mx_rmsnorm resource/lint example with a seed activation output (N64, mxint8 in, mxfp8_e4m3
+    gamma): ``nvfp4`` (block 16, tensor scale 2^-4), ``m2xfp4_a`` or ``anda4`` (block 32)."""
+    from masec.formats import parse_format
+    from masec.formats.element import FP8_E4M3, INT8
+    from masec.hw_templates.kernels.mx_quantize import output_format_params
+
+    f = parse_format(out)
+    block = 16 if out == "nvfp4" else 32
+    qfmt, el = output_format_params(f)
+    ex = _example("rmsnorm", 64, lanes, block)
+    ex["params"] = sim_params("rmsnorm", 64, INT8, FP8_E4M3, el, lanes, block, y_qfmt=qfmt,
+                              y_ts_exp=-4 if out == "nvfp4" else 0)
+    ex["label"] = f"N64 mxint8 -> {out} P{lanes}"
+    return ex
+
+
 SPECS = (
     KernelSpec(
         name="mx_rmsnorm_rsqrt",
@@ -718,10 +788,15 @@ SPECS = (
         template="mx_rmsnorm.sv.j2",
         doc="RMSNorm over rows of N elements: y = x * rsqrt(mean(x^2) + eps) * gamma, gamma in ROM; "
             "row buffered in a FIFO of ROW_BEATS + 12 beats (+ the pipeline's), 1 beat/cycle, output via "
-            "mx_quantize; PIPE 0..3 adds norm_latency('rmsnorm', PIPE) cycles.",
-        params=_COMMON_PARAMS,
+            "mx_quantize (MX, or Y_QFMT: M2XFP / NVFP4 / Anda activations); PIPE 0..3 adds "
+            "norm_latency('rmsnorm', PIPE) cycles.",
+        params=_COMMON_PARAMS + (
+            ParamSpec("Y_QFMT", "output format, mx_quantize's QFMT: 0 MX, 1 M2XFP activations (P/4 metadata "
+                      "bits above the codes; P a multiple of 8), 2 NVFP4, 3 Anda", 0),
+            ParamSpec("Y_TS_EXP", "NVFP4 output: tensor scale 2^Y_TS_EXP", 0)),
         ports=(PortSpec("s_x", "in", "mx", "input rows, P lanes of X_BITS codes + E8M0 scale"),
-               PortSpec("m_y", "out", "mx", "normalized rows, P lanes of Y_BITS codes + E8M0 scale")),
+               PortSpec("m_y", "out", "mx", "normalized rows, P lanes of Y_BITS codes + scale byte "
+                        "(E8M0; UE4M3 for NVFP4, S for Anda); M2XFP metadata above the codes")),
         deps=("mx_rmsnorm_rsqrt", "mx_quantize", "stream_fifo"),
         ops=("rms_norm",),
         model=f"{__name__}:rmsnorm_model",
@@ -731,6 +806,9 @@ SPECS = (
             _example("rmsnorm", 256, 32),
             _example("rmsnorm", 64, 16, pipe=2),
             _example("rmsnorm", 256, 32, pipe=3),
+            _example_seed("nvfp4"),
+            _example_seed("m2xfp4_a"),
+            _example_seed("anda4"),
         ),
         extra={"latency": rmsnorm_latency, "max_pipe": MAX_PIPE},
     ),
