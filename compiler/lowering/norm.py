@@ -1,5 +1,7 @@
 """RMSNorm / LayerNorm over the last axis -> ``mx_rmsnorm`` / ``mx_layernorm``; gamma (and beta)
-MX-encoded into ROMs. A norm without affine parameters gets gamma = 1 (and beta = 0)."""
+MX-encoded into ROMs. A norm without affine parameters gets gamma = 1 (and beta = 0). An RMSNorm's
+output may be a seed activation format (``mx_rmsnorm``'s ``Y_QFMT``; NVFP4's tensor scale its
+``TensorFormat.ts_exp``, from ``calibrate_tensor_scales``)."""
 from __future__ import annotations
 
 import re
@@ -32,10 +34,17 @@ class _Norm(Lowering):
         eps, gamma, beta = self._params(gm, node)
         p = config.parallelism
         fw = m.formats["weight"].parse()
-        instance = mx_norm.instance_config(
-            self.kind, m.shape[-1], meta(node.args[0]).formats["out"].parse(), m.formats["out"].parse(), fw, p,
-            eps=eps, gamma_mem=_mem(node, "gamma"), beta_mem=_mem(node, "beta"),
-            fmt_beta=m.formats["bias"].parse() if beta is not None else None)
+        out = m.formats["out"]
+        try:
+            instance = mx_norm.instance_config(
+                self.kind, m.shape[-1], meta(node.args[0]).formats["out"].parse(), out.parse(), fw, p,
+                eps=eps, gamma_mem=_mem(node, "gamma"), beta_mem=_mem(node, "beta"),
+                fmt_beta=m.formats["bias"].parse() if beta is not None else None, y_ts_exp=out.ts_exp)
+        except ValueError as exc:
+            hint = ""
+            if out.name == "m2xfp4_a" and p % 8:
+                hint = f"; give it 8 lanes or more (--parallelism 8, or lanes = 8 under [node.\"{m.path or node.name}\"])"
+            raise MasecError(f"node `{node.name}` ({self.op}): {exc}{hint}") from None
         return self.choice(node, instance, p)
 
     def _encoded(self, gm, node):
@@ -49,17 +58,24 @@ class _Norm(Lowering):
         (x,) = inputs
         m = meta(node)
         eps, ge, be = self._encoded(gm, node)
-        el, el_out, g_el = x.fmt.parse().element, m.formats["out"].parse().element, m.formats["weight"].parse().element
+        from masec.hw_templates.kernels.mx_quantize import output_format_params
+
+        out = m.formats["out"]
+        el, g_el = x.fmt.parse().element, m.formats["weight"].parse().element
+        y_qfmt, el_out = output_format_params(out.parse())
         n = m.shape[-1]
+        ymeta = None
         if self.kind == "rmsnorm":
-            codes, scales = mx_norm.rmsnorm_model(x.codes, x.scales, el, ge.codes, ge.scales, g_el, el_out, n,
-                                                  eps=eps)
+            codes, scales, ymeta = mx_norm.rmsnorm_model_format(x.codes, x.scales, el, ge.codes, ge.scales, g_el, n,
+                                                                eps=eps, y_qfmt=y_qfmt, el_out=el_out,
+                                                                y_ts_exp=out.ts_exp or 0)
         else:
             codes, scales = mx_norm.layernorm_model(x.codes, x.scales, el, ge.codes, ge.scales, g_el, be.codes,
                                                     be.scales, m.formats["bias"].parse().element, el_out, n,
                                                     eps=eps, lanes=m.kernel.lanes_in)
-        return MXValue(codes.reshape(x.codes.shape[0], -1, x.codes.shape[-1]),
-                       scales.reshape(x.codes.shape[0], -1), m.formats["out"], m.shape)
+        rows = x.codes.shape[0]
+        return MXValue(codes.reshape(rows, -1, x.codes.shape[-1]), scales.reshape(rows, -1), out, m.shape,
+                       None if ymeta is None else ymeta.reshape(rows, -1, ymeta.shape[-1]))
 
     def memories(self, gm, node) -> dict[str, list[str]]:
         m = meta(node)

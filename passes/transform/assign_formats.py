@@ -21,8 +21,9 @@ Rules beyond the precision file, each forced by what the hardware streams:
   seed activation format, ``mxint8`` when both are); a BitMoD weight's group is not tied to the
   input's block (the kernel needs the group to be a multiple of it).
 * Seed activation formats (``nvfp4``, ``m2xfp4_a``, ``anda<M>``) are accepted on a tensor that
-  is made by a model input (the testbench / AXI side quantizes it), by a linear's output stage
-  (``mx_linear``'s ``Y_QFMT``) or by a code-transparent op on such a tensor (``view``; ``relu``,
+  is made by a model input (the testbench / AXI side quantizes it), by a linear's or an RMSNorm's
+  output stage (``mx_linear``'s / ``mx_rmsnorm``'s ``Y_QFMT``, :func:`norm_act_support`) or by a
+  code-transparent op on such a tensor (``view``; ``relu``,
   :data:`RELU_EXACT`), and that is read only by linears
   (``XFMT`` decode), such ops and model outputs; what ``mx_linear`` builds is asked from its
   ``instance_config`` (:func:`linear_act_support`). Anything else is refused naming the node, the
@@ -63,6 +64,23 @@ RELU_EXACT = ("nvfp4", "anda", "m2xfp4_a")
 
 def _act_family(name: str) -> str:
     return "anda" if name.startswith("anda") else name
+
+
+@lru_cache(maxsize=None)
+def norm_act_support(name: str, block: int) -> bool:
+    """Whether ``mx_rmsnorm``'s output stage emits seed activation format ``name`` at ``block``
+    (``Y_QFMT``), asked from its ``instance_config`` (a ValueError means no)."""
+    from masec.formats import parse_format
+    from masec.hw_templates.kernels import mx_norm
+
+    f = parse_format(name, block_size=block)
+    mx = parse_format("mxint8", block_size=block)
+    try:
+        mx_norm.instance_config("rmsnorm", block, mx, f, mx, min(8, block),
+                                y_ts_exp=0 if f.name == "nvfp4" else None)
+    except ValueError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=None)
@@ -159,13 +177,17 @@ def _check_seed_acts(nodes) -> None:
             if not linear_act_support(f.name, f.block_size)[0]:
                 raise MasecError(f"{_where(node)}: port out: mx_linear's output stage does not emit {f.name} "
                                  f"in blocks of {f.block_size}; {fix}")
+        elif m.op == "rms_norm":
+            if not norm_act_support(f.name, f.block_size):
+                raise MasecError(f"{_where(node)}: port out: mx_rmsnorm's output stage does not emit {f.name} "
+                                 f"in blocks of {f.block_size}; {fix}")
         elif m.op == "relu":
             if fam not in RELU_EXACT:
                 raise MasecError(f"{_where(node)}: port out: mx_relu is not built for {f.name} streams; "
                                  f"give its producer `{node.args[0].name}` an MX act format")
         elif m.op != "view":
-            raise MasecError(f"{_where(node)}: port out: {f.name} is made only by a linear's output stage or a "
-                             f"model input (or passed on by view/relu); {fix}")
+            raise MasecError(f"{_where(node)}: port out: {f.name} is made only by a linear's or an RMSNorm's "
+                             f"output stage or a model input (or passed on by view/relu); {fix}")
         for u in node.users:
             um = meta(u) if u.op != "output" else None
             if u.op == "output" or um.op in ("view", "relu"):
