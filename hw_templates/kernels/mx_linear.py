@@ -1118,6 +1118,24 @@ SPECS = (
         extra={"latency": lambda params: dot_latency(params.get("P", 8), params.get("PIPE", 0) or 0)},
     ),
     KernelSpec(
+        name="mx_act_decode",
+        template="mx_act_decode.sv.j2",
+        doc="Decode of one activation-stream beat (MX, M2XFP activations, NVFP4, Anda: XFMT = mx_quantize's "
+            "QFMT) into the element lanes a multiplier reads, the E8M0-equivalent block exponent and NVFP4's "
+            "UE4M3 significand. Combinational; shared by mx_linear's x and mx_matmul's A and B.",
+        params=(ParamSpec("P", "lanes per beat (M2XFP: a multiple of 8)", 8),
+                ParamSpec("X_BITS", "stream code width (M2XFP, NVFP4: 4; Anda: M+1)", 8),
+                ParamSpec("XFMT", "0 MX, 1 M2XFP activations, 2 NVFP4, 3 Anda", 0),
+                ParamSpec("X_TS_EXP", "NVFP4: tensor scale 2^X_TS_EXP", 0),
+                ParamSpec("XW", "exponent width", XW)),
+        ports=(),
+        model=f"{__name__}:decode_x_stream",
+        examples=({"label": "P8 mxint8", "ctx": {}, "params": {"P": 8, "X_BITS": 8, "XFMT": 0}},
+                  {"label": "P16 m2xfp4_a", "ctx": {}, "params": {"P": 16, "X_BITS": 4, "XFMT": 1}},
+                  {"label": "P8 nvfp4 2^-4", "ctx": {}, "params": {"P": 8, "X_BITS": 4, "XFMT": 2, "X_TS_EXP": -4}},
+                  {"label": "P8 anda6", "ctx": {}, "params": {"P": 8, "X_BITS": 7, "XFMT": 3}}),
+    ),
+    KernelSpec(
         name="mx_delay",
         template="mx_delay.sv.j2",
         doc="N-stage stall-enable delay line (shift register loaded on en_i, reset to 0): the side band "
@@ -1196,7 +1214,7 @@ SPECS = (
                 ParamSpec("PIPE", "pipeline depth 0..3 (latency(params) more cycles; also the nested mx_quantize's)",
                           0)),
         ports=(PortSpec("s_x", "in", "mx", "x rows, P_IN lanes"), PortSpec("m_y", "out", "mx", "y rows, P_OUT lanes")),
-        deps=("mx_delay", "mx_dot", "mx_facc", "mx_quantize"),
+        deps=("mx_act_decode", "mx_delay", "mx_dot", "mx_facc", "mx_quantize"),
         ops=("linear",),
         model=f"{__name__}:linear_model",
         examples=(),  # set below: they need ROM images (example_config)
