@@ -198,8 +198,8 @@ def dsp(kernel: str, params: dict) -> int:
         return _i(p, "P_N", 1) * _mul_dsp(_sig(p, "A_"), _sig(p, "B_"))
     if k == "mx_mul":      # one significand product per lane
         return lanes * _mul_dsp(_sig(p, "X_"), _sig(p, "Y_"))
-    if MODEL_GROUP.get(k) == "mx_act":   # per lane: the table interpolation and the scale product
-        return 2 * lanes
+    if MODEL_GROUP.get(k) == "mx_act":   # per lane: the table interpolation product (one DSP48 each on
+        return lanes                      # every configuration of the calibration sweep)
     if k == "mx_rope":     # per pair of lanes: x*cos, x*sin for both elements
         return 2 * lanes
     if k == "mx_softmax":  # per lane: u = s*x*log2(e), exp2 and the normalizing product; 2 per row
