@@ -32,6 +32,7 @@ exactly the ports whose format comes from an assigned site; ports left to the pr
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import replace
 from types import SimpleNamespace
@@ -48,6 +49,7 @@ from masec.passes.search.space import Candidate, Space
 log = logging.getLogger("masec.search")
 
 MODES = ("hardware", "linear")
+_EMULATORS = itertools.count()
 #: the two fills of ``[default]`` that tell assigned ports from defaulted ones in a partial assignment
 _FILL_A, _FILL_B = ("mxint8", 32), ("mxint6", 32)
 
@@ -434,6 +436,8 @@ class Emulator:
         self._gptq = SequentialGPTQ()
         self._gptq_specs: dict = {}
         self._ancestors: dict = {}
+        self._gptq_parts = None
+        self._uid = next(_EMULATORS)      # names this emulator's GPTQ weights in a shared graph's configure key
         self.model = model
         self.space = space
         self.mode = mode
@@ -561,7 +565,9 @@ class Emulator:
                              f"got keyword arguments {sorted(kwargs)}")
         g = self._graph(inputs)
         over = self.gptq_weights() if self.weight_rounding == "gptq" else None
-        g.configure(self._spec, self._formats_for(g), overrides=over)
+        # the key names the rounding: emulators sharing a graph cache may round the same assignment differently
+        g.configure((self._spec, self.weight_rounding, self._uid if over else None), self._formats_for(g),
+                    overrides=over)
         return g.run(inputs)
 
     def gptq_weights(self) -> dict:
@@ -569,11 +575,11 @@ class Emulator:
         hit = self._gptq_specs.get(self._spec)
         if hit is not None:
             return hit
-        by_shape: dict = {}
-        for b in self.calibration:
-            g = self._graph(b)
-            by_shape.setdefault(id(g), (g, []))[1].append(b)
-        parts = list(by_shape.values())
+        from masec.passes.transform.gptq import graph_parts
+
+        if self._gptq_parts is None:
+            self._gptq_parts = graph_parts(self.model, self.calibration, self.device, graph=self._graph)
+        parts = self._gptq_parts
         g0 = parts[0][0]
         fm = self._formats_for(g0)
         anc = self._ancestors.get(id(g0))

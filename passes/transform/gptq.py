@@ -40,6 +40,10 @@ log = logging.getLogger("masec.gptq")
 MODES = ("nearest", "gptq")
 #: GPTQ's relative dampening of H's diagonal (the paper's percdamp)
 DAMP = 0.01
+#: columns in decreasing order of the Hessian's diagonal (GPTQ's act-order)
+ACT_ORDER = True
+#: SequentialGPTQ's cache of rounded weights is cleared above this many elements
+CACHE_ELEMENTS = 200_000_000
 #: calibration batches used when the precision file does not say
 CALIBRATION_BATCHES = 16
 
@@ -227,45 +231,46 @@ def _inverse_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
                      f"dampening {d:g}; give more calibration_data")
 
 
-def gptq_round(w: torch.Tensor, h: torch.Tensor, fmt, damp: float = DAMP, where: str = "") -> torch.Tensor:
+def gptq_round(w: torch.Tensor, h: torch.Tensor, fmt, damp: float = DAMP, where: str = "",
+               act_order: bool | None = None) -> torch.Tensor:
     """``W'`` (float32, shape of ``w``): ``w`` ([out, in]) rounded column by column into ``fmt`` (blocks
-    along the input) with GPTQ's error compensation under Hessian ``h`` ([in, in]); not yet settled."""
+    along the input) with GPTQ's error compensation under Hessian ``h`` ([in, in]); not yet settled.
+    ``act_order``: columns in decreasing order of H's diagonal (the paper's act-order); a block's
+    parameters are fixed when its first column comes, from its columns' current values."""
     if w.dim() != 2 or h.shape != (w.shape[1], w.shape[1]):
         raise InternalError(f"gptq_round: weight {tuple(w.shape)} and Hessian {tuple(h.shape)} do not match")
     if not bool(torch.isfinite(w).all()):
         raise MasecError(f"{where}--weight-rounding gptq: the weight holds NaN or Inf")
-    dev = h.device
+    act_order = ACT_ORDER if act_order is None else act_order
     w32 = w.detach().to(torch.float32).cpu()
     cq = column_quantizer(fmt, w32, where)
     g = cq.group
     rows, cols = w32.shape
-    pad = -cols % g
-    n = cols + pad
-    hp = torch.zeros(n, n, dtype=torch.float64, device=dev)
-    hp[:cols, :cols] = h.to(torch.float64)
-    u = _inverse_factor(hp, damp).cpu()
+    n = cols + (-cols % g)
+    hp = torch.zeros(n, n, dtype=torch.float64)
+    hp[:cols, :cols] = h.detach().to(torch.float64).cpu()
+    if act_order:   # stable sort: ties keep the column order (deterministic)
+        perm = torch.sort(-torch.diagonal(hp), stable=True).indices
+    else:
+        perm = torch.arange(n)
+    pos = torch.empty_like(perm)
+    pos[perm] = torch.arange(n)
+    u = _inverse_factor(hp[perm][:, perm], damp)
     W = torch.zeros(rows, n, dtype=torch.float64)
     W[:, :cols] = w32.to(torch.float64)
+    W = W[:, perm].contiguous()              # permuted; updates applied eagerly to every later column
     Q = torch.zeros(rows, n, dtype=torch.float32)
-    bs = g * max(1, 128 // g)          # lazy batch: whole blocks, so a block starts fully updated
-    for i1 in range(0, n, bs):
-        i2 = min(i1 + bs, n)
-        W1 = W[:, i1:i2].clone()
-        E1 = torch.zeros_like(W1)
-        U1 = u[i1:i2, i1:i2]
-        state = None
-        for i in range(i2 - i1):
-            col = i1 + i
-            if col % g == 0:
-                state = cq.start(W1[:, i:i + g].to(torch.float32))
-            x = W1[:, i]
-            q = cq.column(state, col % g, x.to(torch.float32))
-            Q[:, col] = q
-            err = (x - q.to(torch.float64)) / U1[i, i]
-            W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)
-            E1[:, i] = err
-        if i2 < n:
-            W[:, i2:] -= E1 @ u[i1:i2, i2:]
+    states: dict[int, object] = {}
+    for i in range(n):
+        col = int(perm[i])
+        blk = col // g
+        if blk not in states:
+            states[blk] = cq.start(W[:, pos[blk * g:(blk + 1) * g]].to(torch.float32))
+        x = W[:, i]
+        q = cq.column(states[blk], col % g, x.to(torch.float32))
+        Q[:, col] = q
+        err = (x - q.to(torch.float64)) / u[i, i]
+        W[:, i + 1:] -= err.unsqueeze(1) * u[i, i + 1:].unsqueeze(0)
     return Q[:, :cols].contiguous()
 
 
@@ -332,6 +337,7 @@ class SequentialGPTQ:
     damp: float = DAMP
     cache: dict = field(default_factory=dict)
     settled: dict = field(default_factory=dict)
+    _cached: int = 0
 
     def run(self, parts, formats: dict, upstream_key=None) -> dict[str, torch.Tensor]:
         """``parts``: [(CanonicalGraph, [input tuples])]; ``formats``: (node, port) -> TensorFormat of the
@@ -363,6 +369,10 @@ class SequentialGPTQ:
                         if moved:
                             log.info("gptq: %s: %d of %d elements settled by re-quantization", n, moved, wq.numel())
                         if keys[n] is not None:
+                            self._cached += wq.numel()
+                            if self._cached > CACHE_ELEMENTS:
+                                self.cache.clear()
+                                self._cached = wq.numel()
                             self.cache[keys[n]] = wq
                         result[n] = wq
                 for n in wave:
@@ -428,15 +438,36 @@ def calibration_batches(module, name: str = "calibration_data", limit: int = CAL
     return out
 
 
-def graph_parts(model, batches, device) -> list:
-    """One emulation graph per distinct calibration input shape, with its batches."""
+def merge_batches(batches: list[tuple]) -> list[tuple]:
+    """The calibration batches as one batch (concatenated along dim 0) when every batch is a tuple of
+    tensors of equal shapes, so a wave of GPTQ runs one forward; else unchanged."""
+    b0 = batches[0]
+    if len(batches) < 2 or not all(
+            len(b) == len(b0) and all(isinstance(t, torch.Tensor) and isinstance(u, torch.Tensor) and t.dim() >= 1
+                                      and t.shape == u.shape and t.dtype == u.dtype for t, u in zip(b, b0))
+            for b in batches):
+        return list(batches)
+    return [tuple(torch.cat([b[i] for b in batches], 0) for i in range(len(b0)))]
+
+
+def graph_parts(model, batches, device, graph=None) -> list:
+    """[(emulation graph, [batches])]: the batches merged (:func:`merge_batches`) when the model takes the
+    merged batch, else one graph per distinct input shape. ``graph(inputs)`` makes a graph
+    (default: ``emulate.CanonicalGraph``); ``masec compile`` and the search's Emulator both come here."""
     from masec.passes.search.emulate import CanonicalGraph
 
+    make = graph or (lambda b: CanonicalGraph(model, b, torch.device(device)))
+    merged = merge_batches(batches)
+    if len(merged) == 1 and len(batches) > 1:
+        try:
+            return [(make(merged[0]), merged)]
+        except Exception as exc:  # noqa: BLE001 - a model that takes no batch: one forward per batch
+            log.info("gptq: calibration batches not merged (%s)", str(exc).splitlines()[0] if str(exc) else exc)
     by_shape: dict = {}
     for b in batches:
         key = tuple((tuple(t.shape), str(t.dtype)) if isinstance(t, torch.Tensor) else repr(t) for t in b)
         by_shape.setdefault(key, []).append(b)
-    return [(CanonicalGraph(model, bs[0], torch.device(device)), bs) for bs in by_shape.values()]
+    return [(make(bs[0]), bs) for bs in by_shape.values()]
 
 
 def gptq(gm: fx.GraphModule, config, model=None, module=None, device: str = "cpu") -> dict[str, int]:
