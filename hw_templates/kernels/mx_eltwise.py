@@ -20,6 +20,13 @@ its multiplier operands (PIPE >= 1) and after the product (PIPE >= 2). Latency o
 :func:`add_latency` / :func:`mul_latency` (their own cuts plus ``mx_quantize.latency``);
 ``masec.passes.hw.pipeline.pipe_depth`` picks PIPE from the clock period.
 
+Seed activation results (SV ``OUT_QFMT`` / ``OUT_TS_EXP``, mx_quantize's ``QFMT`` / ``TS_EXP``, as
+mx_linear's ``Y_QFMT``), for ``mx_mul`` only: its exact product through the seed quantizer,
+:func:`mul_model_format` -> ``(codes, scales, meta)`` (M2XFP subgroup metadata, else None); the
+operands stay MX. ``mx_add`` shares the template's parameters but :func:`instance_config` refuses a
+seed result for it: its sticky alignment window (``ST = OUT_MBITS + 3``) is sized for rounding to the
+MX element, not for the seed quantizers' wider intermediate roundings (M2XFP's E2M3, Anda's FP16).
+
 Model signature (what the compiler calls to get expected outputs)::
 
     codes_z, scales_z = add_model(codes_x, scales_x, elem_x, codes_y, scales_y, elem_y, elem_out)
@@ -125,6 +132,14 @@ def mul_model(codes_x, scales_x, elem_x, codes_y, scales_y, elem_y, elem_out):
     return quantize_blocks(m, e, elem_out)
 
 
+def mul_model_format(codes_x, scales_x, elem_x, codes_y, scales_y, elem_y, elem_out, out_qfmt: int = 0,
+                     out_ts_exp: int = 0):
+    """``mx_mul`` with its quantizer in mode ``out_qfmt`` (mx_quantize's ``QFMT``; ``elem_out`` the
+    quantizer's element): ``(codes, scales, meta)``, meta M2XFP's subgroup metadata or None."""
+    m, e = mul_me(codes_x, scales_x, elem_x, codes_y, scales_y, elem_y)
+    return mx_quantize.quantize_blocks_format(m, e, out_qfmt, elem_out, out_ts_exp)
+
+
 # ------------------------------------------------------------------------------ pipelining
 #: Largest PIPE the templates have cuts for (mx_quantize's too).
 MAX_PIPE = 3
@@ -192,30 +207,47 @@ def _elem_params(prefix: str, elem) -> dict:
             f"{prefix}MBITS": elem.mbits, f"{prefix}BIAS": elem.bias}
 
 
-def sv_params(lanes: int, block: int, elem_x, elem_y, elem_out, pipe: int | None = None) -> dict:
-    """SV parameters of an ``mx_add`` / ``mx_mul`` instance (``PIPE`` only when ``pipe`` is given)."""
+def sv_params(lanes: int, block: int, elem_x, elem_y, elem_out, pipe: int | None = None, out_qfmt: int = 0,
+              out_ts_exp: int = 0) -> dict:
+    """SV parameters of an ``mx_add`` / ``mx_mul`` instance (``PIPE`` only when ``pipe`` is given;
+    ``OUT_QFMT`` / ``OUT_TS_EXP`` only for a seed result, ``elem_out`` then the quantizer's element)."""
+    extra = {} if not out_qfmt else {"OUT_QFMT": int(out_qfmt)}
+    if out_qfmt == mx_quantize.QFMT_NVFP4:
+        extra["OUT_TS_EXP"] = int(out_ts_exp)
     return {"P": lanes, "B": block, **_elem_params("X_", elem_x), **_elem_params("Y_", elem_y),
-            **element_sv_params(elem_out, prefix="OUT_"),
+            **element_sv_params(elem_out, prefix="OUT_"), **extra,
             **({} if pipe is None else {"PIPE": _check_pipe(pipe)})}
 
 
 def instance_config(shape, fmt_x, fmt_y, fmt_out, lanes: int, op: str = "add",
-                    pipe: int | None = None) -> tuple[dict, dict, str]:
+                    pipe: int | None = None, y_ts_exp: int | None = None) -> tuple[dict, dict, str]:
     """``(jinja_ctx, sv_params, module_name)`` of an element-wise ``op`` ("add" | "mul") instance.
 
     ``pipe`` sets the ``PIPE`` SV parameter (left out: the template's default, 0).
     Formats are ``MXFormat`` objects or names; all three must share the block size. The template
     needs no Jinja context: element formats are SV parameters, so one rendered ``mx_add`` /
-    ``mx_mul`` serves every instance. ``shape`` is accepted for a uniform signature.
+    ``mx_mul`` serves every instance. ``shape`` is accepted for a uniform signature. The result
+    (not the operands) may be a parsed seed activation format (``OUT_QFMT``): ``m2xfp4_a`` (lanes a
+    multiple of 8), ``nvfp4`` (``y_ts_exp``, its tensor-scale exponent, given exactly then), ``anda<M>``.
     """
     if op not in ("add", "mul"):
         raise ValueError(f"op must be 'add' or 'mul', got {op!r}")
-    fx, fy, fo = (resolve_format(f) for f in (fmt_x, fmt_y, fmt_out))
-    if not fx.block_size == fy.block_size == fo.block_size:
-        raise ValueError(f"block sizes differ: {fx.block_size}, {fy.block_size}, {fo.block_size}")
+    fx, fy = (resolve_format(f) for f in (fmt_x, fmt_y))
+    fo = resolve_format(fmt_out) if isinstance(fmt_out, str) else fmt_out
+    qfmt, el_out = mx_quantize.output_format_params(fo)
+    if qfmt and op == "add":
+        raise ValueError(f"mx_add's result is MX only (its sticky alignment is sized for MX elements), not {fo.name}")
+    bo = fo.group_size if hasattr(fo, "group_size") else fo.block_size
+    if not fx.block_size == fy.block_size == bo:
+        raise ValueError(f"block sizes differ: {fx.block_size}, {fy.block_size}, {bo}")
     check_lanes(fx, lanes)
+    if (qfmt == mx_quantize.QFMT_NVFP4) != (y_ts_exp is not None):
+        raise ValueError("y_ts_exp (the power-of-two tensor scale 2^y_ts_exp) is given exactly for an nvfp4 result")
+    if qfmt == mx_quantize.QFMT_M2XFP and lanes % mx_quantize.M2X_SUBGROUP:
+        raise ValueError(f"an m2xfp4_a result needs a multiple of {mx_quantize.M2X_SUBGROUP} lanes (its metadata "
+                         f"is per subgroup of {mx_quantize.M2X_SUBGROUP}), got {lanes}")
     del shape
-    return {}, sv_params(lanes, fx.block_size, fx.element, fy.element, fo.element, pipe), f"mx_{op}"
+    return {}, sv_params(lanes, fx.block_size, fx.element, fy.element, el_out, pipe, qfmt, y_ts_exp or 0), f"mx_{op}"
 
 
 def _example(label, lanes, ex, ey, eo, pipe=None):
@@ -230,6 +262,16 @@ def _examples():
             ("mxfp4+mxfp4->mxfp4 P32", 32, FP4_E2M1, FP4_E2M1, FP4_E2M1))
     # the same configurations at PIPE 0 (slow clocks) and at MAX_PIPE (a 3 ns clock)
     return tuple(_example(*c) for c in cfgs) + tuple(_example(*c, pipe=MAX_PIPE) for c in cfgs)
+
+
+def _seed_mul_examples():
+    """mx_mul with a seed activation result (mxint8 operands, P8): nvfp4 (block 16, 2^-4), m2xfp4_a, anda4."""
+    from masec.formats.element import FP4_E2M1, INT8, int_element
+
+    out = (("nvfp4", 16, FP4_E2M1, mx_quantize.QFMT_NVFP4), ("m2xfp4_a", 32, FP4_E2M1, mx_quantize.QFMT_M2XFP),
+           ("anda4", 32, int_element(5), mx_quantize.QFMT_ANDA))
+    return tuple({"label": f"mxint8*mxint8->{name} P8", "ctx": {},
+                  "params": sv_params(8, b, INT8, INT8, el, None, q, -4)} for name, b, el, q in out)
 
 
 _COMMON_PARAMS = (
@@ -249,11 +291,15 @@ _COMMON_PARAMS = (
     ParamSpec("OUT_BIAS", "result emin = 1 - OUT_BIAS (fp: bias, int: 1)", 1),
     ParamSpec("OUT_EMAX", "result top binade exponent (int: 0)", 0),
     ParamSpec("OUT_MAX_CODE", "result largest finite magnitude code", 127),
+    ParamSpec("OUT_QFMT", "result format, mx_quantize's QFMT: 0 MX, 1 M2XFP activations (P/4 metadata bits "
+              "above the codes; P a multiple of 8), 2 NVFP4, 3 Anda", 0),
+    ParamSpec("OUT_TS_EXP", "NVFP4 result: tensor scale 2^OUT_TS_EXP", 0),
     ParamSpec("PIPE", "pipeline depth 0..3 (own cuts + mx_quantize's; latency in extra['latency'])", 0),
 )
 _PORTS = (PortSpec("s_x", "in", "mx", "operand x: P lanes of X_BITS-bit codes + E8M0 scale"),
           PortSpec("s_y", "in", "mx", "operand y (same shape/lanes; consumed in lockstep with x)"),
-          PortSpec("m_z", "out", "mx", "result: P lanes of OUT_BITS-bit codes + E8M0 scale"))
+          PortSpec("m_z", "out", "mx", "result: P lanes of OUT_BITS-bit codes + scale byte (E8M0; UE4M3 for "
+                   "NVFP4, S for Anda); M2XFP metadata above the codes"))
 
 SPECS = (
     KernelSpec(
@@ -292,7 +338,7 @@ SPECS = (
         deps=("mx_elem_decode", "mx_quantize"),
         ops=("mul",),
         model=f"{__name__}:mul_model",
-        examples=_examples(),
+        examples=_examples() + _seed_mul_examples(),
         extra={"latency": mul_latency, "max_pipe": MAX_PIPE},
     ),
 )
