@@ -1058,7 +1058,7 @@ def dot_latency(p: int, pipe: int) -> int:
 def latency(params: dict) -> int:
     """Cycles mx_linear's ``PIPE`` adds over PIPE 0 (every output beat later by this), for its SV
     ``params``: cut R, mx_dot, M2XFP's metadata multiply, the block-scale cut (NVFP4 / BitMoD W, NVFP4 x), the
-    second accumulator half (:func:`split_accumulator`), NVFP4's tensor-scale tail, the register
+    accumulator's extra stages (:func:`accumulator_stages` - 1), NVFP4's tensor-scale tail, the register
     slice in front of mx_quantize, and the nested mx_quantize's 2 * PIPE."""
     from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
 
@@ -1070,17 +1070,21 @@ def latency(params: dict) -> int:
     p_in, block = int(params["P_IN"]), int(params["B"])
     dot_p = min(p_in, 8) if wfmt == 1 else p_in
     return (1 + dot_latency(dot_p, pipe) + (1 if wfmt == 1 else 0) + (1 if wfmt in (2, 3) or xfmt == 2 else 0)
-            + (1 if split_accumulator(params) else 0) + (pipe if wfmt == 2 else 0) + 1 + quantize_latency(pipe))
+            + accumulator_stages(params) - 1 + (pipe if wfmt == 2 else 0) + 1 + quantize_latency(pipe))
 
 
-def split_accumulator(params: dict) -> bool:
-    """Whether mx_linear at PIPE >= 1 registers its accumulator step between mx_facc_align and
-    mx_facc_add (FST = 2): only when a pass's blocks arrive at least two beats apart (B / P_IN >= 2
-    and the last block, whose all-padding beats passes 1.. skip, has two beats or more) or a row has
-    one block (no step depends on the previous one)."""
+def accumulator_stages(params: dict) -> int:
+    """Enabled cycles of mx_linear's accumulator step (the template's FST): the step may take as many
+    cycles as a pass's blocks arrive apart (B / P_IN beats, or fewer for the last block, whose
+    all-padding beats passes 1.. skip; unbounded when a row has one block: no step reads the
+    previous one), up to what PIPE asks for: 1 at PIPE 0, 2 at PIPE 1 and 2 (mx_facc_align |
+    mx_facc_add), 4 at PIPE 3 (mx_facc_cmp | mx_facc_shift | mx_facc_sum | mx_facc_norm; 3 cycles
+    without the last cut when the blocks are 3 beats apart)."""
+    pipe = _check_pipe(params.get("PIPE", 0) or 0, "mx_linear")
     p_in, block, n_in = int(params["P_IN"]), int(params["B"]), int(params["IN"])
     nb, nbb, ninr = -(-n_in // block), block // p_in, -(-n_in // p_in)
-    return nb == 1 or (nbb >= 2 and ninr - (nb - 1) * nbb >= 2)
+    gap = 4 if nb == 1 else min(nbb, ninr - (nb - 1) * nbb)
+    return min(4 if pipe >= 3 else 2 if pipe >= 1 else 1, gap)
 
 
 _ELEM_DEFAULTS = {"X_IS_INT": 1, "X_BITS": 8, "X_MBITS": 6, "X_BIAS": 0,
@@ -1147,10 +1151,11 @@ SPECS = (
                   {"label": "W40 N3", "ctx": {}, "params": {"W": 40, "N": 3}}),
     ),
     KernelSpec(
-        name="mx_facc_align",
-        template="mx_facc_align.sv.j2",
-        doc="First half of an mx_facc step: exponent compare, alignment shift of the operand with the "
-            "smaller exponent (one fraction bit kept), the S = 0 / A = 0 cases. Combinational.",
+        name="mx_facc_cmp",
+        template="mx_facc_cmp.sv.j2",
+        doc="First quarter of an mx_facc step (mx_facc_align's exponent compare): the operand with the "
+            "larger exponent, the other one, their clamped exponent difference, the S = 0 / A = 0 cases. "
+            "Combinational.",
         params=(ParamSpec("AW", "accumulator mantissa bits", 32), ParamSpec("DW", "block-sum bits", 24),
                 ParamSpec("G", "guard: S enters as S << G (AW = DW + G + 1)", 7),
                 ParamSpec("XW", "exponent bits", XW)),
@@ -1159,12 +1164,56 @@ SPECS = (
         examples=({"label": "AW32", "ctx": {}, "params": {"AW": 32, "DW": 24, "G": 7}},),
     ),
     KernelSpec(
+        name="mx_facc_shift",
+        template="mx_facc_shift.sv.j2",
+        doc="Second quarter of an mx_facc step (mx_facc_align's alignment): the lesser operand shifted "
+            "right by the exponent difference, one fraction bit kept; g + 1 beside it. Combinational.",
+        params=(ParamSpec("AW", "accumulator mantissa bits", 32), ParamSpec("XW", "exponent bits", XW)),
+        ports=(),
+        model=f"{__name__}:facc_step",
+        examples=({"label": "AW32", "ctx": {}, "params": {"AW": 32}},),
+    ),
+    KernelSpec(
+        name="mx_facc_sum",
+        template="mx_facc_sum.sv.j2",
+        doc="Third quarter of an mx_facc step (mx_facc_add's two adders: 2g + l + 1 and 2(g + 1) + l + 1 "
+            "side by side). Combinational.",
+        params=(ParamSpec("AW", "accumulator mantissa bits", 32),),
+        ports=(),
+        model=f"{__name__}:facc_step",
+        examples=({"label": "AW32", "ctx": {}, "params": {"AW": 32}},),
+    ),
+    KernelSpec(
+        name="mx_facc_norm",
+        template="mx_facc_norm.sv.j2",
+        doc="Last quarter of an mx_facc step (mx_facc_add's one-bit renormalization). Combinational.",
+        params=(ParamSpec("AW", "accumulator mantissa bits", 32), ParamSpec("XW", "exponent bits", XW)),
+        ports=(),
+        model=f"{__name__}:facc_step",
+        examples=({"label": "AW32", "ctx": {}, "params": {"AW": 32}},),
+    ),
+    KernelSpec(
+        name="mx_facc_align",
+        template="mx_facc_align.sv.j2",
+        doc="First half of an mx_facc step: exponent compare, alignment shift of the operand with the "
+            "smaller exponent (one fraction bit kept), the S = 0 / A = 0 cases. Combinational: "
+            "mx_facc_cmp -> mx_facc_shift.",
+        params=(ParamSpec("AW", "accumulator mantissa bits", 32), ParamSpec("DW", "block-sum bits", 24),
+                ParamSpec("G", "guard: S enters as S << G (AW = DW + G + 1)", 7),
+                ParamSpec("XW", "exponent bits", XW)),
+        ports=(),
+        deps=("mx_facc_cmp", "mx_facc_shift"),
+        model=f"{__name__}:facc_step",
+        examples=({"label": "AW32", "ctx": {}, "params": {"AW": 32, "DW": 24, "G": 7}},),
+    ),
+    KernelSpec(
         name="mx_facc_add",
         template="mx_facc_add.sv.j2",
         doc="Second half of an mx_facc step: the round-half-up addition (one adder with carry-in) and "
-            "the one-bit renormalization. Combinational.",
+            "the one-bit renormalization. Combinational: mx_facc_sum -> mx_facc_norm.",
         params=(ParamSpec("AW", "accumulator mantissa bits", 32), ParamSpec("XW", "exponent bits", XW)),
         ports=(),
+        deps=("mx_facc_sum", "mx_facc_norm"),
         model=f"{__name__}:facc_step",
         examples=({"label": "AW32", "ctx": {}, "params": {"AW": 32}},),
     ),
