@@ -21,8 +21,9 @@ Rules beyond the precision file, each forced by what the hardware streams:
   seed activation format, ``mxint8`` when both are); a BitMoD weight's group is not tied to the
   input's block (the kernel needs the group to be a multiple of it).
 * Seed activation formats (``nvfp4``, ``m2xfp4_a``, ``anda<M>``) are accepted on a tensor that
-  is made by a model input (the testbench / AXI side quantizes it), by a linear's or an RMSNorm's
-  output stage (``mx_linear``'s / ``mx_rmsnorm``'s ``Y_QFMT``, :func:`norm_act_support`) or by a
+  is made by a model input (the testbench / AXI side quantizes it), by a linear's, an RMSNorm's or
+  an element-wise mul's output stage (``mx_linear``'s / ``mx_rmsnorm``'s ``Y_QFMT``, ``mx_mul``'s
+  ``OUT_QFMT``: :func:`norm_act_support`, :func:`mul_act_support`) or by a
   code-transparent op on such a tensor (``view``; ``relu``,
   :data:`RELU_EXACT`), and that is read only by linears
   (``XFMT`` decode), such ops and model outputs; what ``mx_linear`` builds is asked from its
@@ -78,6 +79,23 @@ def norm_act_support(name: str, block: int) -> bool:
     try:
         mx_norm.instance_config("rmsnorm", block, mx, f, mx, min(8, block),
                                 y_ts_exp=0 if f.name == "nvfp4" else None)
+    except ValueError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=None)
+def mul_act_support(name: str, block: int) -> bool:
+    """Whether ``mx_mul``'s output stage emits seed activation format ``name`` at ``block``
+    (``OUT_QFMT``; the operands stay MX), asked from its ``instance_config``."""
+    from masec.formats import parse_format
+    from masec.hw_templates.kernels import mx_eltwise
+
+    f = parse_format(name, block_size=block)
+    mx = parse_format("mxint8", block_size=block)
+    try:
+        mx_eltwise.instance_config((block,), mx, mx, f, min(8, block), op="mul",
+                                   y_ts_exp=0 if f.name == "nvfp4" else None)
     except ValueError:
         return False
     return True
@@ -181,13 +199,17 @@ def _check_seed_acts(nodes) -> None:
             if not norm_act_support(f.name, f.block_size):
                 raise MasecError(f"{_where(node)}: port out: mx_rmsnorm's output stage does not emit {f.name} "
                                  f"in blocks of {f.block_size}; {fix}")
+        elif m.op == "mul":
+            if not mul_act_support(f.name, f.block_size):
+                raise MasecError(f"{_where(node)}: port out: mx_mul's output stage does not emit {f.name} "
+                                 f"in blocks of {f.block_size}; {fix}")
         elif m.op == "relu":
             if fam not in RELU_EXACT:
                 raise MasecError(f"{_where(node)}: port out: mx_relu is not built for {f.name} streams; "
                                  f"give its producer `{node.args[0].name}` an MX act format")
         elif m.op != "view":
-            raise MasecError(f"{_where(node)}: port out: {f.name} is made only by a linear's or an RMSNorm's "
-                             f"output stage or a model input (or passed on by view/relu); {fix}")
+            raise MasecError(f"{_where(node)}: port out: {f.name} is made only by a linear's, an RMSNorm's or a "
+                             f"mul's output stage or a model input (or passed on by view/relu); {fix}")
         for u in node.users:
             um = meta(u) if u.op != "output" else None
             if u.op == "output" or um.op in ("view", "relu"):
