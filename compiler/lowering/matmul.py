@@ -3,7 +3,10 @@
 Canonical node ``matmul(a, b, trans_b)``; leading axes (batch, heads) are looped: the kernel
 loads one B matrix (all of it: ``buffering = "tensor"``), then streams the ``M`` rows of A that
 use it, then the next B. ``a`` is ``[..., M, K]``, ``b`` ``[..., N, K]`` (trans_b) or
-``[..., K, N]``; the result ``[..., M, N]`` is quantized to the node's format.
+``[..., K, N]``; the result ``[..., M, N]`` is quantized to the node's format. Either operand may be a
+seed activation format (nvfp4, m2xfp4_a, anda<M>): the kernel decodes it (``AFMT``/``BFMT``; an
+NVFP4 operand's tensor scale is its ``TensorFormat.ts_exp``), the model reads it through
+:func:`mx_matmul.operand_terms`.
 """
 from __future__ import annotations
 
@@ -38,29 +41,40 @@ class MatmulLowering(Lowering):
         batch, m_dim, k_dim, n_dim, trans_b = self._dims(node)
         a, b, _ = node.args
         p = config.parallelism
-        fa, fb, fo = (meta(a).formats["out"].parse(), meta(b).formats["out"].parse(),
-                      meta(node).formats["out"].parse())
+        ta, tb = meta(a).formats["out"], meta(b).formats["out"]
+        fa, fb, fo = ta.parse(), tb.parse(), meta(node).formats["out"].parse()
         try:
-            inst = mx_matmul.instance_config(m_dim, k_dim, n_dim, fa, fb, fo, trans_b, p, p, p)
+            inst = mx_matmul.instance_config(m_dim, k_dim, n_dim, fa, fb, fo, trans_b, p, p, p,
+                                             a_ts_exp=ta.ts_exp if ta.name == "nvfp4" else None,
+                                             b_ts_exp=tb.ts_exp if tb.name == "nvfp4" else None)
         except ValueError as exc:
-            raise MasecError(str(exc)) from None
-        cycles = batch * mx_matmul.ideal_cycles(m_dim, k_dim, n_dim, p, fb.block_size, trans_b, p)
+            m = meta(node)
+            hint = ""
+            if "m2xfp4_a" in (ta.name, tb.name) and p % 8:
+                hint = f"; give it 8 lanes or more (--parallelism 8, or lanes = 8 under [node.\"{m.path or node.name}\"])"
+            raise MasecError(f"node `{node.name}` (matmul): {exc}{hint}") from None
+        cycles = batch * mx_matmul.ideal_cycles(m_dim, k_dim, n_dim, p, inst[1]["BB"], trans_b, p)
         return self.choice(node, inst, p, cycles)
 
     def reference(self, gm, node, inputs: list[MXValue]) -> MXValue:
         a, b = inputs
         batch, m_dim, k_dim, n_dim, trans_b = self._dims(node)
         out = meta(node).formats["out"]
-        ea, eb, eo = a.fmt.parse().element, b.fmt.parse().element, out.parse().element
-        ac = a.codes.reshape(batch, m_dim, *a.codes.shape[1:])
-        as_ = a.scales.reshape(batch, m_dim, -1)
+        eo = out.parse().element
         rb = n_dim if trans_b else k_dim
-        bc = b.codes.reshape(batch, rb, *b.codes.shape[1:])
-        bs = b.scales.reshape(batch, rb, -1)
+
+        def per_batch(v: MXValue, rows: int):
+            t = mx_matmul.operand_terms(v.fmt.parse(), v.codes, v.scales, v.meta, v.fmt.ts_exp)
+            sig = None if t.sig is None else t.sig.reshape(batch, rows, -1)
+            return (t.codes.reshape(batch, rows, *t.codes.shape[1:]), t.exps.reshape(batch, rows, -1), t.elem, sig)
+
+        ac, as_, ea, asig = per_batch(a, m_dim)
+        bc, bs, eb, bsig = per_batch(b, rb)
         codes, scales = [], []
         for i in range(batch):
             c, s = mx_matmul.matmul_model(ac[i], as_[i], ea, bc[i], bs[i], eb, eo, out.block_size, trans_b,
-                                          k_dim, n_dim)
+                                          k_dim, n_dim, a_sig=None if asig is None else asig[i],
+                                          b_sig=None if bsig is None else bsig[i])
             codes.append(torch.as_tensor(c, dtype=torch.int64))
             scales.append(torch.as_tensor(s, dtype=torch.int64))
         codes = torch.cat(codes).reshape(batch * m_dim, -1, out.block_size)

@@ -26,8 +26,9 @@ Rules beyond the precision file, each forced by what the hardware streams:
   ``OUT_QFMT``: :func:`norm_act_support`, :func:`mul_act_support`) or by a
   code-transparent op on such a tensor (``view``; ``relu``,
   :data:`RELU_EXACT`), and that is read only by linears
-  (``XFMT`` decode), such ops and model outputs; what ``mx_linear`` builds is asked from its
-  ``instance_config`` (:func:`linear_act_support`). Anything else is refused naming the node, the
+  (``XFMT`` decode), matmuls (either operand, ``mx_matmul``'s ``AFMT``/``BFMT`` decode), such ops and
+  model outputs; what ``mx_linear`` and ``mx_matmul`` build is asked from their ``instance_config``
+  (:func:`linear_act_support`, :func:`matmul_act_support`). Anything else is refused naming the node, the
   port and what to do. An NVFP4 activation's tensor scale is set later (``calibrate_tensor_scales``).
 
     gm, changed = assign_formats(gm, config)   # changed is False the second time
@@ -121,6 +122,24 @@ def linear_act_support(name: str, block: int) -> tuple[bool, bool]:
         except ValueError:
             out.append(False)
     return out[0], out[1]
+
+
+@lru_cache(maxsize=None)
+def matmul_act_support(name: str, block: int) -> bool:
+    """Whether ``mx_matmul`` decodes seed activation format ``name`` at ``block`` as an operand
+    (``AFMT``/``BFMT``), asked from its ``instance_config`` (a ValueError means no)."""
+    from masec.formats import parse_format
+    from masec.hw_templates.kernels import mx_matmul
+
+    f = parse_format(name, block_size=block)
+    mx = parse_format("mxint8", block_size=block)
+    ts = 0 if f.name == "nvfp4" else None
+    p = min(8, block)
+    try:
+        mx_matmul.instance_config(block, block, block, f, f, mx, True, p, p, p, a_ts_exp=ts, b_ts_exp=ts)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_hw_format(name: str, block: int, rounding: str, where: str, linear_weight: bool = False,
@@ -219,8 +238,14 @@ def _check_seed_acts(nodes) -> None:
                     raise MasecError(f"{_where(u)}: port x: mx_linear does not decode {f.name} in blocks of "
                                      f"{f.block_size}; give `{node.name}` an MX act format")
                 continue
+            if um.op == "matmul" and node in u.args[:2]:   # either operand (B also when transposed)
+                port = "a" if u.args[0] is node else "b"
+                if not matmul_act_support(f.name, f.block_size):
+                    raise MasecError(f"{_where(u)}: port {port}: mx_matmul does not decode {f.name} in blocks of "
+                                     f"{f.block_size}; give `{node.name}` an MX act format")
+                continue
             raise MasecError(f"{_where(u)}: reads `{node.name}` in {f.name}, a seed activation format that only a "
-                             f"linear's input decodes; give `{node.name}` an MX act format "
+                             f"linear's input and a matmul's operands decode; give `{node.name}` an MX act format "
                              f"(e.g. [node.\"{m.path or node.name}\"] act = \"mxint8\")")
 
 
