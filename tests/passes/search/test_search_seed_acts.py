@@ -1,7 +1,7 @@
 """Seed ACTIVATION formats (nvfp4, m2xfp4_a, anda4) in the precision search: offered exactly where
 ``masec compile`` builds them (the compiler's own check, per activation group), emulated as the
 compiled design computes them (NVFP4 with the tensor scale calibrated on the example inputs), and
-the chosen precision.toml compiles. stories260K has no such site: its space is unchanged."""
+the chosen precision.toml compiles. On stories260K the RMSNorm outputs take them (mx_rmsnorm's Y_QFMT)."""
 import importlib.util
 import sys
 from pathlib import Path
@@ -130,19 +130,22 @@ def test_search_offers_them_and_the_chosen_file_compiles(tmp_path):
 
 
 @pytest.mark.parametrize("by", ["node", "type"])
-def test_stories260k_space_is_unchanged(by):
-    """No activation of stories260K is made by a linear (or the input) and read only by linears:
-    every group is offered exactly what it was offered without the seed activation formats."""
+def test_stories260k_offers_them_on_the_rmsnorm_outputs(by):
+    """stories260K's RMSNorm outputs (read by q/k/v, w1/w3 and the classifier) are made by mx_rmsnorm,
+    which emits the seed activation formats (Y_QFMT): those groups are offered nvfp4, m2xfp4_a (8 lanes)
+    and anda4; the untraceable `linear_inputs` group (wo and w2 inputs, which is `[default] act`, every
+    other stream too) is offered none."""
     mod = _load(STORIES, f"_stories260k_seed_acts_{by}")
     sites, _, _ = discover_sites(mod.model, mod.example_inputs)
     space = build_space(sites, by, candidates())
-    before = {g: list(space.cands_for(g)) for g in space.groups}
     with Emulator(mod.model, space, example_inputs=mod.example_inputs) as emu:
-        verdicts = space.check_seed_acts(lambda a: emu.refusal(a, parallelism=8))
-    assert verdicts and all(all(why is not None for why in v.values()) for v in verdicts.values())
-    assert space.seed_acts == {}
-    assert {g: list(space.cands_for(g)) for g in space.groups} == before
-    assert all(not _offered(space)[g] for g in space.groups if space.group_kind(g) == "act")
+        space.check_seed_acts(lambda a: emu.refusal(a, parallelism=8))
+    offered = _offered(space)
+    norm_groups = {g for g in space.groups if space.group_kind(g) == "act" and g != "act:linear_inputs"}
+    assert len(norm_groups) == (11 if by == "node" else 1)
+    assert all(all(s.op == "rms_norm" for s in sites if s.key in space.groups[g]) for g in norm_groups)
+    assert all(offered[g] == SEEDS for g in norm_groups)
+    assert offered["act:linear_inputs"] == set()
 
 
 def test_cli_parallelism_offers_m2xfp_and_is_recorded(tmp_path):
