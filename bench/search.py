@@ -8,6 +8,7 @@ without kernels on activations) with the linear-only emulation, and marked so.
     python3 bench/search.py                                    # stories260K, CPU
     python3 bench/search.py --model-file examples/smollm2/model.py --device cuda --by layer \\
         --max-loss 3% --results bench/results/search_smollm2.json --out out/bench_search_smollm2
+    python3 bench/search.py --references-only --results bench/results/search_references.json   # fixed rows only
 
 Prints a table and writes --results (JSON). The search's own files (precision.toml, search.json
 with every point, nodes.md, pareto.png, search.log) go to --out.
@@ -49,11 +50,21 @@ REFERENCES = [
     ("BitMoD fp4", "bitmod_fp4", "bitmod_fp4", None),
     ("Anda4", "anda4", "anda4", None),
 ]
+#: rows with the activation format only where masec builds it on a LLaMA model: the RMSNorm outputs
+#: (mx_rmsnorm's Y_QFMT); the weight format on the linears only (a seed weight format has no embedding
+#: form; Anda none at all), every other weight and activation at mxint8/32
+NORM_REFERENCES = [
+    ("NVFP4 (W and RMSNorm outputs)", "nvfp4", "nvfp4", 16),
+    ("M2XFP (m2xfp4_w, m2xfp4_a RMSNorm outputs)", "m2xfp4_w", "m2xfp4_a", 32),
+    ("Anda4 (RMSNorm outputs, W mxint8)", "mxint8", "anda4", 64),
+]
 
 
 QUANTIZED = ("hardware emulation (passes/search/emulate.py): every stream and parameter port of the compiled "
              "design in its format (the searched tensors as chosen, the rest at the precision file's default "
-             "mxint8/32); rows marked 'linear' (formats without hardware kernels): weights of every "
+             "mxint8/32; rows '(... RMSNorm outputs)': the act format on the RMSNorm outputs only, the weight "
+             "format on linear weights only, compiler-checked at 8 lanes); rows marked 'linear' (formats without "
+             "hardware kernels): weights of every "
              "nn.Linear/nn.Embedding and the input of every nn.Linear only; avg_bits over the searched tensors "
              "(linear/embedding weights and linear inputs), weighted by size, incl. block scales/metadata")
 
@@ -74,11 +85,17 @@ def reference_rows(model, space, evaluate, device: str, f32: float, example_inpu
     rows = []
     emus = {"hardware": Emulator(model, space, device=device, example_inputs=example_inputs, graph_cache=graph_cache)}
     try:
-        for label, wname, aname, block in REFERENCES:
+        base = _cand("mxint8", 32)
+        norm = [(label, w, a, b, True) for label, w, a, b in NORM_REFERENCES]
+        for label, wname, aname, block, *only_norms in [(*r, False) for r in REFERENCES] + norm:
             wc, ac = _cand(wname, block), _cand(aname, block)
-            assign = {s.key: (wc if s.kind == "weight" else ac) for s in space.sites}
+            if only_norms[0]:     # the act format on the RMSNorm outputs, the weight format on linears
+                assign = {s.key: ((wc if s.op == "linear" else base) if s.kind == "weight"
+                                  else (ac if s.op == "rms_norm" else base)) for s in space.sites}
+            else:
+                assign = {s.key: (wc if s.kind == "weight" else ac) for s in space.sites}
             bits = sum(s.numel * assign[s.key].bits for s in space.sites) / space.total_numel
-            why = emus["hardware"].refusal(assign)
+            why = emus["hardware"].refusal(assign, parallelism=8 if only_norms[0] else None)
             mode = "hardware" if why is None else "linear"
             if mode not in emus:     # both stay installed; only one is applied at a time
                 emus[mode] = Emulator(model, space, device=device, mode=mode)
@@ -113,6 +130,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-references", action="store_true", help="skip the uniform/seed-format rows")
+    ap.add_argument("--references-only", action="store_true",
+                    help="only float32 and the fixed-format rows (no searches); --results gets just those")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "search.json"))
     ap.add_argument("--fresh", action="store_true", help="delete --out first (no resumed study)")
     args = ap.parse_args(argv)
@@ -145,6 +164,21 @@ def main(argv=None) -> int:
         f32 = float(evaluate(model))
     rows.append({"point": "float32", "avg_bits": 32.0, "perplexity": f32, "seconds": round(time.time() - t, 1)})
     print(f"  float32: perplexity {f32:.4f} ({time.time() - t:.1f} s)", flush=True)
+    if args.references_only:
+        rows += reference_rows(model, space, evaluate, args.device, f32, ins["example_inputs"], graphs)
+        for r in rows:
+            r["vs_float32"] = r["perplexity"] / f32 - 1.0
+        print_table(f"{Path(args.model_file).parent.name}: fixed-format rows ({device_name})",
+                    ["point", "avg bits", "perplexity", "vs float32", "emulation"],
+                    [[r["point"], f"{r['avg_bits']:.3f}", f"{r['perplexity']:.4f}", f"{r['vs_float32'] * 100:+.2f}%",
+                      r.get("emulation", "")] for r in rows])
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(json.dumps(
+            {"model_file": args.model_file, "quantized": QUANTIZED, "device": device_name, "threads": args.threads,
+             "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MASEC_")},
+             "float32_perplexity": f32, "rows": rows}, indent=1) + "\n")
+        print(f"wrote {args.results}")
+        return 0
 
     t0 = time.time()
     res = run_search(model, ins["example_inputs"], evaluate, ins["calibration_data"], out,
