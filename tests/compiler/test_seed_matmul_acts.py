@@ -70,3 +70,13 @@ def test_seed_matmul_output_is_refused(tmp_path):
     """A matmul's output stage is MX only: a seed format on the scores is refused naming the node."""
     refused(tmp_path, '[default]\nact = "mxint8"\n[op.matmul]\nact = "nvfp4"\n', "(matmul", "port out", "nvfp4",
             parallelism=8)
+
+
+def test_seed_operand_through_a_head_split_is_refused(tmp_path):
+    """Multi-head attention: q, k, v reach the matmuls through a head-split corner turn (gather_rows ->
+    stream_reorder), which is not built for seed activation streams: refused in one line at that node."""
+    with pytest.raises(MasecError) as exc:
+        compile_with(tmp_path, '[default]\nact = "mxint8"\n[op.linear]\nact = "nvfp4"\n', "mh",
+                     model=HEAD.parent / "nanogpt_block.py", parallelism=8)
+    msg = str(exc.value)
+    assert "\n" not in msg.strip() and "(gather_rows" in msg and "nvfp4" in msg and "MX act format" in msg, msg
