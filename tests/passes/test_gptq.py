@@ -203,3 +203,22 @@ def test_compiled_gptq_design_simulates_bit_exactly(tmp_path, mixed):
     s = simulate(tmp_path / "d", seed=3)
     print(f"seed {s.seed}")
     assert s.result.ok, s.result.message
+
+
+def test_search_writes_the_option_and_compile_reads_it(tmp_path):
+    """masec search --weight-rounding gptq: precision.toml and search.json say gptq; masec compile
+    --precision of that file rounds by GPTQ with the same calibration batches."""
+    import json
+
+    out = tmp_path / "s"
+    rc = masec_main(["search", str(SEARCH / "toy_model.py"), "--weight-rounding", "gptq", "--gptq-batches", "2",
+                     "--trials", "0", "--types", "mxint4,mxint8", "--block-sizes", "32", "--threads", "1",
+                     "--no-progress", "--out", str(out)])
+    assert rc == 0
+    spec = parse_precision((out / "precision.toml").read_text())
+    assert spec.options == {"weight_rounding": "gptq", "calibration_batches": 2}
+    doc = json.loads((out / "search.json").read_text())
+    assert doc["weight_rounding"] == "gptq" and "GPTQ" in doc["emulation"]
+    cfg = CompileConfig(model_file=str(SEARCH / "toy_model.py"), out="o",
+                        precision_file=str(out / "precision.toml")).validated()
+    assert (cfg.weight_rounding, cfg.calibration_batches) == ("gptq", 2)
