@@ -10,8 +10,9 @@ model reads ``W'``.
 The rounding: per linear, ``H = 2 X^T X / n`` (``X`` the linear's input rows on the calibration
 data) plus ``damp`` times its mean diagonal; columns (input features) are rounded one by one and
 each column's error is spread over the columns not yet rounded through the Cholesky factor of
-``H^-1`` (the paper's Algorithm 1 with lazy batches). The format's block parameters are fixed
-when a block starts, from the block's weights as updated so far (GPTQ's grouped quantization):
+``H^-1`` (the paper's Algorithm 1, updates applied eagerly), in act-order (decreasing diagonal of
+``H``). A block's parameters are fixed when its first column comes, from the block's weights as
+updated so far (GPTQ's grouped quantization):
 the E8M0 exponent of an MX block (16/32/64 along the input), NVFP4's E4M3 block scale (the FP32
 tensor scale from the original tensor), M2XFP's shift and subgroup metadata, BitMoD's type and
 FP16 scale. A block whose re-quantization moves anyway (a shrunk maximum selects another scale)
@@ -21,8 +22,8 @@ Inputs are taken from the model as it will be quantized: the canonical graph wit
 and parameter rounded as compiled (``passes/search/emulate.py``), linears rounded in topological
 waves, so a linear sees its inputs through the already-rounded earlier linears.
 
-    w2 = gptq_round(w, hessian(x), MXFormat(FP4_E2M1, 32))      # one matrix
-    gptq(gm, config)                                              # the compile pass
+    w2, moved = round_weight(w, hessian(x), MXFormat(FP4_E2M1, 32))   # one matrix, settled
+    gptq(gm, config)          # the compile pass (after assign_formats, calibrate_tensor_scales)
 """
 from __future__ import annotations
 
