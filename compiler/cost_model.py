@@ -71,6 +71,28 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // max(b, 1))
 
 
+def _matmul_view(params: dict) -> dict:
+    """``mx_matmul``'s parameters with each seed operand (``AFMT``/``BFMT``) as the element its
+    products read after ``mx_act_decode``: M2XFP (1) an int7 lane, NVFP4 (2) the E2M1 significand
+    times the 4-bit scale significand (4 bits wider); MX and Anda (3) as streamed."""
+    p = dict(params)
+    for side in ("A", "B"):
+        fmt = _i(p, f"{side}FMT")
+        if fmt == 1:
+            p.update({f"{side}_IS_INT": 1, f"{side}_BITS": 7})
+        elif fmt == 2:
+            p.update({f"{side}_BITS": _i(p, f"{side}_BITS", 8) + 4, f"{side}_MBITS": _i(p, f"{side}_MBITS", 3) + 4})
+    return p
+
+
+def _matmul_word(params: dict, side: str) -> int:
+    """Bits of one stored A-buffer / B-RAM word: the decoded lanes, the block exponent (E8M0, or 12
+    bits for a seed operand) and NVFP4's 4-bit scale significand."""
+    fmt = _i(params, f"{side}FMT")
+    lanes = _i(params, f"P_{side}", 1) * (7 if fmt == 1 else _i(params, f"{side}_BITS", 8))
+    return lanes + (12 if fmt else 8) + (4 if fmt == 2 else 0)
+
+
 def features(kernel: str, params: dict) -> dict[str, float]:
     """The features of the LUT/FF model of ``kernel`` at SV parameters ``params`` (constant first)."""
     k, p = kernel, params
@@ -85,6 +107,7 @@ def features(kernel: str, params: dict) -> dict[str, float]:
                 "rom_logic_kbit": rom_logic / 1024.0,
                 "p_out_prodbits": _i(p, "P_OUT", 1) * (_prod_bits(p, "X_") + _prod_bits(p, "W_"))}
     if k == "mx_matmul":
+        p = _matmul_view(p)
         pn = _i(p, "P_N", 1)
         fp = max(_fp(p, "A_"), _fp(p, "B_"))
         return {"1": 1.0, "p_n": pn, "p_n_prodbits": pn * (_prod_bits(p, "A_") + _prod_bits(p, "B_")),
@@ -194,7 +217,8 @@ def dsp(kernel: str, params: dict) -> int:
         if _i(p, "LMUL"):
             return 0
         return _i(p, "P_IN", 1) * _i(p, "P_OUT", 1) * _mul_dsp(_sig(p, "X_"), _sig(p, "W_"))
-    if k == "mx_matmul":   # P_N MACs
+    if k == "mx_matmul":   # P_N MACs (seed operands: the decoded significands)
+        p = _matmul_view(p)
         return _i(p, "P_N", 1) * _mul_dsp(_sig(p, "A_"), _sig(p, "B_"))
     if k == "mx_mul":      # one significand product per lane
         return lanes * _mul_dsp(_sig(p, "X_"), _sig(p, "Y_"))
@@ -272,10 +296,10 @@ def memories(kernel: str, params: dict) -> list[tuple[int, int, bool]]:
         return [(max(lanes // 2, 1) * 2 * _i(p, "CS_W", 16), _i(p, "MAX_POS", 1) * _i(p, "HEAD_DIM", 2) // lanes, True)]
     if k == "mx_matmul":       # the B RAM (TRANS_B: one bank per output lane) and the A row buffer
         pb, bb = _i(p, "P_B", 1), _i(p, "BB", 32)
-        bwd = pb * _i(p, "B_BITS", 8) + 8
+        bwd = _matmul_word(p, "B")
         n, kk = _i(p, "N", 1), _i(p, "K", 1)
         nab = _cdiv(kk, _i(p, "BA", 32)) * _i(p, "BA", 32) // max(_i(p, "P_A", 1), 1)
-        abuf = (_i(p, "P_A", 1) * _i(p, "A_BITS", 8) + 8, 2 << max(1, math.ceil(math.log2(max(nab, 1)))), False)
+        abuf = (_matmul_word(p, "A"), 2 << max(1, math.ceil(math.log2(max(nab, 1)))), False)
         if _i(p, "TRANS_B"):
             npn, nkb = _cdiv(n, _i(p, "P_N", 1)), _cdiv(kk, bb) * bb // pb
             return [abuf] + [(bwd, npn * nkb, False)] * _i(p, "P_N", 1)

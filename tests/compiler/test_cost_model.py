@@ -184,3 +184,15 @@ def test_pipe_terms_add_only_above_pipe_zero():
         assert (e["DSP"], e["BRAM"]) == (base0["DSP"], base0["BRAM"])
     finally:
         set_fit(None)
+
+
+def test_matmul_with_seed_operands_against_yosys():
+    """mx_matmul with NVFP4 / M2XFP / Anda operands (bench/seed_matmul_hw.py): the decoded significands
+    set the DSPs (exact) and the product width the LUTs (within 15%)."""
+    rows = json.loads((ROOT / "bench" / "results" / "seed_matmul_hw.json").read_text())["rows"]
+    assert any(r["params"].get("AFMT") for r in rows)
+    for r in rows:
+        e = estimate("mx_matmul", r["params"])
+        assert e["DSP"] == r["DSP"], r["label"]
+        assert e["BRAM"] == r["BRAM"], r["label"]
+        assert abs(e["LUT"] - r["LUT"]) <= 0.15 * r["LUT"], (r["label"], e["LUT"], r["LUT"])
