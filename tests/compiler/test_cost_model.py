@@ -196,3 +196,20 @@ def test_matmul_with_seed_operands_against_yosys():
         assert e["DSP"] == r["DSP"], r["label"]
         assert e["BRAM"] == r["BRAM"], r["label"]
         assert abs(e["LUT"] - r["LUT"]) <= 0.15 * r["LUT"], (r["label"], e["LUT"], r["LUT"])
+
+
+def test_linear_dsp_with_seed_formats_against_yosys():
+    """mx_linear with seed weight / activation formats (bench/seed_formats_hw.py's 64x64 rows): DSP exact
+    (the decoded significands, the block-scale product, NVFP4's tensor-scale product)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import seed_formats_hw as bench
+    finally:
+        sys.path.pop(0)
+    data = json.loads((ROOT / "bench" / "results" / "seed_formats_hw.json").read_text())
+    rows = [(bench.example(r["format"], r["block"])["params"], r) for r in data["rows"]]
+    rows += [(r["params"], r) for r in data["act_rows"]]
+    assert {p.get("WFMT", 0) for p, _ in rows} >= {0, 1, 2, 3} and {p.get("XFMT", 0) for p, _ in rows} >= {1, 2, 3}
+    wrong = [(r.get("format") or (r["x"], r["w"]), r["DSP"], estimate("mx_linear", p)["DSP"]) for p, r in rows
+             if estimate("mx_linear", p)["DSP"] != r["DSP"]]
+    assert wrong == []
