@@ -185,6 +185,18 @@ def lowering_for(node) -> Lowering:
     return LOWERINGS[meta(node).op]
 
 
+def config_error(node, op: str, exc: ValueError, formats, lanes: int):
+    """The MasecError for a configuration ``node``'s kernel refused (its ValueError ``exc``), with the
+    fix when an M2XFP activation among ``formats`` has fewer than 8 lanes (its 8-lane subgroups)."""
+    from masec.errors import MasecError
+
+    hint = ""
+    if "m2xfp4_a" in formats and lanes % 8:
+        m = meta(node)
+        hint = f"; give it 8 lanes or more (--parallelism 8, or lanes = 8 under [node.\"{m.path or node.name}\"])"
+    return MasecError(f"node `{node.name}` ({op}): {exc}{hint}")
+
+
 def rows_of(shape) -> int:
     return prod(shape[:-1]) if len(shape) > 1 else 1
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from masec.errors import MasecError
 from masec.hw_templates.kernels import mx_eltwise
-from masec.lowering.base import Lowering, MXValue, register
+from masec.lowering.base import Lowering, MXValue, config_error, register
 from masec.meta import KernelChoice, meta
 
 
@@ -30,10 +30,7 @@ class _Eltwise(Lowering):
                 m.shape, meta(a).formats["out"].parse(), meta(b).formats["out"].parse(), out.parse(), p, op=self.op,
                 y_ts_exp=out.ts_exp)
         except ValueError as exc:
-            hint = ""
-            if out.name == "m2xfp4_a" and p % 8:
-                hint = f"; give it 8 lanes or more (--parallelism 8, or lanes = 8 under [node.\"{m.path or node.name}\"])"
-            raise MasecError(f"node `{node.name}` ({self.op}): {exc}{hint}") from None
+            raise config_error(node, self.op, exc, (out.name,), p) from None
         return self.choice(node, instance, p)
 
     def reference(self, gm, node, inputs: list[MXValue]) -> MXValue:

@@ -13,7 +13,7 @@ import torch.fx as fx
 
 from masec.errors import MasecError
 from masec.hw_templates.kernels import mx_linear
-from masec.lowering.base import Lowering, MXValue, register, rows_of
+from masec.lowering.base import Lowering, MXValue, config_error, register, rows_of
 from masec.meta import KernelChoice, meta
 
 
@@ -69,10 +69,7 @@ class LinearLowering(Lowering):
                 w_mem=_mem_name(node, "w"), ws_mem=_mem_name(node, "ws"), b_mem=_mem_name(node, "b"), ts=ts,
                 x_ts_exp=x_tf.ts_exp, y_ts_exp=m.formats["out"].ts_exp)
         except ValueError as exc:
-            hint = ""
-            if "m2xfp4_a" in (x_tf.name, m.formats["out"].name) and p % 8:
-                hint = f"; give it 8 lanes or more (--parallelism 8, or lanes = 8 under [node.\"{m.path or node.name}\"])"
-            raise MasecError(f"node `{node.name}` (linear): {exc}{hint}") from None
+            raise config_error(node, "linear", exc, (x_tf.name, m.formats["out"].name), p) from None
         return self.choice(node, instance, p, mx_linear.ideal_cycles(rows_of(m.shape), in_f, out_f, p, p))
 
     def _encoded(self, gm, node):

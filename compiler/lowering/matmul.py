@@ -16,7 +16,7 @@ import torch
 
 from masec.errors import MasecError
 from masec.hw_templates.kernels import mx_matmul
-from masec.lowering.base import Lowering, MXValue, register
+from masec.lowering.base import Lowering, MXValue, config_error, register
 from masec.meta import KernelChoice, meta
 
 
@@ -48,11 +48,7 @@ class MatmulLowering(Lowering):
                                              a_ts_exp=ta.ts_exp if ta.name == "nvfp4" else None,
                                              b_ts_exp=tb.ts_exp if tb.name == "nvfp4" else None)
         except ValueError as exc:
-            m = meta(node)
-            hint = ""
-            if "m2xfp4_a" in (ta.name, tb.name) and p % 8:
-                hint = f"; give it 8 lanes or more (--parallelism 8, or lanes = 8 under [node.\"{m.path or node.name}\"])"
-            raise MasecError(f"node `{node.name}` (matmul): {exc}{hint}") from None
+            raise config_error(node, "matmul", exc, (ta.name, tb.name), p) from None
         cycles = batch * mx_matmul.ideal_cycles(m_dim, k_dim, n_dim, p, inst[1]["BB"], trans_b, p)
         return self.choice(node, inst, p, cycles)
 

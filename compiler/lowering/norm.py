@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import re
 
-import torch
-
-from masec.errors import MasecError
 from masec.hw_templates.kernels import mx_norm
-from masec.lowering.base import Lowering, MXValue, register
+from masec.lowering.base import Lowering, MXValue, config_error, register
 from masec.meta import KernelChoice, meta
 
 
@@ -41,10 +38,7 @@ class _Norm(Lowering):
                 eps=eps, gamma_mem=_mem(node, "gamma"), beta_mem=_mem(node, "beta"),
                 fmt_beta=m.formats["bias"].parse() if beta is not None else None, y_ts_exp=out.ts_exp)
         except ValueError as exc:
-            hint = ""
-            if out.name == "m2xfp4_a" and p % 8:
-                hint = f"; give it 8 lanes or more (--parallelism 8, or lanes = 8 under [node.\"{m.path or node.name}\"])"
-            raise MasecError(f"node `{node.name}` ({self.op}): {exc}{hint}") from None
+            raise config_error(node, self.op, exc, (out.name,), p) from None
         return self.choice(node, instance, p)
 
     def _encoded(self, gm, node):
