@@ -209,27 +209,32 @@ def _not_pow2(v: int) -> int:
     return int(v > 0 and v & (v - 1) != 0)
 
 
+def _linear_view(params: dict) -> dict:
+    """``mx_linear``'s parameters with x and W as the elements its products read: an M2XFP x
+    (``XFMT`` 1) decoded to int7 lanes, a BitMoD W (``WFMT`` 3) to a 6- (fp4) or 4-bit (fp3) int."""
+    p = dict(params)
+    if _i(p, "XFMT") == 1:
+        p.update({"X_IS_INT": 1, "X_BITS": 7})
+    if _i(p, "WFMT") == 3:
+        p.update({"W_IS_INT": 1, "W_BITS": 6 if _i(p, "W_BITS", 8) == 4 else 4})
+    return p
+
+
 def _linear_dsp(p: dict) -> int:
     """``mx_linear``'s DSP48s, from the widths of its RTL (``mx_linear.sv.j2``'s localparams): P_IN x P_OUT
-    products of the decoded x (M2XFP activations: int7) and W (BitMoD: a 6- or 4-bit int) significands;
-    per output lane the block sum times the block-scale significand(s) (NVFP4 W: 4 bits, BitMoD: 11,
-    NVFP4 x: 4) and, with an NVFP4 W, the accumulator times the 24-bit FP32 tensor-scale significand.
+    products of the decoded x and W significands (:func:`_linear_view`); per output lane the block sum
+    times the block-scale significand(s) (NVFP4 W: 4 bits, BitMoD: 11, NVFP4 x: 4) and, with an NVFP4 W,
+    the accumulator times the 24-bit FP32 tensor-scale significand.
     Checked against Yosys on bench/seed_formats_hw.py's twelve 64x64 configurations."""
-    xm2, xnv = _i(p, "XFMT") == 1, _i(p, "XFMT") == 2
-    nvf, bmd = _i(p, "WFMT") == 2, _i(p, "WFMT") == 3
-    xi, xb, xm = (1, 7, 5) if xm2 else (_i(p, "X_IS_INT", 1), _i(p, "X_BITS", 8), _i(p, "X_MBITS", 3))
-    wb = (6 if _i(p, "W_BITS", 8) == 4 else 4) if bmd else _i(p, "W_BITS", 8)
-    wi, wm = (1, wb - 2) if bmd else (_i(p, "W_IS_INT", 1), _i(p, "W_MBITS", 3))
-    xsig, wsig = (xb if xi else xm + 2), (wb if wi else wm + 2)
-    macs = _i(p, "P_IN", 1) * _i(p, "P_OUT", 1) * _mul_dsp(xsig, wsig)
-    xoff = 0 if xi else (1 << (xb - 1 - xm)) - 2
-    woff = 0 if wi else (1 << (wb - 1 - wm)) - 2
-    dw0 = xsig + wsig + xoff + woff + (3 if _i(p, "WFMT") == 1 else 0) + int(math.log2(max(_i(p, "B", 32), 1)))
+    v = _linear_view(p)
+    nvf, bmd, xnv = _i(p, "WFMT") == 2, _i(p, "WFMT") == 3, _i(p, "XFMT") == 2
+    macs = _i(p, "P_IN", 1) * _i(p, "P_OUT", 1) * _mul_dsp(_sig(v, "X_"), _sig(v, "W_"))
     ssw = (4 if nvf else 11 if bmd else 0) + (4 if xnv else 0)
-    dw = dw0 + ssw
     per_out = 1 if ssw else 0          # the block-scale product: one DSP48 after Yosys' width reduction
     if nvf:                            # (AW + 25)-bit accumulator x 25-bit tensor-scale significand
-        per_out += _mul_dsp(dw + _i(p, "ACC_GUARD", 4) + 1 + 25, 25)
+        aw = (_prod_bits(v, "X_") + _prod_bits(v, "W_") + int(math.log2(max(_i(p, "B", 32), 1))) + ssw
+              + _i(p, "ACC_GUARD", 4) + 1)
+        per_out += _mul_dsp(aw + 25, 25)
     return macs + _i(p, "P_OUT", 1) * per_out
 
 
