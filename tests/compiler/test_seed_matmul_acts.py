@@ -10,7 +10,7 @@ from masec.errors import MasecError
 from masec.meta import meta
 from seed_helpers import compile_with, sim_ok
 
-HEAD = Path(__file__).parent / "models" / "tiny_head.py"
+HEAD = Path(__file__).parent / "models" / "single_head.py"
 MIXED = """[default]
 act = "mxint8"
 weight = "mxint8"
@@ -22,6 +22,12 @@ act = "m2xfp4_a"
 act = "anda4"
 """
 FMT_CODE = {"mxint8": None, "m2xfp4_a": 1, "nvfp4": 2, "anda4": 3}
+
+
+@pytest.fixture(autouse=True)
+def small_head(monkeypatch):
+    """single_head.py at d_model = head = 32 (T = 8)."""
+    monkeypatch.setenv("MASEC_HEAD_DIM", "32")
 
 
 def matmul_params(out) -> list[dict]:

@@ -1,6 +1,8 @@
 """Single-head attention as a tutorial writes it: q, k, v projections, scores scaled by
-1/sqrt(d), a causal mask built in forward with torch.ones(T, T).triu(1), softmax, weighted sum."""
+1/sqrt(d), a causal mask built in forward with torch.ones(T, T).triu(1), softmax, weighted sum.
+``MASEC_HEAD_DIM`` sets d_model = head size (default 64; the seed-operand matmul tests use 32)."""
 import math
+import os
 
 import torch
 import torch.nn as nn
@@ -24,10 +26,14 @@ class Head(nn.Module):
         return wei @ v
 
 
+def _dim():
+    return int(os.environ.get("MASEC_HEAD_DIM", "64"))
+
+
 def model():
     torch.manual_seed(0)
-    return Head()
+    return Head(_dim(), _dim())
 
 
 def example_inputs():
-    return (torch.randn(8, 64, generator=torch.Generator().manual_seed(1)),)
+    return (torch.randn(8, _dim(), generator=torch.Generator().manual_seed(1)),)
