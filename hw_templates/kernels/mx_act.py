@@ -319,7 +319,7 @@ def _check_pipe(pipe) -> int:
 
 def latency(params: dict) -> int:
     """Cycles ``PIPE`` adds over PIPE 0: the kernel's own cuts (G and M at PIPE >= 1, I at >= 2, X at
-    >= 3: ``PIPE + 1``, none at PIPE 0) plus mx_quantize's ``2 * PIPE``."""
+    >= 3: ``PIPE + 1``, none at PIPE 0) plus mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
     pipe = _check_pipe(params.get("PIPE", 0))
     return (pipe + 1 if pipe else 0) + mx_quantize.latency(pipe)
 

@@ -14,7 +14,7 @@ Usage by the compiler::
     render("mx_cast", module, **ctx)         # + render("mx_quantize")
     codes_out, scales_out = cast_model(enc.codes, enc.scales, in_fmt.element, out_fmt.element, 32)
 
-Pipelining: ``PIPE`` (0..3) goes to the quantizer instance (its elastic cuts, ``2 * PIPE`` cycles);
+Pipelining: ``PIPE`` (0..3) goes to the quantizer instance (its elastic cuts, 2 * PIPE cycles, + 1 at PIPE 3);
 at ``PIPE = 1`` an elastic register also holds the decoded beat (at ``PIPE >= 2`` the quantizer's
 own input slice does). Same values, 1 beat/cycle, latency + :func:`latency` cycles
 (docs/kernels/mx_cast.md).
@@ -149,7 +149,7 @@ MAX_PIPE = mx_quantize.MAX_PIPE
 
 
 def latency(params: dict) -> int:
-    """Cycles ``PIPE`` adds over ``PIPE = 0``: the quantizer's ``2 * PIPE`` plus the decode cut at PIPE 1."""
+    """Cycles ``PIPE`` adds over ``PIPE = 0``: the quantizer's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3) plus the decode cut at PIPE 1."""
     pipe = check_pipe(params.get("PIPE", 0), MAX_PIPE, "mx_cast")
     return mx_quantize.latency(pipe) + (1 if pipe == 1 else 0)
 
@@ -181,7 +181,7 @@ SPEC = KernelSpec(
     template="mx_cast.sv.j2",
     doc="MX cast: exact decode of every code to m*2^e, then the shared quantizer to the output element "
         "format and block size (row re-padding with ROW_LEN). 1 beat/cycle, latency one output block "
-        "(+ 2 * PIPE + (PIPE == 1) cycles, PIPE 0..3).",
+        "(+ 2 * PIPE + (PIPE == 1) + (PIPE == 3) cycles, PIPE 0..3).",
     params=(ParamSpec("P", "lanes per beat; divides B_IN and B_OUT", 4),
             ParamSpec("B_IN", "input block size", 32),
             ParamSpec("B_OUT", "output block size", 32),
@@ -196,7 +196,7 @@ SPEC = KernelSpec(
             ParamSpec("OUT_BIAS", "output emin = 1 - OUT_BIAS", 7),
             ParamSpec("OUT_EMAX", "output top binade exponent", 8),
             ParamSpec("OUT_MAX_CODE", "output largest finite magnitude code", 126),
-            ParamSpec("PIPE", "pipeline depth 0..3 (latency + 2 * PIPE + (PIPE == 1))", 0)),
+            ParamSpec("PIPE", "pipeline depth 0..3 (latency + 2 * PIPE + (PIPE == 1) + (PIPE == 3))", 0)),
     ports=(PortSpec("s_x", "in", "mx", "input MX stream (P lanes of IN_BITS-bit codes + scale)"),
            PortSpec("m_y", "out", "mx", "output MX stream (P lanes of OUT_BITS-bit codes + scale)")),
     deps=("mx_quantize",),

@@ -151,14 +151,14 @@ def _check_pipe(pipe) -> int:
 
 def add_latency(params: dict) -> int:
     """Cycles ``mx_add``'s ``PIPE`` adds over PIPE 0: one per own cut (align, shift, decode) plus
-    mx_quantize's ``2 * PIPE``."""
+    mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
     pipe = _check_pipe(params.get("PIPE", 0))
     return pipe + mx_quantize.latency(pipe)
 
 
 def mul_latency(params: dict) -> int:
     """Cycles ``mx_mul``'s ``PIPE`` adds over PIPE 0: its operand and product cuts (``min(PIPE, 2)``)
-    plus mx_quantize's ``2 * PIPE``."""
+    plus mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
     pipe = _check_pipe(params.get("PIPE", 0))
     return min(pipe, 2) + mx_quantize.latency(pipe)
 

@@ -1059,7 +1059,7 @@ def latency(params: dict) -> int:
     """Cycles mx_linear's ``PIPE`` adds over PIPE 0 (every output beat later by this), for its SV
     ``params``: cut R, mx_dot, M2XFP's metadata multiply, the block-scale cut (NVFP4 / BitMoD W, NVFP4 x), the
     accumulator's extra stages (:func:`accumulator_stages` - 1), NVFP4's tensor-scale tail, the register
-    slice in front of mx_quantize, and the nested mx_quantize's 2 * PIPE."""
+    slice in front of mx_quantize, and the nested mx_quantize's latency (2 * PIPE, + 1 at PIPE 3)."""
     from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
 
     pipe = _check_pipe(params.get("PIPE", 0) or 0, "mx_linear")

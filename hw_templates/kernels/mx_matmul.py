@@ -217,7 +217,7 @@ MAX_PIPE = 3
 
 def latency(params: dict) -> int:
     """``SPEC.extra["latency"]``: cycles ``PIPE`` adds over ``PIPE = 0`` at SV ``params``: the decode
-    cut (1), the product cut (2) and mx_quantize's ``2 * PIPE``."""
+    cut (1), the product cut (2) and mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
     from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
 
     pipe = check_pipe(params.get("PIPE", 0), MAX_PIPE, "mx_matmul")

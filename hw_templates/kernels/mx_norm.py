@@ -687,7 +687,7 @@ def _pass2_latency(kind: str, pipe: int) -> int:
 
 def norm_latency(kind: str, pipe: int) -> int:
     """Cycles ``PIPE`` adds to an ``mx_rmsnorm`` / ``mx_layernorm`` instance: pass 1 + rsqrt (the row
-    statistics come later) + pass 2 + mx_quantize's ``2 * PIPE``."""
+    statistics come later) + pass 2 + mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
     from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
 
     pipe = _check_pipe(pipe)

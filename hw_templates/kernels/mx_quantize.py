@@ -34,7 +34,8 @@ wide values, tests/hw_templates/test_seed_quantize.py):
   the stream mx_linear's ``XFMT = 3`` decode reads.
 
 Pipelining: the SV parameter ``PIPE`` (0..3) puts elastic register stages after the block-buffer
-read, the per-lane decode and the shifter on the output side, and after the per-lane leading one,
+read, the per-lane decode and the shifter on the output side (at PIPE 3 also the output codes, so
+the consumer sees registers), and after the per-lane leading one,
 after ``|m|`` and in the middle of the beat's max tree on the input side (the block buffer keeps
 sign, ``|m|`` and the leading one, so the output side computes neither again); the values
 do not change, the latency grows by :func:`latency` cycles, throughput stays 1 beat/cycle.
@@ -419,10 +420,11 @@ MAX_PIPE = 3
 
 def latency(pipe: int) -> int:
     """Cycles ``PIPE`` adds between a block's last input beat and its first output beat (and on
-    every later beat): one input-side and one output-side stage per PIPE step."""
+    every later beat): one input-side and one output-side stage per PIPE step, and at PIPE 3 the
+    output register (cut O)."""
     if not 0 <= pipe <= MAX_PIPE:
         raise ValueError(f"PIPE {pipe}: mx_quantize has 0..{MAX_PIPE} stages")
-    return 2 * pipe
+    return 2 * pipe + (pipe >= 3)
 
 
 def pipe_for_clock(clock_ns: float) -> int:
@@ -447,7 +449,7 @@ SPEC = KernelSpec(
          "per beat, B/P beats per block -> MX stream of the element format (OCP shared exponent, "
          "round to nearest even, saturation), or (QFMT) M2XFP / NVFP4 / Anda activations. "
          "Double-buffered: 1 beat/cycle, latency one block plus "
-         "2 * PIPE cycles (PIPE 0..3: elastic register stages, chosen from the clock)."),
+         "2 * PIPE cycles, + 1 at PIPE 3 (PIPE 0..3: elastic register stages, chosen from the clock)."),
     params=(ParamSpec("P", "lanes per beat, divides B", 4),
             ParamSpec("B", "MX block size, power of two", 32),
             ParamSpec("MW", "bits of each lane's signed mantissa m", 16),
@@ -458,7 +460,7 @@ SPEC = KernelSpec(
             ParamSpec("ELEM_BIAS", "emin = 1 - ELEM_BIAS (fp: the exponent bias; int: 1)", 1),
             ParamSpec("ELEM_EMAX", "unbiased exponent of the top binade (int: 0)", 0),
             ParamSpec("ELEM_MAX_CODE", "largest finite magnitude code", 127),
-            ParamSpec("PIPE", "pipeline depth 0..3 (latency + 2 * PIPE)", 0),
+            ParamSpec("PIPE", "pipeline depth 0..3 (latency + 2 * PIPE, + 1 at PIPE 3)", 0),
             ParamSpec("QFMT", "output format: 0 MX, 1 M2XFP activations (ELEM_* = FP4, P multiple of 8, "
                       "+P/4 metadata bits), 2 NVFP4 (ELEM_* = FP4, UE4M3 scale), 3 Anda (ELEM_* = "
                       "int_element(M+1), scale = S)", 0),

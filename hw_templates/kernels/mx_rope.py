@@ -214,7 +214,7 @@ def _check_pipe(pipe) -> int:
 
 def latency(params: dict) -> int:
     """Cycles ``PIPE`` adds over PIPE 0: the decode and product cuts (``min(PIPE, 2)``) plus the
-    quantizer's ``2 * PIPE``."""
+    quantizer's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
     pipe = _check_pipe(params.get("PIPE", 0))
     return min(pipe, 2) + mx_quantize.latency(pipe)
 

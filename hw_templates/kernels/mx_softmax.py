@@ -356,7 +356,7 @@ def softmax_latency(pipe: int) -> int:
     """Cycles ``PIPE`` adds to an mx_softmax instance: pass 1 (accepted beat, u product, max tree,
     exp2 product, sum tree: 5 at PIPE 1; also u before the max tree and the running max: 7 from
     PIPE 2), the row end (sum normalization, m * y0: 2), pass 2 (u and exp2 products: 2) and
-    mx_quantize's ``2 * PIPE``."""
+    mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
     from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
 
     pipe = _check_pipe(pipe)

@@ -85,7 +85,7 @@ def test_cast_pipelined_rtl_matches_model_with_exact_added_latency(tmp_path, see
 
 
 def test_cast_latency_and_pipe_rule():
-    assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 4, 6]
+    assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 4, 7]
     assert [pipe_depth("mx_cast", ns) for ns in (10.0, 7.0, 4.0, 3.0, 2.0)] == [0, 1, 2, 3, 3]
 
 

@@ -314,16 +314,16 @@ def test_pipe_latency_model():
     assert [dot_latency(32, p) for p in range(4)] == [0, 4, 7, 7]    # P32: 5 tree levels
     assert [dot_latency(1, p) for p in range(4)] == [0, 1, 2, 2]
     base = {"P_IN": 8, "B": 32, "IN": 64}
-    # cut R + mx_dot + [accumulator stages - 1] + [seed cuts] + slice Q + mx_quantize (2 * PIPE)
+    # cut R + mx_dot + [accumulator stages - 1] + [seed cuts] + slice Q + mx_quantize (2 * PIPE, + 1 at PIPE 3)
     assert [latency({**base, "PIPE": p}) for p in range(4)] == [0, 1 + 3 + 1 + 1 + 2, 1 + 5 + 1 + 1 + 4,
-                                                                1 + 5 + 3 + 1 + 6]
-    assert latency({"P_IN": 32, "B": 32, "IN": 64, "PIPE": 3}) == 1 + 7 + 0 + 1 + 6   # P_IN = B: one-cycle step
-    assert latency({**base, "IN": 40, "PIPE": 3}) == 1 + 5 + 0 + 1 + 6   # last block of one beat in passes 1..
-    assert latency({**base, "IN": 48, "PIPE": 3}) == 1 + 5 + 1 + 1 + 6   # ... of two beats
-    assert latency({**base, "IN": 56, "PIPE": 3}) == 1 + 5 + 2 + 1 + 6   # ... of three beats
-    assert latency({"P_IN": 32, "B": 32, "IN": 20, "PIPE": 3}) == 1 + 7 + 3 + 1 + 6   # one block per row
+                                                                1 + 5 + 3 + 1 + 7]
+    assert latency({"P_IN": 32, "B": 32, "IN": 64, "PIPE": 3}) == 1 + 7 + 0 + 1 + 7   # P_IN = B: one-cycle step
+    assert latency({**base, "IN": 40, "PIPE": 3}) == 1 + 5 + 0 + 1 + 7   # last block of one beat in passes 1..
+    assert latency({**base, "IN": 48, "PIPE": 3}) == 1 + 5 + 1 + 1 + 7   # ... of two beats
+    assert latency({**base, "IN": 56, "PIPE": 3}) == 1 + 5 + 2 + 1 + 7   # ... of three beats
+    assert latency({"P_IN": 32, "B": 32, "IN": 20, "PIPE": 3}) == 1 + 7 + 3 + 1 + 7   # one block per row
     assert [accumulator_stages({"P_IN": 4, "B": 32, "IN": 96, "PIPE": p}) for p in range(4)] == [1, 2, 2, 4]
-    assert latency({**base, "WFMT": 2, "PIPE": 3}) == 1 + 5 + 3 + 1 + 3 + 1 + 6     # NVFP4: scale cut, tail
+    assert latency({**base, "WFMT": 2, "PIPE": 3}) == 1 + 5 + 3 + 1 + 3 + 1 + 7     # NVFP4: scale cut, tail
     assert latency({**base, "WFMT": 1, "PIPE": 2}) == 1 + 5 + 1 + 1 + 1 + 4         # M2XFP: (4 + m) cut
     assert [pipe_depth("mx_linear", ns) for ns in (20.0, 10.0, 8.0, 6.0, 4.0, 3.0, 2.0)] == [0, 0, 1, 2, 2, 3, 3]
     with pytest.raises(ValueError):

@@ -163,7 +163,7 @@ def test_pipeline_latency(build_root):
 
 def test_pipeline_depth_rules():
     assert [pipe_depth("mx_matmul", ns) for ns in (20.0, 10.0, 8.0, 5.0, 3.0, 2.0)] == [0, 0, 1, 2, 3, 3]
-    assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 6, 8]
+    assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 6, 9]
     with pytest.raises(ValueError):
         latency({"PIPE": MAX_PIPE + 1})
 

@@ -102,7 +102,7 @@ def test_rope_pipe_latency(tmp_path, seed):
 
 
 def test_rope_latency_and_pipe_depth():
-    assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 6, 8]
+    assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 6, 9]
     assert [pipe_depth("mx_rope", ns) for ns in (20.0, 10.0, 8.0, 4.0, 3.0, 2.0)] == [0, 0, 1, 2, 3, 3]
     with pytest.raises(ValueError):
         latency({"PIPE": MAX_PIPE + 1})
