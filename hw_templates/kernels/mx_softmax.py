@@ -354,13 +354,16 @@ def _check_pipe(pipe) -> int:
 
 def softmax_latency(pipe: int) -> int:
     """Cycles ``PIPE`` adds to an mx_softmax instance: pass 1 (accepted beat, u product, max tree,
-    exp2 product, sum tree: 5 at PIPE 1; also u before the max tree and the running max: 7 from
-    PIPE 2), the row end (sum normalization, m * y0: 2), pass 2 (u and exp2 products: 2) and
+    exp2 product, sum tree: 5 at PIPE 1; also u before the max tree and the running max: 7 at
+    PIPE 2; also x before the shift to fixed point, the exp2 product before its add and the sum
+    terms before the sum tree: 10 at PIPE 3), the row end (sum normalization, m * y0: 2; also the
+    seed before m * y0: 3 at PIPE 3), pass 2 (u and exp2 products: 2; also x before the shift, the
+    exp2 product before its add and the output FIFO before the quantizer: 5 at PIPE 3) and
     mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
     from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
 
     pipe = _check_pipe(pipe)
-    return (0, 5, 7, 7)[pipe] + (0, 2, 2, 2)[pipe] + (0, 2, 2, 2)[pipe] + quantize_latency(pipe)
+    return (0, 5, 7, 10)[pipe] + (0, 2, 2, 3)[pipe] + (0, 2, 2, 5)[pipe] + quantize_latency(pipe)
 
 
 def latency(params: dict) -> int:
@@ -369,8 +372,10 @@ def latency(params: dict) -> int:
 
 
 def lane_latency(params: dict) -> int:
-    """``SPEC.extra["latency"]`` of mx_softmax_u / mx_softmax_exp2: one register from PIPE 1."""
-    return int(_check_pipe(params.get("PIPE", 0)) >= 1)
+    """``SPEC.extra["latency"]`` of mx_softmax_u (before the product; at PIPE 3 also before the shift
+    to fixed point) and mx_softmax_exp2 (before the product; at PIPE 3 also after it): one register
+    from PIPE 1, two at PIPE 3."""
+    return (0, 1, 1, 2)[_check_pipe(params.get("PIPE", 0))]
 
 
 def jinja_ctx(n: int, key_mask=None) -> dict:
@@ -429,20 +434,24 @@ SPECS = (KernelSpec(
             ParamSpec("U_MUL", "round(s * log2(e) * 2^U_SH), in [2^16, 2^17) (u_constant)", L2E),
             ParamSpec("U_SH", "shift of the constant: 16 - floor(log2(s * log2(e)))", LF),
             ParamSpec("UW", "signed bits of u (u_width); the default is the minimum", 26),
-            ParamSpec("PIPE", "0: combinational; >= 1: x registered before the product (+1 cycle)", 0)),
+            ParamSpec("PIPE", "0: combinational; >= 1: x registered before the product (+1 cycle); "
+                              "3: also before the shift to fixed point (+2 cycles)", 0)),
     model=f"{__name__}:u_of",
     examples=({"label": "int8", "ctx": {}, "params": {}},
-              {"label": "int8 PIPE1", "ctx": {}, "params": {"PIPE": 1}}),
+              {"label": "int8 PIPE1", "ctx": {}, "params": {"PIPE": 1}},
+              {"label": "int8 PIPE3", "ctx": {}, "params": {"PIPE": 3}}),
     extra={"latency": lane_latency, "max_pipe": MAX_PIPE},
 ), KernelSpec(
     name="mx_softmax_exp2",
     template="mx_softmax_exp2.sv.j2",
     doc="2^(v / 2^12) for v <= 0 as E * 2^(I - 16): 64-entry table + linear interpolation; combinational.",
     params=(ParamSpec("VW", "bits of the signed operand", 28), ParamSpec("IMIN", "clamp of the integer part", -255),
-            ParamSpec("PIPE", "0: combinational; >= 1: table entries registered before the product (+1 cycle)", 0)),
+            ParamSpec("PIPE", "0: combinational; >= 1: table entries registered before the product (+1 cycle); "
+                              "3: also the product before the add (+2 cycles)", 0)),
     model=f"{__name__}:exp2_frac",
     examples=({"label": "VW28", "ctx": {}, "params": {"VW": 28}},
-              {"label": "VW28 PIPE1", "ctx": {}, "params": {"VW": 28, "PIPE": 1}}),
+              {"label": "VW28 PIPE1", "ctx": {}, "params": {"VW": 28, "PIPE": 1}},
+              {"label": "VW28 PIPE3", "ctx": {}, "params": {"VW": 28, "PIPE": 3}}),
     extra={"latency": lane_latency, "max_pipe": MAX_PIPE},
 ), KernelSpec(
     name="mx_softmax",
@@ -476,6 +485,7 @@ SPECS = (KernelSpec(
               {"label": "N64 mxint8 P4 scale 4", "ctx": {}, "params": _example(64, 4, False, 4.0)},
               # pipelined: the PIPE of a 5 ns (2) and a 3 ns (3) clock
               {"label": "N64 mxint8 P16 PIPE2", "ctx": {}, "params": _example(64, 16, False, pipe=2)},
+              {"label": "N64 mxint8 P16 PIPE3", "ctx": {}, "params": _example(64, 16, False, pipe=3)},
               {"label": "N256 mxint8 P32 causal PIPE3", "ctx": {}, "params": _example(256, 32, True, pipe=3)}),
     extra={"latency": latency, "max_pipe": MAX_PIPE},
 ),
