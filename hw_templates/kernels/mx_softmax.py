@@ -355,15 +355,15 @@ def _check_pipe(pipe) -> int:
 def softmax_latency(pipe: int) -> int:
     """Cycles ``PIPE`` adds to an mx_softmax instance: pass 1 (accepted beat, u product, max tree,
     exp2 product, sum tree: 5 at PIPE 1; also u before the max tree and the running max: 7 at
-    PIPE 2; also x before the shift to fixed point, the exp2 product before its add and the sum
-    terms before the sum tree: 10 at PIPE 3), the row end (sum normalization, m * y0: 2; also the
+    PIPE 2; also x before the shift to fixed point, ceil(u) before the max tree, the exp2 product
+    before its add and the sum terms before the sum tree: 11 at PIPE 3), the row end (sum normalization, m * y0: 2; also the
     seed before m * y0: 3 at PIPE 3), pass 2 (u and exp2 products: 2; also x before the shift, the
     exp2 product before its add and the output FIFO before the quantizer: 5 at PIPE 3) and
     mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
     from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
 
     pipe = _check_pipe(pipe)
-    return (0, 5, 7, 10)[pipe] + (0, 2, 2, 3)[pipe] + (0, 2, 2, 5)[pipe] + quantize_latency(pipe)
+    return (0, 5, 7, 11)[pipe] + (0, 2, 2, 3)[pipe] + (0, 2, 2, 5)[pipe] + quantize_latency(pipe)
 
 
 def latency(params: dict) -> int:
