@@ -35,8 +35,9 @@ wide values, tests/hw_templates/test_seed_quantize.py):
 
 Pipelining: the SV parameter ``PIPE`` (0..3) puts elastic register stages after the block-buffer
 read, the per-lane decode and the shifter on the output side (at PIPE 3 also the output codes, so
-the consumer sees registers), and after the per-lane leading one and ``lz = e + msb``, after ``|m|``
-and in the middle of the beat's max tree on the input side (the block buffer keeps
+the consumer sees registers), and after the per-lane ``lz = e + msb``, after ``|m|`` and the
+leading one (computed beside the negation) and in the middle of the beat's max tree on the input
+side (the block buffer keeps
 sign, ``|m|`` and the leading one, so the output side computes neither again); the values
 do not change, the latency grows by :func:`latency` cycles, throughput stays 1 beat/cycle.
 :func:`pipe_for_clock` chooses ``PIPE`` from the clock period (``--clock``); the template's
