@@ -35,7 +35,7 @@ import json
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,19 @@ BEGIN, END = "<!-- BEGIN timing -->", "<!-- END timing -->"
 ECP5, XC7 = "LFE5U-85F-6BG381C", "xc7z020"
 #: Targets of issue 12.
 TARGET_KERNEL_MHZ, TARGET_TOP_MHZ, TARGET_XC7_NS = 150.0, 100.0, 2.5
+#: What the table shows for records measured before records named their RTL commit.
+EARLIER = "earlier"
 ECP5_FREQ = 250.0   # nextpnr's target for the kernels (timing-driven placement aims here)
+
+
+def rtl_version() -> str:
+    """The commit the kernel templates are at (short hash; ``+dirty`` with uncommitted template edits):
+    every record carries it, so the table says which RTL each row was measured on."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "hw_templates"], capture_output=True,
+                           text=True).stdout.strip()
+    return (head or "unknown") + ("+dirty" if dirty else "")
 
 
 def _kernel_folder(name: str, example: dict, folder: Path) -> Path:
@@ -155,9 +167,11 @@ def markdown(results: dict) -> str:
              f"assumed); target <= {TARGET_XC7_NS} ns per stage.", "",
              "Out of context the Fmax counts register-to-register paths only: combinational paths from a "
              "kernel's inputs or to its outputs are timed in a top level, where they join the neighbour's.", "",
+             f"The RTL column names the commit each row was measured at; `{EARLIER}` rows predate this "
+             "round of pipelining (commit 768f192, mx_quantize's cut O) and were not re-run.", "",
              "| kernel | configuration | ECP5 Fmax (MHz) | LUT4 | FF | critical path (RTL) | "
-             "xc7 LUT levels | xc7 estimate (MHz) | targets |",
-             "|---|---|---:|---:|---:|---|---:|---:|---|"]
+             "xc7 LUT levels | xc7 estimate (MHz) | targets | RTL |",
+             "|---|---|---:|---:|---:|---|---:|---:|---|---|"]
     failed = []
     for kernel in sorted(results.get("kernels", {})):
         for r in results["kernels"][kernel]:
@@ -172,12 +186,13 @@ def markdown(results: dict) -> str:
                 met = "xc7 (no reg-to-reg path on ECP5)" if ok_x else "no reg-to-reg path"
             lines.append(f"| `{kernel}` | {r['label']} | {_mhz(e.get('fmax_mhz'))} | {e.get('LUT', '-')} | "
                          f"{e.get('FF', '-')} | {', '.join(e.get('path_rtl', [])[:3])} | {x.get('logic_depth', '-')} | "
-                         f"{_mhz(x.get('fmax_estimate_mhz'))} | {met} |")
+                         f"{_mhz(x.get('fmax_estimate_mhz'))} | {met} | {r.get('rtl', EARLIER)} |")
     tops = results.get("tops", [])
     if tops:
         lines += ["", "Compiled tops, whole top level placed and routed with its IOs on LFE5U-85F "
                   f"(target >= {TARGET_TOP_MHZ:g} MHz):", "",
-                  "| design | Fmax (MHz) | LUT4 | FF | MULT18 | EBR | critical path |", "|---|---:|---:|---:|---:|---:|---|"]
+                  "| design | Fmax (MHz) | LUT4 | FF | MULT18 | EBR | critical path | RTL |",
+                  "|---|---:|---:|---:|---:|---:|---|---|"]
         for t in tops:
             if "error" in t:
                 failed.append(f"- {t['label']}: {t['error']}")
@@ -185,7 +200,8 @@ def markdown(results: dict) -> str:
             cp = t["critical_path"]
             lines.append(f"| {t['label']} | {_mhz(t['fmax_mhz'])} | {t['LUT']} | {t['FF']} | {t['DSP']} | {t['BRAM']} | "
                          f"{cp.get('delay_ns')} ns ({cp.get('logic_ns')} logic) through "
-                         f"{', '.join(cp.get('instances') or [])}: {', '.join(cp.get('rtl', [])[:3])} |")
+                         f"{', '.join(cp.get('instances') or [])}: {', '.join(cp.get('rtl', [])[:3])} | "
+                         f"{t.get('rtl', EARLIER)} |")
     text = "\n".join(lines) + "\n"
     if failed:
         text += "\nNot measured:\n\n" + "\n".join(failed) + "\n"
@@ -239,17 +255,18 @@ def _report(kind: str, rec: dict) -> None:
 def export(jobs: list, top_jobs: list, dest: Path) -> None:
     """Render every selected kernel configuration and compile every selected top into ``dest`` with a
     ``jobs.json`` index, for :func:`run_exported` on a machine with more cores (no torch needed there)."""
-    index = []
+    index, rtl = [], rtl_version()
     for name, i, ex in jobs:
         folder = _kernel_folder(name, ex, dest / "kernels" / name / str(i))
         index.append({"kind": "kernel", "kernel": name, "label": ex["label"], "params": ex.get("params", {}),
-                      "folder": str(folder.relative_to(dest))})
+                      "folder": str(folder.relative_to(dest)), "rtl": rtl})
     for i, label, cargs in top_jobs:
         out = dest / "tops" / str(i)
         err = _compile_top(cargs, out)
         if err is not None:
             raise SystemExit(f"bench/timing.py: compiling {label!r} failed: {err}")
-        index.append({"kind": "top", "label": label, "compile": cargs, "folder": str(out.relative_to(dest))})
+        index.append({"kind": "top", "label": label, "compile": cargs, "folder": str(out.relative_to(dest)),
+                      "rtl": rtl})
     index.sort(key=lambda j: j["kind"] != "top")   # tops first: the longest jobs start first
     (dest / "jobs.json").write_text(json.dumps(index, indent=1) + "\n")
     print(f"exported {len(index)} jobs to {dest}", file=sys.stderr)
@@ -260,12 +277,13 @@ def run_exported(src: Path, results: Path, jobs: int, timeout: float, cache: Pat
     index = json.loads((src / "jobs.json").read_text())
     out = {"kernels": {}, "tops": []}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futs = [(j, pool.submit(top_record, j["label"], j["compile"], src / j["folder"], cache, timeout, 1)
+        futs = {(pool.submit(top_record, j["label"], j["compile"], src / j["folder"], cache, timeout, 1)
                  if j["kind"] == "top" else
-                 pool.submit(kernel_record, j["kernel"], j["label"], j["params"], src / j["folder"], cache, timeout))
-                for j in index]
-        for j, fut in futs:
-            rec = fut.result()
+                 pool.submit(kernel_record, j["kernel"], j["label"], j["params"], src / j["folder"], cache, timeout)): j
+                for j in index}
+        for fut in as_completed(futs):   # each result is written as it comes: a stopped run keeps what finished
+            j = futs[fut]
+            rec = {**fut.result(), "rtl": j.get("rtl", "unknown")}
             _report(j["kind"], rec)
             if j["kind"] == "top":
                 out["tops"].append(rec)
@@ -347,7 +365,7 @@ def main(argv=None) -> int:
             ap.error(f"--export {args.export}: exists; give a new folder")
         export(jobs, top_jobs, args.export)
         return 0
-    cache = cache_dir()
+    cache, rtl = cache_dir(), rtl_version()
     new = {"kernels": {}, "tops": []}
     with tempfile.TemporaryDirectory(prefix="masec_timing_") as tmp:
         tmp = Path(tmp)
@@ -358,11 +376,11 @@ def main(argv=None) -> int:
             futs = [pool.submit(time_kernel, name, ex, tmp / name / f"ex{i}", cache, args.timeout)
                     for name, i, ex in jobs]
             for fut in futs:
-                rec = fut.result()
+                rec = {**fut.result(), "rtl": rtl}
                 _report("kernel", rec)
                 new["kernels"].setdefault(rec["kernel"], []).append(rec)
             for fut in top_futs:
-                rec = fut.result()
+                rec = {**fut.result(), "rtl": rtl}
                 _report("top", rec)
                 new["tops"].append(rec)
     print(markdown(merge(new, reg, write=not args.no_write)))
