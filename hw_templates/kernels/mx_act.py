@@ -42,7 +42,7 @@ Pipelining: the SV parameter ``PIPE`` (0..3) adds elastic register stages (valid
 under any backpressure) and is passed on to the instance's ``mx_quantize``; the values do not change.
 The ROM read is registered at every PIPE; PIPE >= 1 adds a register after the multiplier operand
 (``1 - h`` or ``h``, and ``e``) and one after the product and region select (the (m, e) lanes), PIPE
->= 2 one on the ROM address, PIPE >= 3 one after the decode. :func:`latency` gives the cycles added
+>= 2 one on the ROM address, PIPE >= 3 one after the decode and one after the ROM read. :func:`latency` gives the cycles added
 over PIPE 0; ``masec.passes.hw.pipeline.pipe_depth`` the PIPE for a clock period.
 
 Model signature::
@@ -318,10 +318,10 @@ def _check_pipe(pipe) -> int:
 
 
 def latency(params: dict) -> int:
-    """Cycles ``PIPE`` adds over PIPE 0: the kernel's own cuts (G and M at PIPE >= 1, I at >= 2, X at
-    >= 3: ``PIPE + 1``, none at PIPE 0) plus mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
+    """Cycles ``PIPE`` adds over PIPE 0: the kernel's own cuts (G and M at PIPE >= 1, I at >= 2, X and
+    W at >= 3: 0, 2, 3, 5) plus mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
     pipe = _check_pipe(params.get("PIPE", 0))
-    return (pipe + 1 if pipe else 0) + mx_quantize.latency(pipe)
+    return (0, 2, 3, 5)[pipe] + mx_quantize.latency(pipe)
 
 
 # ----------------------------------------------------------------------------- config, manifest
