@@ -211,17 +211,28 @@ def ideal_cycles(m_dim: int, k_dim: int, n_dim: int, p_n: int, b_block: int = 32
 
 
 # ----------------------------------------------------------------------------- pipelining (PIPE)
-#: Largest PIPE the template has cuts for (3: mx_matmul's own cuts stop at 2, mx_quantize's go to 3).
+#: Largest PIPE the template has cuts for (3: the 4-stage accumulator step and mx_quantize's cut O).
 MAX_PIPE = 3
+
+
+def interleave(params: dict) -> int:
+    """Passes issued round robin (= stages of the accumulator step) at SV ``params``: the largest of 4
+    (PIPE 3), 2 (PIPE >= 2) and 1 that divides NPN = ceil(N / P_N) (the template's IL; a parameter
+    left out has the template's default, N 64, P_N 8)."""
+    pipe = check_pipe(params.get("PIPE", 0), MAX_PIPE, "mx_matmul")
+    npn = -(-int(params.get("N", 64)) // int(params.get("P_N", 8)))
+    most = 4 if pipe >= 3 else 2 if pipe >= 2 else 1
+    return next(il for il in (4, 2, 1) if il <= most and npn % il == 0)
 
 
 def latency(params: dict) -> int:
     """``SPEC.extra["latency"]``: cycles ``PIPE`` adds over ``PIPE = 0`` at SV ``params``: the decode
-    cut (1), the product cut (2) and mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
+    cut (1), the product cut (2), the accumulator step's extra stages (``interleave - 1``) and
+    mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
     from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
 
     pipe = check_pipe(params.get("PIPE", 0), MAX_PIPE, "mx_matmul")
-    return min(pipe, 2) + quantize_latency(pipe)
+    return min(pipe, 2) + interleave(params) - 1 + quantize_latency(pipe)
 
 
 def _example(label, m, k, n, a, b, o, trans_b, p_a, p_b, p_n, pipe=0, a_ts_exp=None, b_ts_exp=None):
@@ -255,7 +266,7 @@ SPEC = KernelSpec(
             ParamSpec("PIPE", "pipeline depth 0..3 (latency + latency(params))", 0)),
     ports=(PortSpec("s_a", "in", "mx", "A rows [M, K]"), PortSpec("s_b", "in", "mx", "B ([N, K] or [K, N])"),
            PortSpec("m_y", "out", "mx", "C rows [M, N], P_N lanes")),
-    deps=("mx_act_decode", "mx_facc", "mx_quantize"),
+    deps=("mx_act_decode", "mx_delay", "mx_facc", "mx_quantize"),
     ops=("matmul",),
     model=f"{__name__}:matmul_model",
     examples=(
@@ -266,6 +277,8 @@ SPEC = KernelSpec(
         _example("QK^T 8x16x8 mxint8 P_N4 PIPE2", 8, 16, 8, "mxint8", "mxint8", "mxint8", True, 8, 8, 4, pipe=2),
         _example("scores x V 8x8x16 mxfp8_e4m3 P_N8 PIPE3", 8, 8, 16, "mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3",
                  False, 8, 8, 8, pipe=3),
+        # the LLaMA block's Q K^T at --clock 10 on ECP5 (NPN 4: the accumulator step in four stages)
+        _example("QK^T 16x8x16 mxint8 P_N4 PIPE3", 16, 8, 16, "mxint8", "mxint8", "mxint8", True, 4, 4, 4, pipe=3),
         # seed activation operands (AFMT / BFMT), both transposes
         _example("QK^T 8x32x8 nvfp4 x m2xfp4_a P_N8", 8, 32, 8, "nvfp4", "m2xfp4_a", "mxint8", True, 8, 8, 8,
                  a_ts_exp=-2),

@@ -7,7 +7,7 @@ import torch
 
 from masec.formats import parse_format
 from masec.hw_templates.kernels.mx_matmul import (
-    MAX_PIPE, exact_matmul, ideal_cycles, instance_config, latency, matmul_accumulators, matmul_model, matmul_widths,
+    MAX_PIPE, exact_matmul, ideal_cycles, instance_config, interleave, latency, matmul_accumulators, matmul_model, matmul_widths,
 )
 from masec.hw_templates.render import render_with_deps
 from masec.passes.hw.pipeline import pipe_depth
@@ -74,9 +74,11 @@ def test_transposes_agree():
 
 # ----------------------------------------------------------------------------- RTL tests
 RTL_CONFIGS = [  # af, bf, of, M, K, N, trans_b, BA, BB, BC, P_A, P_B, P_N, loads
-    ("mxint8", "mxint8", "mxint8", 3, 40, 12, True, 32, 32, 16, 8, 4, 4, 2),
-    ("mxfp8_e4m3", "mxfp4", "mxfp8_e4m3", 3, 12, 40, False, 16, 32, 32, 4, 8, 8, 2),
+    # NPN = 4 passes per row: the accumulator interleave is 2 at PIPE 2 and 4 at PIPE 3
+    ("mxint8", "mxint8", "mxint8", 3, 40, 14, True, 32, 32, 32, 8, 4, 4, 2),
+    ("mxfp8_e4m3", "mxfp4", "mxfp8_e4m3", 3, 12, 28, False, 16, 32, 32, 4, 8, 8, 2),
 ]
+RTL_PARAMS = {"N": 14, "P_N": 4}   # the NPN (and so the latency) both RTL_CONFIGS share
 SLOW_CONFIGS = [
     ("mxint8", "mxint8", "mxint8", 3, 40, 12, True, 32, 32, 16, 8, 4, 4, 2),
     ("mxfp8_e4m3", "mxfp4", "mxfp8_e4m3", 3, 12, 40, False, 16, 32, 32, 4, 8, 8, 2),
@@ -143,11 +145,12 @@ _FULL_RATE: dict = {}   # PIPE -> full-rate cycles of RTL_CONFIGS (test_pipeline
 _SEED0 = random.SystemRandom().randrange(1, 2 ** 31)   # one stimulus for both PIPEs
 
 
-@pytest.mark.parametrize("pipe", [0, MAX_PIPE])
+@pytest.mark.parametrize("pipe", [0, 2, MAX_PIPE])
 def test_rtl_matches_model(build_root, pipe):
-    """Q K^T (TRANS_B = 1, int8, K = 40 partial block) and scores x V (TRANS_B = 0, fp8 x fp4,
-    N = 40) in one build, two B loads each; gaps and backpressure, exact comparison; unpipelined
-    and at the deepest PIPE."""
+    """Q K^T (TRANS_B = 1, int8, K = 40 partial block, N = 14: two lanes masked in the last pass, four
+    zero beats padding C's block) and scores x V (TRANS_B = 0, fp8 x fp4, N = 28) in one build, two B
+    loads each; gaps and backpressure, exact comparison; unpipelined, at PIPE 2 (accumulators
+    interleaved by 2) and at the deepest PIPE (by 4)."""
     print(f"\n[masec] mx_matmul PIPE {pipe} seed {_SEED0}")
     _FULL_RATE[pipe] = check_rtl(build_root, _SEED0, RTL_CONFIGS, pipe)
 
@@ -158,20 +161,25 @@ def test_pipeline_latency(build_root):
     for pipe in (0, MAX_PIPE):
         if pipe not in _FULL_RATE:
             _FULL_RATE[pipe] = check_rtl(build_root, _SEED0, RTL_CONFIGS, pipe)
-    assert_pipe_latency("mx_matmul", _FULL_RATE[0], _FULL_RATE[MAX_PIPE], MAX_PIPE)
+    assert_pipe_latency("mx_matmul", _FULL_RATE[0], _FULL_RATE[MAX_PIPE], MAX_PIPE, RTL_PARAMS)
 
 
 def test_pipeline_depth_rules():
     assert [pipe_depth("mx_matmul", ns) for ns in (20.0, 10.0, 8.0, 5.0, 3.0, 2.0)] == [0, 0, 1, 2, 3, 3]
-    assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 6, 9]
+    # the template's default N 64, P_N 8: NPN 8, interleaved by 2 at PIPE 2 and by 4 at PIPE 3
+    assert [latency({"PIPE": p}) for p in range(MAX_PIPE + 1)] == [0, 3, 7, 12]
+    assert [interleave({"PIPE": 3, "N": n, "P_N": 4}) for n in (4, 8, 12, 16, 20, 14)] == [1, 2, 1, 4, 1, 4]
+    assert [interleave({"PIPE": p, "N": 16, "P_N": 4}) for p in range(MAX_PIPE + 1)] == [1, 1, 2, 4]
     with pytest.raises(ValueError):
         latency({"PIPE": MAX_PIPE + 1})
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg", SLOW_CONFIGS, ids=lambda c: f"{c[0]}x{c[1]}-T{int(c[6])}-P{c[12]}")
-def test_rtl_matches_model_sweep(build_root, seed, cfg):
-    check_rtl(build_root, seed, [cfg])
+@pytest.mark.parametrize("pipe", [0, MAX_PIPE])
+def test_rtl_matches_model_sweep(build_root, seed, cfg, pipe):
+    """NPN 3 and 5 (no interleave at any PIPE) and 4 (interleaved by 4 at PIPE 3)."""
+    check_rtl(build_root, seed, [cfg], pipe)
 
 
 @pytest.mark.slow

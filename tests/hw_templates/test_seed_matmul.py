@@ -130,10 +130,12 @@ def test_manifest_entry():
 
 # ----------------------------------------------------------------------------- RTL tests
 #  af, bf, of, M, K, N, trans_b, BA, BB, BC, P_A, P_B, P_N, loads
+# every NPN = ceil(N / P_N) is odd or 1, so no configuration interleaves its accumulators (that is
+# format-independent and tested in test_mx_matmul.py) and all add the same latency at PIPE 3
 RTL_CONFIGS = [
     ("nvfp4:-3", "m2xfp4_a", "mxint8", 3, 40, 12, True, 16, 32, 16, 8, 8, 4, 2),      # Q K^T, partial blocks
     ("anda5", "nvfp4:4", "mxfp8_e4m3", 3, 12, 24, False, 32, 16, 16, 4, 8, 8, 2),     # scores x V
-    ("m2xfp4_a", "anda4", "mxint8", 2, 32, 16, False, 32, 32, 16, 16, 8, 8, 2),       # 2 subgroups per A beat
+    ("m2xfp4_a", "anda4", "mxint8", 2, 32, 24, False, 32, 32, 16, 16, 8, 8, 2),       # 2 subgroups per A beat
     ("nvfp4:-1", "nvfp4:2", "mxint8", 2, 32, 8, True, 16, 16, 8, 8, 4, 8, 2),         # both significands
     ("mxint8", "m2xfp4_a", "mxint8", 2, 10, 24, False, 32, 32, 32, 8, 8, 8, 2),       # M2XFP along N
 ]
@@ -223,7 +225,7 @@ def test_pipeline_latency(build_root):
     for pipe in (0, MAX_PIPE):
         if pipe not in _FULL_RATE:
             _FULL_RATE[pipe] = check_configs(build_root, _SEED0, RTL_CONFIGS, pipe)
-    assert_pipe_latency("mx_matmul", _FULL_RATE[0], _FULL_RATE[MAX_PIPE], MAX_PIPE)
+    assert_pipe_latency("mx_matmul", _FULL_RATE[0], _FULL_RATE[MAX_PIPE], MAX_PIPE, {"N": 12, "P_N": 4})
 
 
 @pytest.mark.slow
