@@ -806,6 +806,7 @@ SPECS = (
             _example("rmsnorm", 256, 32),
             _example("rmsnorm", 64, 16, pipe=2),
             _example("rmsnorm", 256, 32, pipe=3),
+            _example("rmsnorm", 64, 4, pipe=3),       # as the compiled blocks have it at --clock 10 on ECP5
             _example_seed("nvfp4"),
             _example_seed("m2xfp4_a"),
             _example_seed("anda4"),
