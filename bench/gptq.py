@@ -9,11 +9,17 @@ and in constraint mode (cheapest within --max-loss), with their wall time.
     python3 bench/gptq.py --part rows      # the format rows   -> bench/results/gptq_rows.json
     python3 bench/gptq.py --part search    # the two searches  -> bench/results/gptq_search.json
     python3 bench/gptq.py --part table     # print both
+    python3 bench/gptq.py --part rows --rotate   # the rows on a rotated model -> gptq_rows_rotated.json
+
+``--rotate`` first rotates the residual stream (QuaRot's / SpinQuant's offline R1, a random Hadamard
+matrix times random signs, with the RMSNorm gains folded into the linears that read them): the
+float32 model computes the same function, and the question is whether 4-bit weights lose less on it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -35,6 +41,43 @@ from masec.passes.search.space import Candidate, build_space, discover_sites  # 
 from masec.passes.transform.gptq import CALIBRATION_BATCHES  # noqa: E402
 
 WEIGHTS = [("mxint4", 32), ("mxfp4", 32), ("mxfp4", 16), ("nvfp4", 16), ("m2xfp4_w", 32)]
+
+
+@torch.no_grad()
+def rotate_residual(model, seed: int = 0) -> None:
+    """Rotate a llama2.c-style Transformer's residual stream by Q = diag(+-1) H / sqrt(d) in place:
+    every RMSNorm gain is folded into the linears reading its output (gain 1 then, so the norm commutes
+    with Q), the embedding rows and the outputs of wo / w2 are multiplied by Q, the inputs of wq, wk,
+    wv, w1, w3 and the classifier by Q^T. Same float32 function (up to rounding); a tied classifier is
+    untied first."""
+    d = model.tok_embeddings.weight.shape[1]
+    if d & (d - 1):
+        raise SystemExit(f"--rotate needs a power-of-two model width (Hadamard), got {d}")
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < d:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    signs = torch.randint(0, 2, (d,), generator=torch.Generator().manual_seed(seed)).double() * 2 - 1
+    q = signs[:, None] * h / math.sqrt(d)
+
+    def fold(norm, linears):
+        for lin in linears:
+            lin.weight.copy_(lin.weight.double() * norm.weight.double()[None, :])
+        norm.weight.fill_(1.0)
+
+    if model.output.weight is model.tok_embeddings.weight:
+        model.output.weight = torch.nn.Parameter(model.tok_embeddings.weight.detach().clone())
+    readers = [model.output]
+    for layer in model.layers:
+        att, ff = layer.attention, layer.feed_forward
+        fold(layer.attention_norm, [att.wq, att.wk, att.wv])
+        fold(layer.ffn_norm, [ff.w1, ff.w3])
+        readers += [att.wq, att.wk, att.wv, ff.w1, ff.w3]
+        for lin in (att.wo, ff.w2):
+            lin.weight.copy_(q.T @ lin.weight.double())
+    fold(model.norm, [model.output])
+    for lin in readers:
+        lin.weight.copy_(lin.weight.double() @ q)
+    model.tok_embeddings.weight.copy_(model.tok_embeddings.weight.double() @ q)
 
 
 def rows(args, ins, space, calib) -> list[dict]:
@@ -106,10 +149,12 @@ def searches(args, ins, calib_n) -> list[dict]:
 
 
 def table(results: Path) -> None:
-    rws = json.loads((results / "gptq_rows.json").read_text()) if (results / "gptq_rows.json").exists() else None
-    if rws:
+    for name, what in (("gptq_rows.json", ""), ("gptq_rows_rotated.json", ", residual stream rotated")):
+        if not (results / name).exists():
+            continue
+        rws = json.loads((results / name).read_text())
         f32 = rws["rows"][0]["perplexity"]
-        print_table(f"stories260K: RTN vs GPTQ weights, perplexity ({rws['device']})",
+        print_table(f"stories260K{what}: RTN vs GPTQ weights, perplexity ({rws['device']}; float32 {f32:.4f})",
                     ["weights", "activations", "avg bits", "RTN", "GPTQ"],
                     [[r["weights"], r["activations"], f"{r['avg_bits']:.3f}",
                       f"{r['perplexity']:.4f} ({100 * (r['perplexity'] / f32 - 1):+.2f}%)",
@@ -137,6 +182,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calibration-batches", type=int, default=CALIBRATION_BATCHES)
     ap.add_argument("--results", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--fresh", action="store_true", help="delete the search folders first")
+    ap.add_argument("--rotate", action="store_true",
+                    help="with --part rows: rotate the residual stream first (gptq_rows_rotated.json)")
     args = ap.parse_args(argv)
     results = Path(args.results)
     if args.part == "table":
@@ -150,10 +197,14 @@ def main(argv=None) -> int:
            "calibration_batches": len(calib), "metric": "perplexity (evaluate(), text never used for calibration)",
            "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MASEC_")}}
     if args.part == "rows":
+        if args.rotate:
+            rotate_residual(ins["model"], args.seed)
+            doc["rotation"] = f"residual stream times diag(+-1) H / sqrt(d), seed {args.seed}, RMSNorm gains folded"
         sites, _, _ = discover_sites(ins["model"], ins["example_inputs"])
         doc["rows"] = rows(args, ins, build_space(sites, "node"), calib)
         doc["bits"] = "avg bits over the quantized searched tensors (linear/embedding weights; and linear inputs in w+a8 rows)"
-        (results / "gptq_rows.json").write_text(json.dumps(doc, indent=1) + "\n")
+        (results / ("gptq_rows_rotated.json" if args.rotate else "gptq_rows.json")).write_text(
+            json.dumps(doc, indent=1) + "\n")
     else:
         doc.update(max_loss=args.max_loss, max_bits=args.max_bits, trials=args.trials, bits_trials=args.bits_trials,
                    seed=args.seed, threads=args.threads)
