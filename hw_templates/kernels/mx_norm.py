@@ -669,14 +669,16 @@ def _check_pipe(pipe) -> int:
 
 def rsqrt_latency(pipe: int) -> int:
     """Cycles ``mx_rmsnorm_rsqrt``'s ``PIPE`` adds to its 5: the two product splits (1), the leading
-    one before the normalizing shift (2)."""
-    return (0, 2, 3, 3)[_check_pipe(pipe)]
+    one before the normalizing shift (2), the partial products of m' * Y0^2 and stage 2's aligned
+    operands (3)."""
+    return (0, 2, 3, 5)[_check_pipe(pipe)]
 
 
 def _pass1_latency(kind: str, pipe: int) -> int:
     """Pass-1 stages added: the accepted beat and the adder trees' group sums (1), the squares (2);
-    LayerNorm also A1 * mu before the variance subtraction (1)."""
-    return (0, 2, 3, 3)[_check_pipe(pipe)] + (kind == "layernorm" and pipe >= 1)
+    LayerNorm also A1 * mu before the variance subtraction (1); RMSNorm's row accumulator step in two
+    (3)."""
+    return (0, 2, 3, 3)[_check_pipe(pipe)] + (kind == "layernorm" and pipe >= 1) + (kind == "rmsnorm" and pipe >= 3)
 
 
 def _pass2_latency(kind: str, pipe: int) -> int:

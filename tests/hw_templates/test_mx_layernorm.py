@@ -145,5 +145,5 @@ def test_instance_config_matches_sim_params():
 
 
 def test_pipeline_latency_rule():
-    assert [M.norm_latency("layernorm", p) for p in range(M.MAX_PIPE + 1)] == [0, 8, 14, 17]
+    assert [M.norm_latency("layernorm", p) for p in range(M.MAX_PIPE + 1)] == [0, 8, 14, 19]
     assert M.layernorm_latency({"PIPE": 1}) == 8 and M.layernorm_latency({}) == 0
