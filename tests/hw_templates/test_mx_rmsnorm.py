@@ -143,6 +143,8 @@ def _build_and_run(tmp, cfg, seed, pipe=0, rows=8):
     gen = torch.Generator().manual_seed(seed)
     codes, scales = stress_rows(el, rows, n, b, gen)
     gc, gs = stress_rows(gel, 1, n, b, gen)
+    while not (gc != 0).any():   # a stress row may be all zero; gamma = 0 would test nothing
+        gc, gs = stress_rows(gel, 1, n, b, gen)
     oc, osc = M.rmsnorm_model(codes, scales, el, gc[0], gs[0], gel, oel, n)
     tmp.mkdir(parents=True, exist_ok=True)
     mem = tmp / "gamma.mem"
