@@ -659,7 +659,7 @@ def out_param_specs() -> tuple[ParamSpec, ...]:
 
 
 # ----------------------------------------------------------------------------- pipelining (PIPE)
-#: Largest PIPE the templates have cuts for (3: the norms' own cuts stop at 2, mx_quantize's go to 3).
+#: Largest PIPE the templates have cuts for (3: the rsqrt and RMSNorm row-accumulator cuts, mx_quantize's cut O).
 MAX_PIPE = 3
 
 
