@@ -430,16 +430,28 @@ def fifo_params(edge, bus_bits: int | None = None) -> dict:
             **({"PIPE": edge.pipe} if edge.pipe else {})}
 
 
+def edge_estimates(ir) -> dict:
+    """The estimate of the FIFO on every IR edge (``fifo_eK``) and of its register slices
+    (``slice_in_eK`` / ``slice_out_eK``, estimated as the two-entry register FIFO they are built like:
+    two W-bit registers and a W-bit mux)."""
+    out = {}
+    for k, e in enumerate(ir.edges):
+        out[f"fifo_e{k}"] = {**estimate("stream_fifo", fifo_params(e)), "cycles": 0}
+        for side in (s for s in ("in", "out") if getattr(e, f"slice_{s}")):
+            out[f"slice_{side}_e{k}"] = {**estimate("stream_fifo", {"WIDTH": e.type.bus_bits, "DEPTH": 2}),
+                                         "cycles": 0}
+    return out
+
+
 def estimate_design(ir) -> dict:
-    """Per instance (kernel instances and the FIFO on every edge) and the total."""
+    """Per instance (kernel instances, the FIFO on every edge and its register slices) and the total."""
     nodes = {}
     total = dict.fromkeys(RESOURCES, 0)
     for inst in ir.instances.values():
         if inst.is_port:
             continue
         nodes[inst.name] = estimate_instance(inst)
-    for k, e in enumerate(ir.edges):
-        nodes[f"fifo_e{k}"] = {**estimate("stream_fifo", fifo_params(e)), "cycles": 0}
+    nodes.update(edge_estimates(ir))
     for est in nodes.values():
         for r in RESOURCES:
             total[r] += est[r]

@@ -51,6 +51,7 @@ def top_view(ir: HwGraph, top: str = "top") -> TopView:
         t = e.type
         view.edges.append({"name": eid[id(e)], "width": t.bus_bits, "data_bits": t.data_bits, "mx": t.is_mx,
                            "depth": e.depth, "ram_style": e.ram_style, "pipe": e.pipe,
+                           "slice_in": e.slice_in, "slice_out": e.slice_out,
                            "comment": f"{e.src[0]} -> {e.dst[0]}: {t.describe()}, {t.beats} beats; "
                                       f"FIFO depth {e.depth} ({e.why})"})
     for inst in ir.instances.values():

@@ -41,6 +41,10 @@ def _modules(ir, view, dep_ctx: dict | None = None) -> list:
     for dep in dependency_closure(("stream_fifo",)):
         add(render_dep(dep))
     add(render("stream_fifo"))
+    if any(e.slices for e in ir.edges):
+        from masec.hw_templates.kernels.stream_reg_slice import module_name as slice_module
+
+        add(render("stream_reg_slice", slice_module(False), mx=False))
     for inst in ir.instances.values():
         for r in inst.renders:
             if r.module in dep_ctx and r.module != inst.module:   # a dependency rendered with defaults

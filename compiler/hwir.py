@@ -154,6 +154,13 @@ class Edge:
     ram_style: int = 0
     why: str = ""          # why this FIFO depth
     pipe: int = 0          # the FIFO's PIPE (a register behind a block-RAM read; set_fifo_pipeline)
+    slice_in: int = 0      # 1: a stream_reg_slice between the producer and the FIFO (set_fifo_pipeline)
+    slice_out: int = 0     # 1: a stream_reg_slice between the FIFO and the consumer (set_fifo_pipeline)
+
+    @property
+    def slices(self) -> int:
+        """Cycles of latency the edge's register slices add."""
+        return self.slice_in + self.slice_out
 
 
 @dataclass

@@ -224,8 +224,8 @@ def _json_doc(r: Report) -> dict:
 
 def add_estimates(out: Path, ir) -> None:
     """Put the cost model's estimate of every node (``"estimate"``) and of the whole design with its
-    FIFOs (``"estimate_total"``) into ``report/report.json`` (compile time: the IR is at hand)."""
-    from masec.cost_model import estimate, estimate_instance, fifo_params
+    FIFOs and register slices (``"estimate_total"``) into ``report/report.json`` (compile time: the IR is at hand)."""
+    from masec.cost_model import edge_estimates, estimate_instance
     from masec.errors import MasecError
 
     path = Path(out) / "report" / "report.json"
@@ -239,8 +239,7 @@ def add_estimates(out: Path, ir) -> None:
             per_inst[inst.name] = {k: v for k, v in estimate_instance(inst).items() if k in RESOURCES}
         except MasecError:
             missing.add(inst.kernel)
-    for k, e in enumerate(ir.edges):
-        per_inst[f"fifo_e{k}"] = estimate("stream_fifo", fifo_params(e))
+    per_inst.update({k: {r: v for r, v in est.items() if r in RESOURCES} for k, est in edge_estimates(ir).items()})
     for est in per_inst.values():
         for k in RESOURCES:
             total[k] += est[k]

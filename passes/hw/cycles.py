@@ -11,7 +11,8 @@ its buffering:
   S = F_in + 2, F = S + C; a matmul loads one B matrix (one head) before its first output,
   S = max(S_a, S_b + beats of one B) + lat, F = max(S + C - lat, F_a + lat, F_b + lat).
 
-An instance's pipeline registers (``pipe_latency``, from ``--clock``) delay S and F alike.
+An instance's pipeline registers (``pipe_latency``, from ``--clock``) delay S and F alike, and so
+does each register slice on an edge (``Edge.slices``).
 The total is the latest F over the outputs; the bottleneck is the instance with the largest C.
 It is a model, compared with Verilator-measured cycles in ``bench/blocks.py``.
 
@@ -27,8 +28,8 @@ def predict_cycles(ir: HwGraph) -> dict:
     finish: dict[str, float] = {}
     for inst in ir.topo():
         ins = ir.in_edges(inst.name)
-        s_in = [start[e.src[0]] for e in ins]
-        f_in = [finish[e.src[0]] for e in ins]
+        s_in = [start[e.src[0]] + e.slices for e in ins]     # an edge's register slices delay it
+        f_in = [finish[e.src[0]] + e.slices for e in ins]
         if inst.kernel == "input" or not ins:   # a port, or a source such as stream_rom
             start[inst.name], finish[inst.name] = 0.0, float(inst.out_types[0].beats)
             continue

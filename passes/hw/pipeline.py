@@ -91,12 +91,20 @@ def set_pipeline(ir: HwGraph, clock_ns: float, family: str = "xcup") -> bool:
 
 def set_fifo_pipeline(ir: HwGraph, clock_ns: float, family: str = "xcup") -> bool:
     """The ``PIPE`` of every edge's ``stream_fifo`` (after ``size_fifos`` chose its RAM style): only a
-    block-RAM FIFO has a register to add; its latency does not change (docs/kernels/stream_fifo.md)."""
+    block-RAM FIFO has a register to add; its latency does not change (docs/kernels/stream_fifo.md).
+
+    At a clock that pipelines the FIFOs, the edges whose handshake would otherwise run combinationally
+    across the die also get a ``stream_reg_slice`` (one cycle each, ``Edge.slices``): between a fork and
+    each branch's FIFO (the fork's ready is the AND of its branches', and a residual branch's FIFO sits
+    where the branch joins, far from the fork), between a top-level input port and its FIFO, and
+    between a FIFO and a top-level output port (so the FIFOs are not pulled to the IO pins)."""
     depth = pipe_depth("stream_fifo", clock_ns, family) or 0
     changed = False
     for e in ir.edges:
         want = depth if e.ram_style else 0
-        if e.pipe != want:
-            e.pipe = want
+        s_in = int(bool(depth) and ir.instances[e.src[0]].kernel in ("stream_fork", "input"))
+        s_out = int(bool(depth) and ir.instances[e.dst[0]].kernel == "output")
+        if (e.pipe, e.slice_in, e.slice_out) != (want, s_in, s_out):
+            e.pipe, e.slice_in, e.slice_out = want, s_in, s_out
             changed = True
     return changed

@@ -130,7 +130,8 @@ def test_estimate_instance_and_design_on_a_compiled_ir():
     est = estimate_design(ir)
     kernels = [i for i in ir.instances.values() if not i.is_port]
     assert {i.name for i in kernels} <= set(est["nodes"])
-    assert len(est["nodes"]) == len(kernels) + len(ir.edges)     # every edge's FIFO too
+    # every edge's FIFO too, and its register slices
+    assert len(est["nodes"]) == len(kernels) + len(ir.edges) + sum(e.slices for e in ir.edges)
     for i in kernels:
         assert estimate_instance(i)["cycles"] == i.ideal_cycles
     assert est["total"]["LUT"] == sum(n["LUT"] for n in est["nodes"].values()) > 0

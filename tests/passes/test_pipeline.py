@@ -111,3 +111,34 @@ def test_block_ram_fifos_get_their_pipe_and_reach_the_top_level():
     assert not set_fifo_pipeline(ir, 4.0)
     set_fifo_pipeline(ir, 10.0)                      # 100 MHz on UltraScale+: none
     assert not any(e.pipe for e in ir.edges)
+
+
+def test_fork_branches_and_ports_get_register_slices_at_a_fast_clock():
+    # the residual IR (input -> fork -> linear / skip -> add -> output): at 4 ns every edge behind the
+    # fork or from the input port has a slice before its FIFO, the edge to the output one after it;
+    # each delays the cycle model by one cycle, and top.sv instantiates exactly those slices
+    from masec.design import top_view
+    from masec.hw_templates.render import render_template
+    from masec.passes.hw.pipeline import set_fifo_pipeline
+    from masec.passes.hw.streams import insert_forks, size_fifos
+
+    _, ir, _ = residual_ir()
+    insert_forks(ir)
+    size_fifos(ir)
+    before = predict_cycles(ir)
+    assert set_fifo_pipeline(ir, 4.0)
+    kind = {n: i.kernel for n, i in ir.instances.items()}
+    for e in ir.edges:
+        assert e.slice_in == int(kind[e.src[0]] in ("stream_fork", "input")), e
+        assert e.slice_out == int(kind[e.dst[0]] == "output"), e
+    assert sum(e.slice_in for e in ir.edges) == 3 and sum(e.slice_out for e in ir.edges) == 1
+    after = predict_cycles(ir)
+    assert after["total"] == before["total"] + 3      # input slice, fork-branch slice, output slice
+    v = top_view(ir)
+    top = render_template("top.sv.j2", "top", inputs=v.inputs, outputs=v.outputs, edges=v.edges,
+                          instances=v.instances).text
+    assert top.count("stream_reg_slice_plain #(") == 4
+    assert top.count("u_slice_in_") == 3 and top.count("u_slice_out_") == 1
+    set_fifo_pipeline(ir, 10.0)                      # 100 MHz on UltraScale+: no FIFO pipeline, no slices
+    assert not any(e.slices for e in ir.edges)
+    assert predict_cycles(ir)["total"] == before["total"]
