@@ -239,6 +239,9 @@ def write_tree(root: Path, gm, ir, values, example_inputs, config, evaluation: d
                    "params": {"WIDTH": e["width"], "DEPTH": e["depth"], "RAM_STYLE": e["ram_style"],
                               **({"PIPE": e["pipe"]} if e["pipe"] else {})}}
                   for e in view.edges]
+    instances += [{"name": f"u_slice_{side}_{e['name']}", "module": "stream_reg_slice_plain",
+                   "kernel": "stream_reg_slice", "node": "", "params": {"DATA_W": e["width"]}}
+                  for e in view.edges for side in ("in", "out") if e[f"slice_{side}"]]
     build = {"top": view.top, "sources": sources, "memories": mems, **ports, "instances": instances,
              "masec_version": version, "axi": axi.to_json()}
     (root / "masec_build.json").write_text(json.dumps(build, indent=2, sort_keys=True) + "\n")

@@ -221,6 +221,11 @@ def test_compiled_small_model(tmp_path, monkeypatch):
     rep = json.loads((out / "report" / "synth.json").read_text())
     _check_report(rep)
     assert len(rep["instances"]) >= 3 and rep["fits"]["fits"] and rep["total"]["FF"] > 0
+    # masec_build.json lists every instance of top.sv (so the totals count them), the edge slices too
+    build = json.loads((out / "masec_build.json").read_text())
+    parsed = {i.name for i in parse_instances((out / "rtl" / "top.sv").read_text())}
+    assert {i["name"] for i in build["instances"]} == parsed
+    assert any(n.startswith("u_slice_in_") for n in parsed) and {r["name"] for r in rep["instances"]} == parsed
     assert "yowasp" not in (out / "Makefile").read_text()
     # the Makefile's synth target on a fresh install: masec synth . (all cached now)
     make = subprocess.run(["make", "-s", "synth", f"MASEC={sys.executable} -m masec.cli"], cwd=out,
