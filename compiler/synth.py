@@ -594,14 +594,18 @@ def _top_worker() -> None:
 
 
 def _run_top_ecp5(out: Path, build: dict, part: Part, freq_mhz: float, timeout: float, cache: Path | None,
-                  yosys_version: str, bitstream: Path | None = None, lpf: Path | None = None) -> dict:
+                  yosys_version: str, bitstream: Path | None = None, lpf: Path | None = None, seeds: int = 1,
+                  jobs: int = 1) -> dict:
     """Synthesize (``synth_ecp5 -flatten``) and place and route the whole top level; cached unless a
-    bitstream is asked for."""
+    bitstream is asked for. ``seeds`` > 1: place and route with the seeds ``PNR_SEED ..
+    PNR_SEED + seeds - 1`` (``jobs`` at once) and keep the fastest (``pnr["seeds"]`` lists every one)."""
+    seed_list = [PNR_SEED + i for i in range(max(1, int(seeds)))]
     rtl = out / "rtl"
     srcs = [out / s for s in build["sources"]]
     mems = sorted(p for p in rtl.iterdir() if p.is_file() and p.suffix not in (".sv", ".v", ".svh", ".f"))
     ident = {"schema": SCHEMA, "yosys": yosys_version, "nextpnr": nextpnr_version(), "part": part.part,
-             "top": build["top"], "freq": freq_mhz, "seed": PNR_SEED, "lpf": _sha(lpf.read_bytes()) if lpf else "",
+             "top": build["top"], "freq": freq_mhz, "seed": PNR_SEED if len(seed_list) == 1 else seed_list,
+             "lpf": _sha(lpf.read_bytes()) if lpf else "",
              "sources": [[p.name, _sha(p.read_bytes())] for p in srcs],
              "memories": [[p.name, _sha(p.read_bytes())] for p in mems]}
     key = "top_" + _sha(json.dumps(ident, sort_keys=True).encode())
@@ -631,15 +635,27 @@ def _run_top_ecp5(out: Path, build: dict, part: Part, freq_mhz: float, timeout: 
                              f"{errs[-1] if errs else 'no ERROR line'}")
         synth_s = round(time.monotonic() - t0, 1)
         rec = json.loads((tmp / "synth.json").read_text())
-        pnr = place_and_route(tmp / "net.json", tmp, list(part.pnr_args), freq_mhz, ooc=False,
-                              textcfg="top.config" if bitstream else None, lpf=str(lpf.resolve()) if lpf else None,
-                              timeout=timeout)
-        if "error" in pnr:
-            shutil.copy(tmp / "nextpnr.log", out / "report" / "nextpnr_top.log")
-            raise MasecError(f"top level: {pnr['error']}; log: {out / 'report' / 'nextpnr_top.log'}")
-        shutil.copy(tmp / "nextpnr.log", out / "report" / "nextpnr_top.log")
+        def one(seed: int) -> tuple[int, dict]:
+            work = tmp / f"seed{seed}"
+            work.mkdir()
+            shutil.copy(tmp / "net.json", work / "net.json")
+            return seed, place_and_route(work / "net.json", work, list(part.pnr_args), freq_mhz, ooc=False,
+                                         seed=seed, textcfg="top.config" if bitstream else None,
+                                         lpf=str(lpf.resolve()) if lpf else None, timeout=timeout)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(int(jobs), len(seed_list)))) as pool:
+            runs = list(pool.map(one, seed_list))
+        failed = [(sd, r) for sd, r in runs if "error" in r]
+        if failed:
+            sd, r = failed[0]
+            shutil.copy(tmp / f"seed{sd}" / "nextpnr.log", out / "report" / "nextpnr_top.log")
+            raise MasecError(f"top level (seed {sd}): {r['error']}; log: {out / 'report' / 'nextpnr_top.log'}")
+        seed, pnr = max(runs, key=lambda sr: (sr[1]["fmax_mhz"] or 0.0, -sr[0]))
+        if len(seed_list) > 1:
+            pnr = {**pnr, "seed": seed, "seeds": [{"seed": sd, "fmax_mhz": r["fmax_mhz"]} for sd, r in runs]}
+        shutil.copy(tmp / f"seed{seed}" / "nextpnr.log", out / "report" / "nextpnr_top.log")
         if bitstream is not None:
-            ecppack(tmp / "top.config", bitstream)
+            ecppack(tmp / f"seed{seed}" / "top.config", bitstream)
         rec = {"cells": rec["cells"], "pnr": pnr, "synth_seconds": synth_s}
     _cache_put(cache, key, rec)
     return {**rec, "cached": False}
@@ -722,13 +738,14 @@ class SynthResult:
 
 def synthesize(out: Path, part: Part, jobs: int = 1, cache: Path | None = None, timeout: float = 3600.0,
                progress=None, freq_mhz: float | None = None, top: bool = True, bitstream: Path | None = None,
-               lpf: Path | None = None) -> SynthResult:
+               lpf: Path | None = None, seeds: int = 1) -> SynthResult:
     """Synthesize every distinct kernel configuration of ``out`` and build the report dict.
 
     ``progress(done, total, label)`` is called as configurations finish. On an ECP5 part every
     configuration is also placed and routed out of context (nextpnr-ecp5, target ``freq_mhz``,
     default: the compiled ``--clock``), then, with ``top``, the whole top level with its IOs;
-    ``bitstream`` (a path) packs the top's routed configuration with ``ecppack``.
+    ``bitstream`` (a path) packs the top's routed configuration with ``ecppack``; ``seeds`` > 1 places
+    and routes the top with that many seeds and keeps the fastest.
     """
     try:
         import pyosys  # noqa: F401
@@ -788,7 +805,8 @@ def synthesize(out: Path, part: Part, jobs: int = 1, cache: Path | None = None, 
         if progress:
             progress(done, len(plan), "top level: synth_ecp5 + nextpnr-ecp5")
         (out / "report").mkdir(exist_ok=True)
-        top_rec = _run_top_ecp5(out, build, part, pnr["freq_mhz"], timeout, cache, version, bitstream, lpf)
+        top_rec = _run_top_ecp5(out, build, part, pnr["freq_mhz"], timeout, cache, version, bitstream, lpf,
+                                seeds=seeds, jobs=jobs)
     return SynthResult(_report_ecp5(build, plan, instances, results, part, version, pnr, top_rec), seconds, cached,
                        failed)
 
@@ -821,6 +839,8 @@ def _report_ecp5(build: dict, plan: list[Job], instances: list[Instance], result
            "kernels_fmax_mhz": min(kfmax) if kfmax else None}
     if top_rec is not None:
         tp = top_rec["pnr"]
+        if "seeds" in tp:   # the fastest of several placements
+            rep.update({"top_seed": tp["seed"], "top_seeds": tp["seeds"]})
         rep.update({"fmax_mhz": tp["fmax_mhz"], "clocks": tp["clocks"], "critical_path": tp["critical_path"],
                     "total": {k: tp["utilization"][k] for k in RESOURCES},
                     "top_utilization": tp["utilization"], "top_cells": {k: v for k, v in top_rec["cells"].items()
@@ -873,7 +893,12 @@ def report_markdown_ecp5(rep: dict) -> str:
     if rep.get("fmax_mhz") is not None:
         cp = rep.get("critical_path") or {}
         lines += [f"**Post-route Fmax of the top level: {rep['fmax_mhz']:.1f} MHz** (target {rep['target_mhz']:g} MHz).",
-                  "", f"Critical path: {cp.get('delay_ns', 0):.2f} ns ({cp.get('logic_ns', 0):.2f} ns logic, "
+                  ""]
+        if rep.get("top_seeds"):
+            lines += [f"Placed and routed with {len(rep['top_seeds'])} seeds, the fastest kept (seed "
+                      f"{rep['top_seed']}): " + ", ".join(f"seed {x['seed']} {x['fmax_mhz']:.1f} MHz"
+                                                          for x in rep["top_seeds"]) + ".", ""]
+        lines += [f"Critical path: {cp.get('delay_ns', 0):.2f} ns ({cp.get('logic_ns', 0):.2f} ns logic, "
                   f"{cp.get('routing_ns', 0):.2f} ns routing), through "
                   f"{', '.join(cp.get('instances') or ['top-level logic'])}; from `{cp.get('from', '')}` to "
                   f"`{cp.get('to', '')}`; RTL: {', '.join(cp.get('sources', [])[:8])}.", ""]
@@ -956,6 +981,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                              "OUT/ecp5/<top>.bit)")
     parser.add_argument("--lpf", default=None, help="ECP5: LPF pin constraints for the top level (a board's pinout); "
                         "without it nextpnr places the pins itself")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+                        help="ECP5: place and route the top level with N seeds (--jobs at once) and keep the "
+                             "fastest; the report lists every seed's Fmax (default 1)")
     return parser
 
 
@@ -989,10 +1017,14 @@ def synth_main(args, console=None) -> int:
     part = lookup_part(args.part or _default_part(out))
     if args.jobs < 1:
         raise MasecError(f"--jobs {args.jobs}: give at least 1")
+    if args.seeds < 1:
+        raise MasecError(f"--seeds {args.seeds}: give at least 1")
     ecp5_opts = {k: getattr(args, k, None) for k in ("freq", "bitstream", "lpf")}
+    if args.seeds > 1:
+        ecp5_opts["seeds"] = args.seeds
     if not part.is_ecp5 and any(v is not None for v in ecp5_opts.values()):
         given = ", ".join(f"--{k}" for k, v in ecp5_opts.items() if v is not None)
-        raise MasecError(f"{given}: place and route, bitstreams and LPF files are for ECP5 parts "
+        raise MasecError(f"{given}: place and route, seeds, bitstreams and LPF files are for ECP5 parts "
                          f"(--part LFE5U-85F-6BG381C); {part.part} gets the Yosys estimate only")
     if args.freq is not None and not args.freq > 0:
         raise MasecError(f"--freq {args.freq}: give a positive frequency in MHz")
@@ -1013,7 +1045,7 @@ def synth_main(args, console=None) -> int:
             bit = Path(args.bitstream) if args.bitstream else out / "ecp5" / f"{read_build(out)['top']}.bit"
             bit.parent.mkdir(parents=True, exist_ok=True)
         res = synthesize(out, part, jobs=args.jobs, cache=cache, timeout=args.timeout, progress=progress,
-                         freq_mhz=args.freq, top=not args.no_top, bitstream=bit, lpf=lpf)
+                         freq_mhz=args.freq, top=not args.no_top, bitstream=bit, lpf=lpf, seeds=args.seeds)
     wall = time.monotonic() - t0
     rep = res.report
     (out / "report").mkdir(exist_ok=True)

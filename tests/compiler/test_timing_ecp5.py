@@ -85,10 +85,26 @@ def test_ecp5_flow_on_a_tiny_design(tmp_path, monkeypatch):
     assert (out / "report" / "synth.json").read_text() == text
 
 
+def test_seed_sweep_keeps_the_fastest_placement(tmp_path, monkeypatch):
+    out = _fifo_design(tmp_path / "d")
+    monkeypatch.setenv("MASEC_CACHE", str(tmp_path / "cache"))
+    assert synth_main(_args(out, "--part", PART, "--seeds", "3")) == 0
+    rep = json.loads((out / "report" / "synth.json").read_text())
+    seeds = rep["top_seeds"]
+    assert [x["seed"] for x in seeds] == [1, 2, 3] and all(x["fmax_mhz"] > 0 for x in seeds)
+    best = max(seeds, key=lambda x: x["fmax_mhz"])
+    assert rep["fmax_mhz"] == best["fmax_mhz"] and rep["top_seed"] == best["seed"]
+    assert "Placed and routed with 3 seeds, the fastest kept" in (out / "report" / "synth.md").read_text()
+
+
 def test_ecp5_options_are_refused_on_xilinx_parts(tmp_path):
     out = _fifo_design(tmp_path / "d")
-    with pytest.raises(MasecError, match="--bitstream: place and route, bitstreams and LPF files are for ECP5"):
+    with pytest.raises(MasecError, match="--bitstream: place and route, seeds, bitstreams and LPF files are for ECP5"):
         synth_main(_args(out, "--part", "xc7z020", "--bitstream"))
+    with pytest.raises(MasecError, match="--seeds: place and route"):
+        synth_main(_args(out, "--part", "xc7z020", "--seeds", "3"))
+    with pytest.raises(MasecError, match="--seeds 0: give at least 1"):
+        synth_main(_args(out, "--part", PART, "--seeds", "0"))
     with pytest.raises(MasecError, match="--freq -1"):
         synth_main(_args(out, "--part", PART, "--freq", "-1"))
 
