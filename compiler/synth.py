@@ -1019,6 +1019,8 @@ def synth_main(args, console=None) -> int:
         raise MasecError(f"--jobs {args.jobs}: give at least 1")
     if args.seeds < 1:
         raise MasecError(f"--seeds {args.seeds}: give at least 1")
+    if args.seeds > 1 and args.no_top:
+        raise MasecError(f"--seeds {args.seeds}: the seeds are for the top level's place and route; drop --no-top")
     ecp5_opts = {k: getattr(args, k, None) for k in ("freq", "bitstream", "lpf")}
     if args.seeds > 1:
         ecp5_opts["seeds"] = args.seeds

@@ -105,6 +105,8 @@ def test_ecp5_options_are_refused_on_xilinx_parts(tmp_path):
         synth_main(_args(out, "--part", "xc7z020", "--seeds", "3"))
     with pytest.raises(MasecError, match="--seeds 0: give at least 1"):
         synth_main(_args(out, "--part", PART, "--seeds", "0"))
+    with pytest.raises(MasecError, match="--seeds 2: the seeds are for the top level's place and route"):
+        synth_main(_args(out, "--part", PART, "--seeds", "2", "--no-top"))
     with pytest.raises(MasecError, match="--freq -1"):
         synth_main(_args(out, "--part", PART, "--freq", "-1"))
 
