@@ -80,6 +80,23 @@ def rotate_residual(model, seed: int = 0) -> None:
     model.tok_embeddings.weight.copy_(model.tok_embeddings.weight.double() @ q)
 
 
+def embedding_candidate(wc: Candidate) -> Candidate:
+    """The embedding's format beside linear weights in ``wc``: the same, or MXFP4 at the same block for a
+    seed weight format (which has hardware only in linears)."""
+    return wc if wc.fmt.startswith("mx") else Candidate.make("mxfp4", wc.block)
+
+
+def uniform_assignment(space, wc: Candidate, ac: Candidate | None = None) -> tuple[dict, float]:
+    """Every weight site in ``wc`` (the embedding per :func:`embedding_candidate`) and, with ``ac``, every
+    activation site in ``ac``; the other sites stay float. Returns the assignment and its average bits
+    over the quantized sites."""
+    emb = embedding_candidate(wc)
+    assign = {s.key: ((wc if s.op == "linear" else emb) if s.kind == "weight" else ac)
+              for s in space.sites if ac is not None or s.kind == "weight"}
+    sites = [s for s in space.sites if s.key in assign]
+    return assign, sum(s.numel * assign[s.key].bits for s in sites) / sum(s.numel for s in sites)
+
+
 def rows(args, ins, space, calib) -> list[dict]:
     model, evaluate = ins["model"], ins["evaluate"]
     graphs: dict = {}
@@ -93,13 +110,9 @@ def rows(args, ins, space, calib) -> list[dict]:
     a8 = Candidate.make("mxint8", 32)
     for name, block in WEIGHTS:
         wc = Candidate.make(name, block)
-        # a seed weight format has hardware only in linears: the embedding then takes MXFP4 at the same block
-        emb = wc if wc.fmt.startswith("mx") else Candidate.make("mxfp4", block)
+        emb = embedding_candidate(wc)
         for acts in (False, True):
-            assign = {s.key: ((wc if s.op == "linear" else emb) if s.kind == "weight" else a8)
-                      for s in space.sites if acts or s.kind == "weight"}
-            sites = [s for s in space.sites if s.key in assign]
-            bits = sum(s.numel * assign[s.key].bits for s in sites) / sum(s.numel for s in sites)
+            assign, bits = uniform_assignment(space, wc, a8 if acts else None)
             for wr in ("nearest", "gptq"):
                 with Emulator(model, space, example_inputs=ins["example_inputs"], graph_cache=graphs,
                               weight_rounding=wr, calibration=calib if wr == "gptq" else None) as emu:

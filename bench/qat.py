@@ -42,6 +42,7 @@ from torch.nn.utils import parametrize
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from gptq import uniform_assignment  # noqa: E402
 from table import print_table  # noqa: E402
 
 from masec.frontend import load_model_namespace  # noqa: E402
@@ -69,14 +70,6 @@ class STE(nn.Module):
 
     def forward(self, x):
         return x + (self.q(x.detach()) - x).detach()
-
-
-def assignment(space, w, a):
-    wc, ac = Candidate.make(*w), Candidate.make(*a)
-    emb = wc if wc.fmt.startswith("mx") else Candidate.make("mxfp4", w[1])
-    assign = {s.key: ((wc if s.op == "linear" else emb) if s.kind == "weight" else ac) for s in space.sites}
-    bits = sum(s.numel * assign[s.key].bits for s in space.sites) / sum(s.numel for s in space.sites)
-    return assign, bits
 
 
 def hw_perplexity(model, space, ins, assign) -> float:
@@ -156,7 +149,8 @@ def main(argv=None) -> int:
     rows = []
     for label, w, a, loss_kind, steps in ROWS:
         steps = 100 if args.quick else steps
-        assign, bits = assignment(space, w, a) if w is not None else ({}, 32.0)
+        assign, bits = (uniform_assignment(space, Candidate.make(*w), Candidate.make(*a)) if w is not None
+                        else ({}, 32.0))
         ptq = hw_perplexity(model, space, ins, assign) if assign else f32
         t = time.time()
         ft = fine_tune(model, ids, w, a, loss_kind, steps, args.lr, args.seed, seq_len, args.batch_tokens)
