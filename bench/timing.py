@@ -24,6 +24,7 @@ Usage::
     nice python bench/timing.py --quick                  # first example of each kernel
     nice python bench/timing.py --kernel mx_quantize     # every example of one kernel
     nice python bench/timing.py --tops --no-kernels      # the compiled tops only
+    nice python bench/timing.py --tops --no-kernels --top-seeds 3   # ... each the best of 3 placements
     python bench/timing.py --tops --export DIR           # render / compile here ...
     python bench/timing.py --run-exported DIR -j 16      # ... time on a bigger machine (no torch) ...
     python bench/timing.py --merge DIR/results.json      # ... and merge the results back
@@ -111,14 +112,15 @@ def _compile_top(compile_args: list[str], out: Path) -> str | None:
 
 
 def top_record(label: str, compile_args: list[str], out: Path, cache: Path | None, timeout: float,
-               jobs: int = 2) -> dict:
-    """Place and route the whole top level of the compiled design in ``out`` on ECP5 (no torch needed)."""
+               jobs: int = 2, seeds: int = 1) -> dict:
+    """Place and route the whole top level of the compiled design in ``out`` on ECP5 (no torch needed);
+    ``seeds`` > 1: with seeds 1..``seeds`` (``masec synth --seeds``), the fastest kept and every one listed."""
     from masec.errors import MasecError
     from masec.parts import lookup_part
     from masec.synth import synthesize
 
     try:
-        rep = synthesize(out, lookup_part(ECP5), cache=cache, timeout=timeout, jobs=jobs).report
+        rep = synthesize(out, lookup_part(ECP5), cache=cache, timeout=timeout, jobs=jobs, seeds=seeds).report
     except MasecError as exc:
         return {"label": label, "compile": compile_args, "error": str(exc).splitlines()[0]}
     cp = rep.get("critical_path") or {}
@@ -128,7 +130,8 @@ def top_record(label: str, compile_args: list[str], out: Path, cache: Path | Non
             "critical_path": {k: cp.get(k) for k in ("delay_ns", "logic_ns", "routing_ns", "instances")}
             | {"rtl": cp.get("sources", [])[:6]},
             "kernels_fmax_mhz": {f"{k['module']} ({', '.join(k['instances'][:3])})": k["fmax_mhz"]
-                                 for k in rep["kernels"]}, "mx_quantize_kernels": len(quant)}
+                                 for k in rep["kernels"]}, "mx_quantize_kernels": len(quant),
+            **({"seed": rep["top_seed"], "seeds": rep["top_seeds"]} if rep.get("top_seeds") else {})}
 
 
 TOPS = (  # label, masec compile arguments: compiled for the ECP5 part, before (PIPE 0) and for 100 MHz
@@ -176,14 +179,17 @@ def markdown(results: dict) -> str:
     if tops:
         lines += ["", "Compiled tops, whole top level placed and routed with its IOs on LFE5U-85F "
                   f"(target >= {TARGET_TOP_MHZ:g} MHz):", "",
-                  "| design | Fmax (MHz) | LUT4 | FF | MULT18 | EBR | critical path | RTL |",
-                  "|---|---:|---:|---:|---:|---:|---|---|"]
+                  "| design | Fmax (MHz) | seeds (Fmax each) | LUT4 | FF | MULT18 | EBR | critical path | RTL |",
+                  "|---|---:|---|---:|---:|---:|---:|---|---|"]
         for t in tops:
             if "error" in t:
                 failed.append(f"- {t['label']}: {t['error']}")
                 continue
             cp = t["critical_path"]
-            lines.append(f"| {t['label']} | {_mhz(t['fmax_mhz'])} | {t['LUT']} | {t['FF']} | {t['DSP']} | {t['BRAM']} | "
+            seeds = t.get("seeds") or [{"seed": t.get("seed", 1), "fmax_mhz": t["fmax_mhz"]}]
+            tried = ", ".join(f"{s['seed']}: {_mhz(s['fmax_mhz'])}" for s in seeds)
+            lines.append(f"| {t['label']} | {_mhz(t['fmax_mhz'])} | {tried} | {t['LUT']} | {t['FF']} | {t['DSP']} | "
+                         f"{t['BRAM']} | "
                          f"{cp.get('delay_ns')} ns ({cp.get('logic_ns')} logic) through "
                          f"{', '.join(cp.get('instances') or [])}: {', '.join(cp.get('rtl', [])[:3])} | "
                          f"{t.get('rtl', EARLIER)} |")
@@ -237,7 +243,7 @@ def _report(kind: str, rec: dict) -> None:
           file=sys.stderr, flush=True)
 
 
-def export(jobs: list, top_jobs: list, dest: Path) -> None:
+def export(jobs: list, top_jobs: list, dest: Path, seeds: int = 1) -> None:
     """Render every selected kernel configuration and compile every selected top into ``dest`` with a
     ``jobs.json`` index, for :func:`run_exported` on a machine with more cores (no torch needed there)."""
     index, rtl = [], rtl_version()
@@ -249,7 +255,7 @@ def export(jobs: list, top_jobs: list, dest: Path) -> None:
         out = dest / "tops" / str(i)
         err = _compile_top(cargs, out)   # a top that does not compile is reported as not measured
         index.append({"kind": "top", "label": label, "compile": cargs, "folder": str(out.relative_to(dest)),
-                      "rtl": rtl, **({"error": err} if err is not None else {})})
+                      "rtl": rtl, "seeds": seeds, **({"error": err} if err is not None else {})})
     index.sort(key=lambda j: j["kind"] != "top")   # tops first: the longest jobs start first
     (dest / "jobs.json").write_text(json.dumps(index, indent=1) + "\n")
     print(f"exported {len(index)} jobs to {dest}", file=sys.stderr)
@@ -260,7 +266,8 @@ def _time_job(j: dict, src: Path, cache: Path | None, timeout: float) -> dict:
         return kernel_record(j["kernel"], j["label"], j["params"], src / j["folder"], cache, timeout)
     if "error" in j:
         return {"label": j["label"], "compile": j["compile"], "error": j["error"]}
-    return top_record(j["label"], j["compile"], src / j["folder"], cache, timeout, 1)
+    seeds = int(j.get("seeds", 1))
+    return top_record(j["label"], j["compile"], src / j["folder"], cache, timeout, jobs=seeds, seeds=seeds)
 
 
 def run_exported(src: Path, results: Path, jobs: int, timeout: float, cache: Path | None) -> dict:
@@ -322,6 +329,9 @@ def main(argv=None) -> int:
                     help="with --tops: only the top compiled at this --clock (repeatable)")
     ap.add_argument("--top", action="append", default=[],
                     help="with --tops: only the tops whose label contains this text (repeatable, e.g. MLP)")
+    ap.add_argument("--top-seeds", type=int, default=1, metavar="N",
+                    help="with --tops: place and route each top with seeds 1..N (N at once) and keep the fastest, "
+                    "as masec synth --seeds does (default 1)")
     ap.add_argument("--jobs", "-j", type=int, default=2, help="kernel configurations (and tops) timed at once "
                     "(default 2)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per synthesis / place and route")
@@ -349,15 +359,17 @@ def main(argv=None) -> int:
     unknown = [k for k in args.kernel if k not in reg]
     if unknown:
         ap.error(f"unknown kernel(s) {', '.join(unknown)}; known: {', '.join(reg)}")
+    if args.top_seeds < 1:
+        ap.error(f"--top-seeds {args.top_seeds}: give at least 1")
     jobs, top_jobs = _select(args, reg)
     if args.export:
         if args.export.exists():
             ap.error(f"--export {args.export}: exists; give a new folder")
-        export(jobs, top_jobs, args.export)
+        export(jobs, top_jobs, args.export, args.top_seeds)
         return 0
     with tempfile.TemporaryDirectory(prefix="masec_timing_") as tmp:   # the same path as on another machine
         exported = Path(tmp) / "jobs"
-        export(jobs, top_jobs, exported)
+        export(jobs, top_jobs, exported, args.top_seeds)
         new = run_exported(exported, exported / "results.json", args.jobs, args.timeout, cache_dir())
     print(markdown(merge(new, reg, write=not args.no_write)))
     return 0

@@ -227,12 +227,13 @@ def interleave(params: dict) -> int:
 
 def latency(params: dict) -> int:
     """``SPEC.extra["latency"]``: cycles ``PIPE`` adds over ``PIPE = 0`` at SV ``params``: the decode
-    cut (1), the product cut (2), the accumulator step's extra stages (``interleave - 1``) and
-    mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at PIPE 3)."""
+    cut (1), the product cut (2), the accumulator step's extra stages (``interleave - 1``), the register
+    slice in front of mx_quantize (1 at PIPE >= 1) and mx_quantize's ``latency(PIPE)`` (2 * PIPE, + 1 at
+    PIPE 3)."""
     from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
 
     pipe = check_pipe(params.get("PIPE", 0), MAX_PIPE, "mx_matmul")
-    return min(pipe, 2) + interleave(params) - 1 + quantize_latency(pipe)
+    return min(pipe, 2) + interleave(params) - 1 + (1 if pipe else 0) + quantize_latency(pipe)
 
 
 def _example(label, m, k, n, a, b, o, trans_b, p_a, p_b, p_n, pipe=0, a_ts_exp=None, b_ts_exp=None):

@@ -35,12 +35,13 @@ def test_export_run_exported_merge(tmp_path, timing):
     dest = tmp_path / "exp"
     label = timing.TOPS[0][0]                        # merge keeps the tops it knows, by label
     bad_top = (0, label, ["no/such/model.py", "--format", "mxint8"])
-    timing.export([("stream_fifo", 0, example)], [bad_top], dest)
+    timing.export([("stream_fifo", 0, example)], [bad_top], dest, seeds=3)
 
     index = json.loads((dest / "jobs.json").read_text())
     assert [j["kind"] for j in index] == ["top", "kernel"]                 # tops first: the longest jobs
     top, kern = index
     assert top["label"] == label and "no such model file" in top["error"] and top["rtl"] == kern["rtl"]
+    assert top["seeds"] == 3                                               # --top-seeds travels with the job
     assert kern["kernel"] == "stream_fifo" and kern["label"] == example["label"]
     assert (dest / kern["folder"] / "masec_build.json").exists()
     assert sorted(p.name for p in (dest / kern["folder"] / "rtl").iterdir()) == ["stream_fifo.sv"]
@@ -67,3 +68,15 @@ def test_export_refuses_an_existing_folder(tmp_path, timing, capsys):
     with pytest.raises(SystemExit) as exc:
         timing.main(["--kernel", "stream_fifo", "--quick", "--export", str(tmp_path / "exp")])
     assert exc.value.code == 2 and "exists; give a new folder" in capsys.readouterr().err
+
+
+def test_top_rows_list_every_seed(timing):
+    """A top placed with several seeds shows the kept (fastest) Fmax and every seed's; one seed shows seed 1."""
+    cp = {"delay_ns": 9.99, "logic_ns": 2.9, "routing_ns": 7.1, "instances": ["u_fc1"], "rtl": []}
+    base = {"LUT": 1, "FF": 2, "DSP": 3, "BRAM": 4, "critical_path": cp, "rtl": "abc1234"}
+    seeded = {**base, "label": timing.TOPS[1][0], "fmax_mhz": 100.1, "seed": 3,
+              "seeds": [{"seed": 1, "fmax_mhz": 89.1}, {"seed": 2, "fmax_mhz": 97.5}, {"seed": 3, "fmax_mhz": 100.1}]}
+    single = {**base, "label": timing.TOPS[0][0], "fmax_mhz": 41.9}
+    text = timing.markdown({"kernels": {}, "tops": [single, seeded]})
+    assert f"| {seeded['label']} | 100.1 | 1: 89.1, 2: 97.5, 3: 100.1 | 1 | 2 | 3 | 4 |" in text
+    assert f"| {single['label']} | 41.9 | 1: 41.9 | 1 |" in text
