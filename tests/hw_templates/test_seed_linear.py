@@ -623,19 +623,48 @@ MUTANTS = {   # name: (model function replaced, wrong version built from the ori
 }
 
 
-@pytest.mark.parametrize("mutant", list(MUTANTS))
-def test_rtl_check_can_fail(build_root, seed, mutant):
-    """A deliberately wrong model (a seed-format detail dropped) fails against the same RTL build."""
+def _exposing_seed(build_root, seed, cfgs, name, wrong, tries: int = 64) -> int:
+    """The first of ``seed``, ``seed + 1``, ... whose vectors for ``cfgs`` differ between the right model
+    and the one with ``mx_linear.<name>`` replaced by ``wrong(orig)``. Random data can miss a mutant
+    (every output block of the mutated configuration saturated or zero, so a doubled tensor scale
+    changes nothing): the check then runs on data that exposes it, the same for the same seed."""
     import masec.hw_templates.kernels.mx_linear as ml
 
-    name, wrong = MUTANTS[mutant]
+    def expected(s, tag):
+        rng = random.Random(s)
+        return [build_case(build_root / f"mutant_{name}_{tag}" / str(i), rng, *c)[1].beats for i, c in enumerate(cfgs)]
+
+    orig = getattr(ml, name)
+    for s in range(seed, seed + tries):
+        right = expected(s, "right")
+        setattr(ml, name, wrong(orig))
+        try:
+            wrong_beats = expected(s, "wrong")
+        finally:
+            setattr(ml, name, orig)
+        if wrong_beats != right:
+            return s
+    raise AssertionError(f"no seed in {seed}..{seed + tries - 1} exposes the mutant of {name}")
+
+
+def _check_mutant_fails(build_root, seed, cfgs, name, wrong, pipe=0):
+    import masec.hw_templates.kernels.mx_linear as ml
+
+    s = _exposing_seed(build_root, seed, cfgs, name, wrong)
     orig = getattr(ml, name)
     setattr(ml, name, wrong(orig))
     try:
-        res, _, _ = run_configs(build_root, seed, DEFAULT_CONFIGS)
+        res, _, _ = run_configs(build_root, s, cfgs, pipe=pipe)
     finally:
         setattr(ml, name, orig)
-    assert not res.ok
+    assert not res.ok and "differs" in res.message, f"seed {s}: the RTL matched a wrong model"
+
+
+@pytest.mark.parametrize("mutant", list(MUTANTS))
+def test_rtl_check_can_fail(build_root, seed, mutant):
+    """A deliberately wrong model (a seed-format detail dropped) fails against the same RTL build, on
+    vectors that expose the mistake (:func:`_exposing_seed`)."""
+    _check_mutant_fails(build_root, seed, DEFAULT_CONFIGS, *MUTANTS[mutant])
 
 
 def _m2x_meta_one(f):
@@ -652,26 +681,9 @@ ACT_MUTANTS = {   # name: (model function replaced, wrong version built from the
 @pytest.mark.parametrize("mutant", list(ACT_MUTANTS))
 def test_rtl_seed_activations_check_can_fail(build_root, seed, mutant):
     """A deliberately wrong x decode in the model (M2XFP's refinement dropped, NVFP4's block-scale
-    significand taken as 1.0) fails against the same RTL build as test_rtl_seed_activations. The
-    wrong model's expected outputs are first asserted to differ from the right one's, so the test
-    cannot pass because the vectors happen not to reach the mutated detail."""
-    import masec.hw_templates.kernels.mx_linear as ml
-
-    def expected(tag):
-        rng = random.Random(seed)
-        return [build_case(build_root / f"mutant_check_{tag}" / str(i), rng, *c[:10], c[10], c[11])[1].beats
-                for i, c in enumerate(ACT_CONFIGS)]
-
-    name, wrong = ACT_MUTANTS[mutant]
-    orig = getattr(ml, name)
-    right = expected("right")
-    setattr(ml, name, wrong(orig))
-    try:
-        assert expected("wrong") != right, "the vectors do not expose the mutant"
-        res, _, _ = run_configs(build_root, seed, ACT_CONFIGS, pipe=0)
-    finally:
-        setattr(ml, name, orig)
-    assert not res.ok and "differs" in res.message
+    significand taken as 1.0) fails against the same RTL build as test_rtl_seed_activations, on
+    vectors that expose the mistake (:func:`_exposing_seed`)."""
+    _check_mutant_fails(build_root, seed, ACT_CONFIGS, *ACT_MUTANTS[mutant])
 
 
 @pytest.mark.parametrize("pipe", [0, MAX_PIPE])
