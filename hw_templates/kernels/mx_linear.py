@@ -1057,7 +1057,7 @@ def dot_latency(p: int, pipe: int) -> int:
 
 def latency(params: dict) -> int:
     """Cycles mx_linear's ``PIPE`` adds over PIPE 0 (every output beat later by this), for its SV
-    ``params``: cut R, mx_dot, M2XFP's metadata multiply, the block-scale cut (NVFP4 / BitMoD W, NVFP4 x), the
+    ``params``: the register slice on s_x (cut X), cut R, mx_dot, M2XFP's metadata multiply, the block-scale cut (NVFP4 / BitMoD W, NVFP4 x), the
     accumulator's extra stages (:func:`accumulator_stages` - 1), NVFP4's tensor-scale tail, the register
     slice in front of mx_quantize, and the nested mx_quantize's latency (2 * PIPE, + 1 at PIPE 3)."""
     from masec.hw_templates.kernels.mx_quantize import latency as quantize_latency
@@ -1069,7 +1069,7 @@ def latency(params: dict) -> int:
     xfmt = int(params.get("XFMT", 0) or 0)
     p_in, block = int(params["P_IN"]), int(params["B"])
     dot_p = min(p_in, 8) if wfmt == 1 else p_in
-    return (1 + dot_latency(dot_p, pipe) + (1 if wfmt == 1 else 0) + (1 if wfmt in (2, 3) or xfmt == 2 else 0)
+    return (1 + 1 + dot_latency(dot_p, pipe) + (1 if wfmt == 1 else 0) + (1 if wfmt in (2, 3) or xfmt == 2 else 0)
             + accumulator_stages(params) - 1 + (pipe if wfmt == 2 else 0) + 1 + quantize_latency(pipe))
 
 
@@ -1153,9 +1153,9 @@ SPECS = (
     KernelSpec(
         name="mx_facc_cmp",
         template="mx_facc_cmp.sv.j2",
-        doc="First quarter of an mx_facc step (mx_facc_align's exponent compare): the operand with the "
-            "larger exponent, the other one, their clamped exponent difference, the S = 0 / A = 0 cases. "
-            "Combinational.",
+        doc="First quarter of an mx_facc step (mx_facc_align's exponent compare): which operand has the "
+            "larger exponent (a select, applied by mx_facc_shift), their clamped exponent difference, the "
+            "S = 0 / A = 0 cases. Combinational.",
         params=(ParamSpec("AW", "accumulator mantissa bits", 32), ParamSpec("DW", "block-sum bits", 24),
                 ParamSpec("G", "guard: S enters as S << G (AW = DW + G + 1)", 7),
                 ParamSpec("XW", "exponent bits", XW)),
@@ -1166,12 +1166,15 @@ SPECS = (
     KernelSpec(
         name="mx_facc_shift",
         template="mx_facc_shift.sv.j2",
-        doc="Second quarter of an mx_facc step (mx_facc_align's alignment): the lesser operand shifted "
-            "right by the exponent difference, one fraction bit kept; g + 1 beside it. Combinational.",
-        params=(ParamSpec("AW", "accumulator mantissa bits", 32), ParamSpec("XW", "exponent bits", XW)),
+        doc="Second quarter of an mx_facc step (mx_facc_align's alignment): the operands picked by "
+            "mx_facc_cmp's select (three copies), the lesser one shifted right by the exponent difference, "
+            "one fraction bit kept; g + 1 beside it. Combinational.",
+        params=(ParamSpec("AW", "accumulator mantissa bits", 32), ParamSpec("DW", "block-sum bits", 24),
+                ParamSpec("G", "guard: S enters as S << G (AW = DW + G + 1)", 7),
+                ParamSpec("XW", "exponent bits", XW)),
         ports=(),
         model=f"{__name__}:facc_step",
-        examples=({"label": "AW32", "ctx": {}, "params": {"AW": 32}},),
+        examples=({"label": "AW32", "ctx": {}, "params": {"AW": 32, "DW": 24, "G": 7}},),
     ),
     KernelSpec(
         name="mx_facc_sum",

@@ -307,24 +307,25 @@ def test_rtl_matches_model_sweep(build_root, seed, cfg, pipe):
 
 
 def test_pipe_latency_model():
-    """latency() adds up the cuts of the template's header: mx_dot's, cut R, the accumulator's extra
-    stages (PIPE 1, 2: up to 1, PIPE 3: up to 3, never more than the beats between a pass's blocks
-    allow), the seed formats' extra cuts and the nested mx_quantize's 2 * PIPE."""
+    """latency() adds up the cuts of the template's header: the slice on s_x (cut X), cut R, mx_dot's,
+    the accumulator's extra stages (PIPE 1, 2: up to 1, PIPE 3: up to 3, never more than the beats
+    between a pass's blocks allow), the seed formats' extra cuts, the slice in front of mx_quantize
+    (cut Q) and the nested mx_quantize's 2 * PIPE (+ 1 at PIPE 3)."""
     assert [dot_latency(8, p) for p in range(4)] == [0, 3, 5, 5]     # P8: 3 tree levels
     assert [dot_latency(32, p) for p in range(4)] == [0, 4, 7, 7]    # P32: 5 tree levels
     assert [dot_latency(1, p) for p in range(4)] == [0, 1, 2, 2]
     base = {"P_IN": 8, "B": 32, "IN": 64}
-    # cut R + mx_dot + [accumulator stages - 1] + [seed cuts] + slice Q + mx_quantize (2 * PIPE, + 1 at PIPE 3)
-    assert [latency({**base, "PIPE": p}) for p in range(4)] == [0, 1 + 3 + 1 + 1 + 2, 1 + 5 + 1 + 1 + 4,
-                                                                1 + 5 + 3 + 1 + 7]
-    assert latency({"P_IN": 32, "B": 32, "IN": 64, "PIPE": 3}) == 1 + 7 + 0 + 1 + 7   # P_IN = B: one-cycle step
-    assert latency({**base, "IN": 40, "PIPE": 3}) == 1 + 5 + 0 + 1 + 7   # last block of one beat in passes 1..
-    assert latency({**base, "IN": 48, "PIPE": 3}) == 1 + 5 + 1 + 1 + 7   # ... of two beats
-    assert latency({**base, "IN": 56, "PIPE": 3}) == 1 + 5 + 2 + 1 + 7   # ... of three beats
-    assert latency({"P_IN": 32, "B": 32, "IN": 20, "PIPE": 3}) == 1 + 7 + 3 + 1 + 7   # one block per row
+    # slice X + cut R + mx_dot + [accumulator stages - 1] + [seed cuts] + slice Q + mx_quantize (2 * PIPE, + 1 at PIPE 3)
+    assert [latency({**base, "PIPE": p}) for p in range(4)] == [0, 1 + 1 + 3 + 1 + 1 + 2, 1 + 1 + 5 + 1 + 1 + 4,
+                                                                1 + 1 + 5 + 3 + 1 + 7]
+    assert latency({"P_IN": 32, "B": 32, "IN": 64, "PIPE": 3}) == 1 + 1 + 7 + 0 + 1 + 7   # P_IN = B: one-cycle step
+    assert latency({**base, "IN": 40, "PIPE": 3}) == 1 + 1 + 5 + 0 + 1 + 7   # last block of one beat in passes 1..
+    assert latency({**base, "IN": 48, "PIPE": 3}) == 1 + 1 + 5 + 1 + 1 + 7   # ... of two beats
+    assert latency({**base, "IN": 56, "PIPE": 3}) == 1 + 1 + 5 + 2 + 1 + 7   # ... of three beats
+    assert latency({"P_IN": 32, "B": 32, "IN": 20, "PIPE": 3}) == 1 + 1 + 7 + 3 + 1 + 7   # one block per row
     assert [accumulator_stages({"P_IN": 4, "B": 32, "IN": 96, "PIPE": p}) for p in range(4)] == [1, 2, 2, 4]
-    assert latency({**base, "WFMT": 2, "PIPE": 3}) == 1 + 5 + 3 + 1 + 3 + 1 + 7     # NVFP4: scale cut, tail
-    assert latency({**base, "WFMT": 1, "PIPE": 2}) == 1 + 5 + 1 + 1 + 1 + 4         # M2XFP: (4 + m) cut
+    assert latency({**base, "WFMT": 2, "PIPE": 3}) == 1 + 1 + 5 + 3 + 1 + 3 + 1 + 7     # NVFP4: scale cut, tail
+    assert latency({**base, "WFMT": 1, "PIPE": 2}) == 1 + 1 + 5 + 1 + 1 + 1 + 4         # M2XFP: (4 + m) cut
     assert [pipe_depth("mx_linear", ns) for ns in (20.0, 10.0, 8.0, 6.0, 4.0, 3.0, 2.0)] == [0, 0, 1, 2, 2, 3, 3]
     with pytest.raises(ValueError):
         latency({**base, "PIPE": MAX_PIPE + 1})
